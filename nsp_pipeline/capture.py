@@ -1,0 +1,368 @@
+"""Run a model once and record every layer: its output, and the operation that made it.
+
+Two layer granularities:
+
+``children``
+    The outputs of the model's direct children in call order, plus the input as layer 0:
+    exactly the predecessor ``nsp``'s semantics. Functional operations between children
+    (``torch.sigmoid``, ``x.view``) are invisible; each child reads the previous layer.
+``ops``
+    Every module and functional operation of the model, traced with ``torch.fx``, so
+    functional activations, reshapes, additions and concatenations are layers of their own
+    and each layer reads exactly the layers its operation takes as arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.fx
+from torch import nn
+
+from nsp_pipeline.layout import Layer, Layout
+from nsp_pipeline.pattern import Pattern
+
+GRANULARITIES = ("children", "ops")
+
+
+class TraceError(ValueError):
+    """The model cannot be recorded at the requested granularity."""
+
+
+@dataclass(frozen=True)
+class OpCall:
+    """The operation that produced one layer, replayable on other inputs.
+
+    Parameters
+    ----------
+    target : nn.Module, callable or str
+        The module, the function, or the tensor method name that was called.
+    inputs : tuple of torch.Tensor
+        The tensors the operation read, in argument order.
+    input_layers : tuple of int
+        The layer each input comes from. An input may have another shape than its layer
+        (``children`` granularity: a ``view`` between children) but always the same
+        number of elements, in the same C order.
+    output : torch.Tensor
+        The operation's output.
+    replay : callable
+        ``replay(*tensors)`` calls the operation again with ``tensors`` in place of ``inputs``
+        and every other argument unchanged.
+    args, kwargs : tuple, dict
+        The arguments of the call, with their recorded values (for functional operations,
+        whose parameters such as ``kernel_size`` are arguments).
+    """
+
+    target: nn.Module | Callable | str
+    inputs: tuple[torch.Tensor, ...]
+    input_layers: tuple[int, ...]
+    output: torch.Tensor
+    replay: Callable[..., torch.Tensor]
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """Short type name: module class, function name or method name."""
+        return _kind(self.target)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What one forward pass recorded.
+
+    Parameters
+    ----------
+    layout : Layout
+        Recorded layers.
+    values : list of torch.Tensor
+        Each layer's output, shape ``(n_samples, *layer.shape)``.
+    calls : list of OpCall or None
+        The operation behind each layer (``None`` for the input). Replays are exact for the
+        batch the trace ran on; the graph builder traces a batch of one reference sample.
+    model_output : torch.Tensor
+        The model's output.
+    granularity : str
+        ``"children"`` or ``"ops"``.
+    output_layer : int or None
+        The layer the model returns, if it returns one recorded layer.
+    """
+
+    layout: Layout
+    values: list[torch.Tensor]
+    calls: list[OpCall | None]
+    model_output: torch.Tensor
+    granularity: str
+    output_layer: int | None = None
+
+    def pattern(self, labels=None, sample_ids=None) -> Pattern:
+        """The recorded activations as a float64 :class:`Pattern`."""
+        n_samples = self.values[0].shape[0]
+        flat = [v.detach().reshape(n_samples, -1).to(torch.float64).cpu().numpy() for v in self.values]
+        return Pattern(
+            layout=self.layout,
+            values=np.concatenate(flat, axis=1),
+            domain="activations",
+            sample_ids=sample_ids,
+            labels=labels,
+            predictions=predictions(self.model_output),
+        )
+
+
+def predictions(model_output: torch.Tensor) -> np.ndarray | None:
+    """Predicted class per sample (argmax of ``(n_samples, n_classes)`` output), else ``None``."""
+    if isinstance(model_output, torch.Tensor) and model_output.ndim == 2 and model_output.shape[1] > 1:
+        return model_output.argmax(dim=1).cpu().numpy()
+    return None
+
+
+def trace(model: nn.Module, inputs: torch.Tensor, granularity: str = "children") -> Trace:
+    """Run ``model`` on a batch and record every layer.
+
+    The model runs in eval mode (restored afterwards) without gradients; outputs are
+    copied, so in-place operations later in the network do not alter them.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network.
+    inputs : torch.Tensor
+        A batch ``(n_samples, *input_shape)``.
+    granularity : {"children", "ops"}
+        Which layers to record (see the module docstring).
+
+    Returns
+    -------
+    Trace
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    if not isinstance(inputs, torch.Tensor) or inputs.ndim < 1:
+        raise TypeError("inputs must be a torch.Tensor with a leading batch axis")
+    with eval_mode(model), torch.no_grad():
+        if granularity == "children":
+            return _trace_children(model, inputs)
+        return _trace_ops(model, inputs)
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Put ``model`` in eval mode for the duration of a ``with`` block, then restore every module."""
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+
+
+def _kind(target) -> str:
+    if isinstance(target, nn.Module):
+        return type(target).__name__
+    if isinstance(target, str):
+        return target
+    return getattr(target, "__name__", repr(target))
+
+
+def _describe(target, args=(), kwargs=None) -> str:
+    if isinstance(target, nn.Module):
+        return " ".join(repr(target).split())
+    shown = [a for a in args if not isinstance(a, torch.fx.Node)]
+    extra = ", ".join([*(repr(a) for a in shown), *(f"{k}={v!r}" for k, v in (kwargs or {}).items())])
+    return f"{_kind(target)}({extra})" if extra else _kind(target)
+
+
+def _input_layer(inputs: torch.Tensor) -> Layer:
+    return Layer("input", tuple(inputs.shape[1:]), "input", f"Input{list(inputs.shape)}")
+
+
+def _check_batch(name: str, output, n_samples: int) -> torch.Tensor:
+    if not isinstance(output, torch.Tensor):
+        raise TraceError(f"layer {name!r} returns {type(output).__name__}, not a tensor")
+    if output.ndim < 1 or output.shape[0] != n_samples:
+        raise TraceError(
+            f"layer {name!r} returns shape {tuple(output.shape)}; expected a leading batch axis of "
+            f"{n_samples} (does the model fold the batch into other axes, e.g. view(-1)?)"
+        )
+    return output
+
+
+def _trace_children(model: nn.Module, inputs: torch.Tensor) -> Trace:
+    n_samples = inputs.shape[0]
+    records: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]] = []
+
+    def hook(name):
+        def record(module, args, output):
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            if len(tensors) != 1 or len(args) != 1:
+                raise TraceError(
+                    f"child {name!r} ({type(module).__name__}) takes {len(args)} arguments; the "
+                    "'children' granularity needs one tensor per child, use granularity 'ops'"
+                )
+            records.append((name, module, tensors[0].detach().clone(), output))
+
+        return record
+
+    handles = [child.register_forward_hook(hook(name)) for name, child in model.named_children()]
+    try:
+        model_output = model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    # A child's output may be changed in place later; the hook copies it when it is recorded,
+    # so the stored output is the one the child returned.
+    layers = [_input_layer(inputs)]
+    values = [inputs.detach().clone()]
+    calls: list[OpCall | None] = [None]
+    names = {"input": 0}
+    for name, module, child_input, output in records:
+        output = _check_batch(name, output, n_samples)
+        unique = _unique_name(name, names)
+        previous = len(layers) - 1
+        if child_input[0].numel() != values[previous][0].numel():
+            raise TraceError(
+                f"child {name!r} ({type(module).__name__}) reads {child_input[0].numel()} values per "
+                f"sample but the previous layer {layers[previous].name!r} has "
+                f"{values[previous][0].numel()}; the 'children' granularity assumes each child reads "
+                "the previous child's output (up to reshapes and elementwise functions), "
+                "use granularity 'ops'"
+            )
+        layers.append(Layer(unique, tuple(output.shape[1:]), _kind(module), _describe(module), (previous,)))
+        values.append(output)
+        calls.append(
+            OpCall(
+                target=module,
+                inputs=(child_input,),
+                input_layers=(previous,),
+                output=output,
+                replay=module,
+                args=(child_input,),
+            )
+        )
+    return Trace(Layout(tuple(layers)), values, calls, model_output, "children")
+
+
+def _unique_name(name: str, seen: dict[str, int]) -> str:
+    count = seen.get(name, 0)
+    seen[name] = count + 1
+    return name if count == 0 else f"{name}_{count}"
+
+
+def _trace_ops(model: nn.Module, inputs: torch.Tensor) -> Trace:
+    graph_module = fx_trace(model)
+    return record_graph_module(graph_module, inputs)
+
+
+def fx_trace(model: nn.Module) -> torch.fx.GraphModule:
+    """Symbolically trace ``model`` with ``torch.fx``, with a clear error if it cannot be traced."""
+    try:
+        return torch.fx.symbolic_trace(model)
+    except Exception as error:  # fx raises many types (TraceError, TypeError, ...)
+        raise TraceError(
+            f"torch.fx cannot trace {type(model).__name__}: {error}. The 'ops' granularity needs a "
+            "model without data-dependent control flow; granularity 'children' still works "
+            "for models whose children are called one after another"
+        ) from error
+
+
+def record_graph_module(graph_module: torch.fx.GraphModule, inputs: torch.Tensor) -> Trace:
+    """Run a traced model node by node and record every tensor-valued operation."""
+    n_samples = inputs.shape[0]
+    placeholders = [n for n in graph_module.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise TraceError(f"the model takes {len(placeholders)} inputs; exactly one tensor input is supported")
+    modules = dict(graph_module.named_modules())
+    env: dict[torch.fx.Node, object] = {}
+    layer_of: dict[torch.fx.Node, int] = {}
+    layers = [_input_layer(inputs)]
+    values = [inputs.detach().clone()]
+    calls: list[OpCall | None] = [None]
+    names = {"input": 0}
+    model_output = output_layer = None
+    for node in graph_module.graph.nodes:
+        if node.op == "placeholder":
+            env[node] = inputs
+            layer_of[node] = 0
+            continue
+        if node.op == "output":
+            model_output = torch.fx.graph.map_arg(node.args[0], lambda n: env[n])
+            output_layer = layer_of.get(node.args[0]) if isinstance(node.args[0], torch.fx.Node) else None
+            continue
+        if node.op == "get_attr":
+            env[node] = _fetch_attr(graph_module, node.target)
+            continue
+        target = modules[node.target] if node.op == "call_module" else node.target
+        run = _runner(node.op, target)
+        args = torch.fx.graph.map_arg(node.args, lambda n: env[n])
+        kwargs = torch.fx.graph.map_arg(node.kwargs, lambda n: env[n])
+        result = run(*args, **kwargs)
+        env[node] = result
+        sources = [n for n in node.all_input_nodes if n in layer_of]
+        if not isinstance(result, torch.Tensor) or not sources:
+            continue  # sizes, shapes, and tensors computed from parameters alone are not layers
+        name = node.target if node.op == "call_module" else node.name
+        _check_batch(name, result, n_samples)
+        index = len(layers)
+        layers.append(
+            Layer(
+                _unique_name(name, names),
+                tuple(result.shape[1:]),
+                _kind(target),
+                _describe(target, node.args, node.kwargs),
+                tuple(sorted({layer_of[n] for n in sources})),
+            )
+        )
+        values.append(result.detach().clone())
+        calls.append(_node_call(node, target, run, env, layer_of))
+        layer_of[node] = index
+    return Trace(Layout(tuple(layers)), values, calls, model_output, "ops", output_layer)
+
+
+def _fetch_attr(graph_module: torch.fx.GraphModule, target: str):
+    value = graph_module
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _runner(op: str, target) -> Callable:
+    if op == "call_method":
+        return lambda self, *args, **kwargs: getattr(self, target)(*args, **kwargs)
+    return target
+
+
+def _node_call(node: torch.fx.Node, target, run: Callable, env: dict, layer_of: dict) -> OpCall:
+    """Describe one fx node as a replayable :class:`OpCall`."""
+    tensor_nodes = [n for n in _ordered_inputs(node) if n in layer_of]
+
+    def replay(*tensors):
+        replaced = dict(zip(tensor_nodes, tensors))
+
+        def value(n):
+            return replaced[n] if n in replaced else env[n]
+
+        args = torch.fx.graph.map_arg(node.args, value)
+        kwargs = torch.fx.graph.map_arg(node.kwargs, value)
+        return run(*args, **kwargs)
+
+    return OpCall(
+        target=target,
+        inputs=tuple(env[n] for n in tensor_nodes),
+        input_layers=tuple(layer_of[n] for n in tensor_nodes),
+        output=env[node],
+        replay=replay,
+        args=torch.fx.graph.map_arg(node.args, lambda n: env[n]),
+        kwargs=torch.fx.graph.map_arg(node.kwargs, lambda n: env[n]),
+    )
+
+
+def _ordered_inputs(node: torch.fx.Node) -> list[torch.fx.Node]:
+    seen: list[torch.fx.Node] = []
+    torch.fx.graph.map_arg((node.args, node.kwargs), lambda n: seen.append(n) if n not in seen else None)
+    return seen
+
