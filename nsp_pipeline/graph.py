@@ -151,7 +151,8 @@ def graph_from_trace(recorded: Trace, incl: bool = True) -> NeuronGraph:
 
 def _csr(targets: np.ndarray, sources: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted, duplicate-free CSR (rows: targets) of an edge list."""
-    keys = np.unique(targets.astype(np.int64) * n + sources.astype(np.int64))
+    keys = np.sort(targets.astype(np.int64) * n + sources.astype(np.int64))
+    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
     rows = keys // n
     indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))]).astype(np.int64)
     return indptr, keys % n

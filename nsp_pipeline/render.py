@@ -4,7 +4,7 @@ Every layer is drawn as a single raster image (one ``imshow``), so that layers w
 hundreds of channels stay fast to draw and small on disk:
 
 - ``(C, H, W)``: a mosaic of ``C`` tiles on a near-square grid, separated by 1-pixel
-  NaN gaps that show the background; more than three dimensions fold the leading
+  NaN gaps drawn in :data:`BACKGROUND`; more than three dimensions fold the leading
   ones into channels, and ``(C, 1, 1)`` is drawn like ``(C,)``;
 - ``(C, L)``: one row per channel;
 - ``(L,)``: a strip, wrapped into rows of a round width (100, 200, 500, ...) when long.
@@ -37,6 +37,9 @@ SCALES = ("layerscale", "layernorm", "globalscale", "globalnorm")
 
 #: Mosaics with at most this many channels label every tile; larger ones every k-th.
 MAX_TILE_LABELS = 64
+
+#: Colour of the gaps between tiles and of the padding after a wrapped strip (NaN pixels).
+BACKGROUND = "0.8"
 
 _PAGE = 8.0  # page width and height, inches
 _MARGINS = {"left": 0.9, "right": 0.4, "top": 1.0, "bottom": 1.3}  # inches
@@ -191,7 +194,7 @@ def _axes_rect(height: int, width: int) -> tuple[float, float, float, float]:
 
 def _label_tiles(ax, channels: int, height: int, width: int, cols: int, tile_inches: float) -> None:
     step = 1 if channels <= MAX_TILE_LABELS else math.ceil(channels / MAX_TILE_LABELS)
-    size = min(max(tile_inches * 72 * 0.3, 3.0), 7.0)
+    size = min(max(tile_inches * 72 * 0.25, 3.0), 6.0)
     for channel in range(0, channels, step):
         row, col = divmod(channel, cols)
         ax.text(
@@ -215,7 +218,12 @@ def _draw_layer(
     rect = _axes_rect(*image.shape)
     ax = fig.add_axes(rect)
     shown = ax.imshow(
-        image, cmap=cmap, vmin=limits[0], vmax=limits[1], interpolation="nearest", aspect="auto"
+        image,
+        cmap=cmap.with_extremes(bad=BACKGROUND),
+        vmin=limits[0],
+        vmax=limits[1],
+        interpolation="nearest",
+        aspect="auto",
     )
     shape = ", ".join(str(n) for n in layer.shape)
     ax.set_title(f"{layer.name} — {layer.kind} — shape ({shape})", fontsize=11)
@@ -228,7 +236,8 @@ def _draw_layer(
         _label_tiles(ax, channels, height, width, cols, rect[2] * _PAGE * (width + 1) / image.shape[1])
     else:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(image.shape[0], 8)))
+        fitting = max(1, int(rect[3] * _PAGE * 72 / 14))  # y tick labels of 8 pt that fit the box
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(image.shape[0], fitting, 8)))
         if canonical.ndim == 1:
             ax.set_xlabel("neuron", fontsize=8)
             if image.shape[0] == 1:

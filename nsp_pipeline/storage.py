@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -255,8 +255,9 @@ def _check_schema(path: str | os.PathLike, file: h5py.File, expected: str | None
 
 
 def _read_file(
-    path: str | os.PathLike, kind: str, required: tuple[str, ...]
+    path: str | os.PathLike, kind: str, required: tuple[str, ...], per_layer: bool = False
 ) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+    """Check and read every dataset; ``per_layer`` also requires ``layers/NNN`` for each layer."""
     arrays: dict[str, np.ndarray] = {}
 
     def collect(name: str, item: h5py.Dataset | h5py.Group) -> None:
@@ -267,7 +268,18 @@ def _read_file(
         _check_schema(path, file, kind)
         attributes = dict(file.attrs)
         file.visititems(collect)
-    _require(path, kind, arrays, (*(f"layout/{name}" for name in _LAYOUT_DATASETS), *required))
+    n_layers = len(arrays.get("layout/names", ())) if per_layer else 0
+    layers = (_layer_dataset(i) for i in range(n_layers))
+    missing = [
+        name
+        for name in (*(f"layout/{name}" for name in _LAYOUT_DATASETS), *required, *layers)
+        if name not in arrays
+    ]
+    if missing:
+        raise SchemaError(
+            f"{path} is corrupt or truncated: datasets {missing} of a {kind} file are missing; "
+            "delete it and regenerate it"
+        )
     stored, computed = attributes.get("content_sha256"), content_sha256(arrays)
     if stored != computed:
         raise SchemaError(
@@ -275,17 +287,6 @@ def _read_file(
             f"{stored}; delete it and regenerate it"
         )
     return arrays, attributes
-
-
-def _require(
-    path: str | os.PathLike, kind: str, arrays: Mapping[str, np.ndarray], names: Iterable[str]
-) -> None:
-    missing = [name for name in names if name not in arrays]
-    if missing:
-        raise SchemaError(
-            f"{path} is corrupt or truncated: datasets {missing} of a {kind} file are missing; "
-            "delete it and regenerate it"
-        )
 
 
 @contextmanager
@@ -510,15 +511,13 @@ def read_pattern(path: str | os.PathLike) -> Pattern:
         If it is not a valid pattern file, or is corrupt.
     """
     columns = ("sample_ids", "labels", "predictions")
-    arrays, attributes = _read_file(path, "pattern", columns)
-    n_layers = len(arrays["layout/names"])
-    _require(path, "pattern", arrays, (_layer_dataset(i) for i in range(n_layers)))
+    arrays, attributes = _read_file(path, "pattern", columns, per_layer=True)
     with _consistent(path):
         layout = _layout_of(arrays)
         metadata = {name: None if np.all(arrays[name] == -1) else arrays[name] for name in columns}
         return Pattern(
             layout=layout,
-            values=layout.join([arrays[_layer_dataset(i)] for i in range(n_layers)]),
+            values=layout.join([arrays[_layer_dataset(i)] for i in range(len(layout))]),
             domain=str(attributes["domain"]),
             eigenvalues=arrays.get("eigenvalues"),
             **metadata,

@@ -1,0 +1,369 @@
+"""HDF5 storage: round trips, reproducibility, schema checks, corruption, atomicity, provenance."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from nsp_pipeline import storage
+from nsp_pipeline.causal import CausalOperator
+from nsp_pipeline.graph import NeuronGraph
+from nsp_pipeline.laplacian import LaplacianOperator
+from nsp_pipeline.layout import Layer, Layout
+from nsp_pipeline.pattern import Pattern
+from nsp_pipeline.provenance import config_hash, model_checksum, provenance
+from nsp_pipeline.storage import (
+    SchemaError,
+    read_causal_operator,
+    read_graph,
+    read_laplacian_operator,
+    read_layout,
+    read_pattern,
+    read_provenance,
+    write_causal_operator,
+    write_graph,
+    write_laplacian_operator,
+    write_layout,
+    write_pattern,
+)
+
+PROVENANCE = {"nsp_pipeline_version": "0.1.0", "config_hash": "abc", "note": "ünïcode"}
+
+
+@pytest.fixture
+def layout() -> Layout:
+    """Four layers with awkward names, a 0-d layer and a two-parent layer; 2 + 3 + 1 + 2 nodes."""
+    return Layout(
+        (
+            Layer("input", (2,), "input"),
+            Layer("features.0/conv", (1, 3), "Conv2d", "Conv2d(1, 1, kernel_size=2)", (0,)),
+            Layer("mean", (), "mean", "", (1,)),
+            Layer("añadir", (2,), "add", "sum of two", (0, 2)),
+        )
+    )
+
+
+@pytest.fixture
+def graph(layout: Layout) -> NeuronGraph:
+    parents = [[], [], [0], [0, 1], [1], [2, 3, 4], [0, 5], [1, 5]]
+    indptr = np.concatenate([[0], np.cumsum([len(p) for p in parents])]).astype(np.int64)
+    indices = np.array([u for p in parents for u in p], dtype=np.int64)
+    return NeuronGraph(layout, indptr, indices, incl=False, granularity="ops")
+
+
+@pytest.fixture
+def causal(layout: Layout) -> CausalOperator:
+    """Strict ancestor sets of ``graph``; the two nodes of the last layer have different parents."""
+    return CausalOperator(
+        layout=layout,
+        indptr=np.array([0, 0, 1, 3, 4, 9, 15, 21], dtype=np.int64),
+        indices=np.array([0, 0, 1, 1, 0, 1, 2, 3, 4, *range(6), *range(6)], dtype=np.int64),
+        row_map=np.array([0, 0, 1, 2, 3, 4, 5, 6], dtype=np.int64),
+        layer_rows=np.array([0, 1, 4, 5, 7], dtype=np.int64),
+    )
+
+
+@pytest.fixture
+def laplacian(layout: Layout) -> LaplacianOperator:
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(size=(layout.n_nodes, layout.n_nodes))
+    eigenvalues, eigenvectors = np.linalg.eigh(matrix + matrix.T)
+    return LaplacianOperator(layout, eigenvalues, eigenvectors)
+
+
+def _pattern(layout: Layout, full: bool) -> Pattern:
+    rng = np.random.default_rng(1)
+    n_samples = 3 if full else 1
+    return Pattern(
+        layout=layout,
+        values=rng.normal(size=(n_samples, layout.n_nodes)),
+        domain="laplacian" if full else "activations",
+        sample_ids=np.array([7, 8, 9]) if full else None,
+        labels=np.array([1, -1, 0]) if full else None,
+        predictions=np.array([1, 2, 0]) if full else None,
+        eigenvalues=np.linspace(0.0, 4.0, layout.n_nodes) if full else None,
+    )
+
+
+def _assert_same_layout(read: Layout, written: Layout) -> None:
+    assert read == written
+    np.testing.assert_array_equal(read.offsets, written.offsets)
+
+
+def _assert_same_array(read: np.ndarray, written: np.ndarray) -> None:
+    assert read.dtype == written.dtype
+    np.testing.assert_array_equal(read, written, strict=True)
+
+
+def _write_all(tmp_path, layout, graph, causal, laplacian) -> dict[str, object]:
+    """Write one file of every kind; return the path of each kind."""
+    paths = {kind: tmp_path / f"{kind}.h5" for kind in storage.KINDS}
+    write_graph(paths["graph"], graph, PROVENANCE)
+    write_causal_operator(paths["causal_operator"], causal, PROVENANCE)
+    write_laplacian_operator(paths["laplacian_operator"], laplacian, PROVENANCE)
+    write_pattern(paths["pattern"], _pattern(layout, full=True), PROVENANCE)
+    return paths
+
+
+def test_graph_round_trip(tmp_path, graph: NeuronGraph) -> None:
+    write_graph(tmp_path / "g.h5", graph, PROVENANCE)
+    read = read_graph(tmp_path / "g.h5")
+    _assert_same_layout(read.layout, graph.layout)
+    _assert_same_array(read.indptr, graph.indptr)
+    _assert_same_array(read.indices, graph.indices)
+    assert read.incl is False and read.granularity == "ops"
+
+
+def test_causal_operator_round_trip(tmp_path, causal: CausalOperator) -> None:
+    write_causal_operator(tmp_path / "c.h5", causal, PROVENANCE)
+    read = read_causal_operator(tmp_path / "c.h5")
+    _assert_same_layout(read.layout, causal.layout)
+    for name in ("indptr", "indices", "row_map", "layer_rows"):
+        _assert_same_array(getattr(read, name), getattr(causal, name))
+
+
+def test_laplacian_operator_round_trip(tmp_path, laplacian: LaplacianOperator) -> None:
+    write_laplacian_operator(tmp_path / "l.h5", laplacian, PROVENANCE)
+    read = read_laplacian_operator(tmp_path / "l.h5")
+    _assert_same_layout(read.layout, laplacian.layout)
+    _assert_same_array(read.eigenvalues, laplacian.eigenvalues)
+    _assert_same_array(read.eigenvectors, laplacian.eigenvectors)
+
+
+@pytest.mark.parametrize("full", [True, False], ids=["with-metadata", "bare"])
+def test_pattern_round_trip(tmp_path, layout: Layout, full: bool) -> None:
+    pattern = _pattern(layout, full)
+    write_pattern(tmp_path / "p.h5", pattern, PROVENANCE)
+    read = read_pattern(tmp_path / "p.h5")
+    _assert_same_layout(read.layout, layout)
+    _assert_same_array(read.values, pattern.values)
+    assert read.domain == pattern.domain
+    for name in ("sample_ids", "labels", "predictions", "eigenvalues"):
+        written = getattr(pattern, name)
+        if written is None:
+            assert getattr(read, name) is None
+        else:
+            _assert_same_array(getattr(read, name), written)
+
+
+def test_pattern_file_is_readable_with_plain_h5py(tmp_path, layout: Layout) -> None:
+    pattern = _pattern(layout, full=True)
+    write_pattern(tmp_path / "p.h5", pattern, PROVENANCE)
+    with h5py.File(tmp_path / "p.h5", "r") as file:
+        dataset = file["layers/001"]
+        assert dataset.attrs["name"] == "features.0/conv"
+        assert dataset.attrs["kind"] == "Conv2d"
+        assert dataset.attrs["offset"] == 2
+        np.testing.assert_array_equal(dataset.attrs["parents"], [0])
+        np.testing.assert_array_equal(dataset[()], pattern.layer("features.0/conv"))
+        np.testing.assert_array_equal(file["layers/003"].attrs["parents"], [0, 2])
+        assert file["labels"].dtype == np.int64 and file.attrs["domain"] == "laplacian"
+        assert file.attrs["schema"] == "nsp-pipeline/pattern" and file.attrs["schema_version"] == 1
+
+
+def test_missing_metadata_is_stored_as_minus_one(tmp_path, layout: Layout) -> None:
+    write_pattern(tmp_path / "p.h5", _pattern(layout, full=False), PROVENANCE)
+    with h5py.File(tmp_path / "p.h5", "r") as file:
+        for name in ("sample_ids", "labels", "predictions"):
+            np.testing.assert_array_equal(file[name][()], [-1])
+        assert "eigenvalues" not in file
+
+
+def test_layout_group_round_trip(tmp_path, layout: Layout) -> None:
+    with h5py.File(tmp_path / "layout.h5", "w") as file:
+        write_layout(file.create_group("layout"), layout)
+    with h5py.File(tmp_path / "layout.h5", "r") as file:
+        _assert_same_layout(read_layout(file["layout"]), layout)
+
+
+def test_files_are_bit_reproducible_and_untimestamped(tmp_path, layout, graph, causal, laplacian) -> None:
+    first = _write_all(tmp_path / "a", layout, graph, causal, laplacian)
+    second = _write_all(tmp_path / "b", layout, graph, causal, laplacian)
+    for kind in storage.KINDS:
+        assert first[kind].read_bytes() == second[kind].read_bytes(), kind
+        with h5py.File(first[kind], "r") as file:
+            objects = [file, *(file[name] for name in _all_names(file))]
+            assert all(h5py.h5o.get_info(item.id).ctime == 0 for item in objects), kind
+
+
+def _all_names(file: h5py.File) -> list[str]:
+    names: list[str] = []
+    file.visit(names.append)
+    return names
+
+
+def test_large_indices_are_compressed_and_round_trip(tmp_path) -> None:
+    n_nodes = 3000
+    layout = Layout((Layer("input", (1000,), "input"), Layer("fc", (2000,), "Linear", "", (0,))))
+    indptr = np.concatenate([np.zeros(1001), np.arange(1, 2001) * 1000]).astype(np.int64)
+    indices = np.tile(np.arange(1000), 2000).astype(np.int64)
+    graph = NeuronGraph(layout, indptr, indices)
+    assert graph.n_nodes == n_nodes
+    write_graph(tmp_path / "g.h5", graph, PROVENANCE)
+    with h5py.File(tmp_path / "g.h5", "r") as file:
+        assert file["indices"].compression == "gzip" and file["indices"].shuffle
+        assert file["indptr"].compression is None
+    assert (tmp_path / "g.h5").stat().st_size < indices.nbytes / 10
+    read = read_graph(tmp_path / "g.h5")
+    _assert_same_array(read.indices, indices)
+
+
+def test_provenance_is_stored_and_read_back(tmp_path, graph: NeuronGraph) -> None:
+    attributes = provenance(config={"seed": 0}, model=torch.nn.Linear(2, 1), dataset="mnist")
+    write_graph(tmp_path / "g.h5", graph, attributes)
+    assert read_provenance(tmp_path / "g.h5") == attributes
+
+
+def test_reserved_provenance_keys_are_rejected(tmp_path, graph: NeuronGraph) -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        write_graph(tmp_path / "g.h5", graph, {"schema": "mine"})
+
+
+@pytest.mark.parametrize(
+    ("written", "reader", "expected"),
+    [
+        ("pattern", read_graph, "graph"),
+        ("graph", read_pattern, "pattern"),
+        ("causal_operator", read_laplacian_operator, "laplacian_operator"),
+        ("laplacian_operator", read_causal_operator, "causal_operator"),
+    ],
+)
+def test_wrong_kind_is_a_schema_error(
+    tmp_path, layout, graph, causal, laplacian, written, reader, expected
+) -> None:
+    paths = _write_all(tmp_path, layout, graph, causal, laplacian)
+    with pytest.raises(SchemaError, match=rf"{written}\.h5 is a {written} file.*expected a {expected} file"):
+        reader(paths[written])
+
+
+def test_foreign_hdf5_file_is_a_schema_error(tmp_path) -> None:
+    with h5py.File(tmp_path / "other.h5", "w") as file:
+        file["x"] = np.arange(3)
+    with pytest.raises(SchemaError, match=r"other\.h5 .*without an nsp-pipeline 'schema'"):
+        read_graph(tmp_path / "other.h5")
+
+
+def test_newer_schema_version_is_a_schema_error(tmp_path, graph: NeuronGraph) -> None:
+    write_graph(tmp_path / "g.h5", graph, PROVENANCE)
+    with h5py.File(tmp_path / "g.h5", "r+") as file:
+        file.attrs["schema_version"] = 2
+    with pytest.raises(SchemaError, match="schema_version 2"):
+        read_graph(tmp_path / "g.h5")
+
+
+def test_missing_file_is_file_not_found(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nothere\.h5"):
+        read_pattern(tmp_path / "nothere.h5")
+
+
+def test_non_hdf5_file_is_a_schema_error(tmp_path) -> None:
+    (tmp_path / "notes.h5").write_text("not hdf5")
+    with pytest.raises(SchemaError, match=r"notes\.h5 is not an HDF5 file"):
+        read_provenance(tmp_path / "notes.h5")
+
+
+@pytest.mark.parametrize("dataset", ["indices", "layout/names", "layout/offsets"])
+def test_modified_dataset_is_reported_corrupt(tmp_path, graph: NeuronGraph, dataset: str) -> None:
+    write_graph(tmp_path / "g.h5", graph, PROVENANCE)
+    with h5py.File(tmp_path / "g.h5", "r+") as file:
+        values = file[dataset]
+        values[0] = "x" if dataset == "layout/names" else values[0] + 1
+    with pytest.raises(SchemaError, match=r"g\.h5 is corrupt or truncated: content checksum"):
+        read_graph(tmp_path / "g.h5")
+
+
+def test_modified_layer_is_reported_corrupt(tmp_path, layout: Layout) -> None:
+    write_pattern(tmp_path / "p.h5", _pattern(layout, full=True), PROVENANCE)
+    with h5py.File(tmp_path / "p.h5", "r+") as file:
+        file["layers/002"][1] = 0.5
+    with pytest.raises(SchemaError, match="corrupt"):
+        read_pattern(tmp_path / "p.h5")
+
+
+def test_deleted_dataset_is_reported_corrupt(tmp_path, layout: Layout) -> None:
+    write_pattern(tmp_path / "p.h5", _pattern(layout, full=True), PROVENANCE)
+    with h5py.File(tmp_path / "p.h5", "r+") as file:
+        del file["layers/003"]
+    with pytest.raises(SchemaError, match=r"corrupt.*\['layers/003'\]"):
+        read_pattern(tmp_path / "p.h5")
+
+
+@pytest.mark.parametrize("kind", storage.KINDS)
+def test_truncated_file_is_reported_corrupt(tmp_path, layout, graph, causal, laplacian, kind) -> None:
+    path = _write_all(tmp_path, layout, graph, causal, laplacian)[kind]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(SchemaError, match="corrupt or truncated"):
+        getattr(storage, f"read_{kind}")(path)
+
+
+def test_failed_write_leaves_no_file(tmp_path, monkeypatch, layout: Layout) -> None:
+    path = tmp_path / "out" / "p.h5"
+    calls = []
+
+    def failing_create(group, name, values, compress=False):
+        calls.append(name)
+        if len(calls) > 3:
+            raise RuntimeError("disk full")
+        return original(group, name, values, compress)
+
+    original = storage._create
+    monkeypatch.setattr(storage, "_create", failing_create)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_pattern(path, _pattern(layout, full=True), PROVENANCE)
+    assert len(calls) == 4
+    assert list(path.parent.iterdir()) == []
+
+
+def test_failed_overwrite_keeps_the_old_file(tmp_path, monkeypatch, graph: NeuronGraph) -> None:
+    path = tmp_path / "g.h5"
+    write_graph(path, graph, PROVENANCE)
+    before = path.read_bytes()
+    monkeypatch.setattr(storage, "content_sha256", _raise)
+    with pytest.raises(RuntimeError):
+        write_graph(path, graph, {"other": "provenance"})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["g.h5"]
+
+
+def _raise(*args, **kwargs):
+    raise RuntimeError("interrupted")
+
+
+def test_provenance_records_versions_and_hashes() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1))
+    attributes = provenance(config={"b": [1, 2], "a": "x"}, model=model, run="r1")
+    assert all(isinstance(value, str) for value in attributes.values())
+    assert attributes["torch_version"] == str(torch.__version__)
+    assert attributes["numpy_version"] == np.__version__
+    assert attributes["h5py_version"] == h5py.__version__
+    for key in ("nsp_pipeline_version", "python_version", "scipy_version", "hdf5_version"):
+        assert attributes[key]
+    assert attributes["config_hash"] == config_hash({"a": "x", "b": [1, 2]}) != config_hash({"a": "y"})
+    assert attributes["model_checksum"] == model_checksum(model) == model_checksum(model.state_dict())
+    assert attributes["run"] == "r1"
+    assert provenance() == provenance()
+    assert provenance()["config_hash"] == "" and provenance()["model_checksum"] == ""
+
+
+def test_model_checksum_changes_with_one_weight() -> None:
+    model = torch.nn.Linear(4, 3)
+    before = model_checksum(model)
+    with torch.no_grad():
+        model.weight[1, 2] += 1e-6
+    assert model_checksum(model) != before
+
+
+def test_model_checksum_covers_names_and_dtypes() -> None:
+    model = torch.nn.Linear(2, 2)
+    state = model.state_dict()
+    renamed = {f"x.{key}": value for key, value in state.items()}
+    widened = {key: value.to(torch.float64) for key, value in state.items()}
+    assert len({model_checksum(state), model_checksum(renamed), model_checksum(widened)}) == 3
+
+
+def test_provenance_rejects_clashing_extras() -> None:
+    with pytest.raises(ValueError, match="torch_version"):
+        provenance(torch_version="1.0")
