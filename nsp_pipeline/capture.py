@@ -88,6 +88,8 @@ class Trace:
         The model's output.
     granularity : str
         ``"children"`` or ``"ops"``.
+    model : nn.Module
+        The traced model (its operations are replayed when edges are derived).
     output_layer : int or None
         The layer the model returns, if it returns one recorded layer.
     """
@@ -97,6 +99,7 @@ class Trace:
     calls: list[OpCall | None]
     model_output: torch.Tensor
     granularity: str
+    model: nn.Module
     output_layer: int | None = None
 
     def pattern(self, labels=None, sample_ids=None) -> Pattern:
@@ -244,7 +247,7 @@ def _trace_children(model: nn.Module, inputs: torch.Tensor) -> Trace:
                 args=(child_input,),
             )
         )
-    return Trace(Layout(tuple(layers)), values, calls, model_output, "children")
+    return Trace(Layout(tuple(layers)), values, calls, model_output, "children", model)
 
 
 def _unique_name(name: str, seen: dict[str, int]) -> str:
@@ -320,7 +323,7 @@ def record_graph_module(graph_module: torch.fx.GraphModule, inputs: torch.Tensor
         values.append(result.detach().clone())
         calls.append(_node_call(node, target, run, env, layer_of))
         layer_of[node] = index
-    return Trace(Layout(tuple(layers)), values, calls, model_output, "ops", output_layer)
+    return Trace(Layout(tuple(layers)), values, calls, model_output, "ops", graph_module, output_layer)
 
 
 def _fetch_attr(graph_module: torch.fx.GraphModule, target: str):

@@ -122,14 +122,18 @@ def build_graph(
     -------
     NeuronGraph
     """
-    with eval_mode(model):
-        return graph_from_trace(trace(model, example[:1], granularity), incl)
+    return graph_from_trace(trace(model, example[:1], granularity), incl)
 
 
 def graph_from_trace(recorded: Trace, incl: bool = True) -> NeuronGraph:
     """Neuron DAG from a trace of one reference sample (see :func:`build_graph`)."""
     if recorded.values[0].shape[0] != 1:
         raise ValueError("the graph is built from a trace of exactly one reference sample")
+    with eval_mode(recorded.model):
+        return _graph_from_calls(recorded, incl)
+
+
+def _graph_from_calls(recorded: Trace, incl: bool) -> NeuronGraph:
     layout = recorded.layout
     targets, sources = [], []
     for index in range(1, len(layout)):
