@@ -181,7 +181,7 @@ def _describe(target, args=(), kwargs=None) -> str:
 
 
 def _input_layer(inputs: torch.Tensor) -> Layer:
-    return Layer("input", tuple(inputs.shape[1:]), "input", f"Input{list(inputs.shape)}")
+    return Layer("input", tuple(inputs.shape[1:]), "input", f"Input{list(inputs.shape[1:])}")
 
 
 def _check_batch(name: str, output, n_samples: int) -> torch.Tensor:

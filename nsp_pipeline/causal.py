@@ -56,29 +56,29 @@ class CausalOperator:
         lengths = np.diff(self.indptr)
         return int(lengths[self.row_map].sum())
 
-    def _rows(self, first: int, stop: int) -> sp.csr_array:
+    def _rows(self, first: int, stop: int, n_columns: int) -> sp.csr_array:
         indptr = self.indptr[first : stop + 1] - self.indptr[first]
         indices = self.indices[self.indptr[first] : self.indptr[stop]]
         data = np.ones(len(indices))
-        return sp.csr_array((data, indices, indptr), shape=(stop - first, self.layout.n_nodes))
+        return sp.csr_array((data, indices, indptr), shape=(stop - first, n_columns))
 
     def forward(self, signal: np.ndarray) -> np.ndarray:
         """Spectrum ``ŝ = Z⁻¹ s`` of ``(n_samples, n_nodes)`` signals."""
         signal = _as_batch(signal, self.layout.n_nodes)
-        spectrum = np.zeros_like(signal)
-        transposed = spectrum.T  # (n_nodes, n_samples) view; rows filled layer by layer
+        spectrum = np.zeros((self.layout.n_nodes, len(signal)))  # node-major, filled layer by layer
         for layer in range(len(self.layout)):
             nodes = self.layout.slice(layer)
             first, stop = int(self.layer_rows[layer]), int(self.layer_rows[layer + 1])
-            ancestor_sums = self._rows(first, stop) @ transposed
-            local = self.row_map[nodes] - first
-            transposed[nodes] = signal[:, nodes].T - ancestor_sums[local]
-        return spectrum
+            # Ancestors of this layer's nodes all lie in earlier layers, already solved.
+            ancestor_sums = self._rows(first, stop, nodes.start) @ spectrum[: nodes.start]
+            spectrum[nodes] = signal[:, nodes].T - ancestor_sums[self.row_map[nodes] - first]
+        return spectrum.T
 
     def inverse(self, spectrum: np.ndarray) -> np.ndarray:
         """Signal ``s = Z ŝ`` of ``(n_samples, n_nodes)`` spectra."""
         spectrum = _as_batch(spectrum, self.layout.n_nodes)
-        ancestor_sums = self._rows(0, len(self.indptr) - 1) @ spectrum.T
+        n = self.layout.n_nodes
+        ancestor_sums = self._rows(0, len(self.indptr) - 1, n) @ np.ascontiguousarray(spectrum.T)
         return spectrum + ancestor_sums[self.row_map].T
 
     def zeta(self) -> sp.csr_array:

@@ -58,7 +58,7 @@ class Activations:
         self._trace = trace(network, input, "children")
         modules = dict(network.named_children())
         self.layernames = list(self._trace.layout.names)
-        self.layerdescriptions = [self._trace.layout.layers[0].description] + [
+        self.layerdescriptions = [f"Input{list(input.shape)}"] + [
             modules.get(name, layer.description) for name, layer in zip(self.layernames[1:], self._trace.layout.layers[1:])
         ]
         self.pattern = self._trace.pattern()
