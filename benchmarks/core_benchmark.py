@@ -64,18 +64,24 @@ def main() -> None:
     round_trip = np.max(np.abs(rebuilt - pattern.values) / scale)
     print(f"network: nsp tutorial MNIST, {n} neurons, {graph.n_edges} edges, batch {args.batch}")
     print(f"graph construction        {graph_time * 1e3:9.1f} ms")
-    print(f"closure (sparse)          {closure_time * 1e3:9.1f} ms   "
-          f"{operator.n_closure_entries} ancestor pairs in {len(operator.indptr) - 1} distinct rows")
+    print(
+        f"closure (sparse)          {closure_time * 1e3:9.1f} ms   "
+        f"{operator.n_closure_entries} ancestor pairs in {len(operator.indptr) - 1} distinct rows"
+    )
     print(f"graph + closure           {(graph_time + closure_time) * 1e3:9.1f} ms")
     print(f"activation capture        {capture_time / args.batch * 1e3:9.3f} ms/sample")
     print(f"causal transform          {forward_time / args.batch * 1e3:9.3f} ms/sample")
     print(f"inverse transform         {inverse_time / args.batch * 1e3:9.3f} ms/sample")
     print(f"round trip max error      {round_trip:9.2e} (relative to Z|ŝ| per node)")
     print(f"closure storage           {closure_bytes / 2**20:9.1f} MiB")
-    print(f"peak memory graph+closure {peak / 2**20:9.1f} MiB   "
-          f"(dense n×n float64: {dense_bytes / 2**20:.0f} MiB, ratio {dense_bytes / peak:.1f}×)")
-    print(f"peak memory transform     {transform_peak / 2**20:9.1f} MiB   "
-          f"(batch of {args.batch}; input and output alone take {2 * pattern.values.nbytes / 2**20:.1f} MiB)")
+    print(
+        f"peak memory graph+closure {peak / 2**20:9.1f} MiB   "
+        f"(dense n×n float64: {dense_bytes / 2**20:.0f} MiB, ratio {dense_bytes / peak:.1f}×)"
+    )
+    print(
+        f"peak memory transform     {transform_peak / 2**20:9.1f} MiB   "
+        f"(batch of {args.batch}; input and output alone take {2 * pattern.values.nbytes / 2**20:.1f} MiB)"
+    )
 
     if args.compare_original:
         import nsp as original
@@ -92,9 +98,12 @@ def main() -> None:
         old_transform_time = time.perf_counter() - start
         ours = transform(trace(model, example).pattern(), operator).values[0]
         agree = np.max(np.abs(ours - old_spectrum) / (np.abs(old_spectrum) @ operator.zeta().T + 1e-300))
-        print(f"original nsp: graph {old_graph_time:.1f} s, closure {old_closure_time:.1f} s, "
-              f"transform {old_transform_time * 1e3:.1f} ms/sample; spectra agree to {agree:.1e}")
-        print(f"speed-up graph + closure  {(old_graph_time + old_closure_time) / (graph_time + closure_time):9.0f}×")
+        print(
+            f"original nsp: graph {old_graph_time:.1f} s, closure {old_closure_time:.1f} s, "
+            f"transform {old_transform_time * 1e3:.1f} ms/sample; spectra agree to {agree:.1e}"
+        )
+        speedup = (old_graph_time + old_closure_time) / (graph_time + closure_time)
+        print(f"speed-up graph + closure  {speedup:9.0f}×")
         print(f"speed-up transform        {old_transform_time / (forward_time / args.batch):9.0f}×")
 
 

@@ -368,4 +368,3 @@ def _ordered_inputs(node: torch.fx.Node) -> list[torch.fx.Node]:
     seen: list[torch.fx.Node] = []
     torch.fx.graph.map_arg((node.args, node.kwargs), lambda n: seen.append(n) if n not in seen else None)
     return seen
-

@@ -27,11 +27,10 @@ import operator
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-import scipy.sparse as sp
 
 from nsp_pipeline.capture import OpCall, fx_trace, record_graph_module
 
@@ -264,7 +263,8 @@ def _composite(call: OpCall, incl: bool) -> Edges:
         for k, sources, targets in parts:
             parent = inner_call.input_layers[k]
             local = sp.csr_array(
-                (np.ones(len(sources), dtype=np.int64), (targets, sources)), shape=(sizes[index], sizes[parent])
+                (np.ones(len(sources), dtype=np.int64), (targets, sources)),
+                shape=(sizes[index], sizes[parent]),
             )
             total = total + local @ reach[parent]
         reach.append((total > 0).astype(np.int64).tocsr())

@@ -59,7 +59,8 @@ class Activations:
         modules = dict(network.named_children())
         self.layernames = list(self._trace.layout.names)
         self.layerdescriptions = [f"Input{list(input.shape)}"] + [
-            modules.get(name, layer.description) for name, layer in zip(self.layernames[1:], self._trace.layout.layers[1:])
+            modules.get(name, layer.description)
+            for name, layer in zip(self.layernames[1:], self._trace.layout.layers[1:])
         ]
         self.pattern = self._trace.pattern()
         self.layeractivations = [torch.from_numpy(v[0]) for v in self.pattern.layers()]
@@ -70,7 +71,9 @@ class Activations:
 
     def to_activations(self, signal) -> Activations:
         """A copy of this object holding ``signal`` (node order) instead of the activations."""
-        return self._with_pattern(self.pattern.with_values(np.asarray(signal, dtype=np.float64), self.pattern.domain))
+        return self._with_pattern(
+            self.pattern.with_values(np.asarray(signal, dtype=np.float64), self.pattern.domain)
+        )
 
     def _with_pattern(self, pattern: Pattern) -> Activations:
         result = copy.copy(self)
@@ -96,7 +99,7 @@ class NNGraph:
         The modern graph object (CSR).
     """
 
-    def __init__(self, activations: Activations, INCL: bool = True) -> None:  # noqa: N803 (nsp's name)
+    def __init__(self, activations: Activations, INCL: bool = True) -> None:
         self.INCL = INCL
         self.graph = graph_from_trace(activations._trace, incl=INCL)
         self._operators: dict[str, object] = {}
@@ -129,7 +132,7 @@ class NNGraph:
         return self._operators[type]
 
     @property
-    def inv_F(self) -> sp.csr_array:  # noqa: N802 (nsp's name)
+    def inv_F(self) -> sp.csr_array:
         """The inverse Fourier matrix ``Z`` (reflexive transitive closure) as sparse CSR."""
         return self.get_transformer("standard").zeta()
 

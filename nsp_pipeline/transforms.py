@@ -13,7 +13,9 @@ TRANSFORM_TYPES = ("standard", "laplacian")
 Operator = CausalOperator | LaplacianOperator
 
 
-def compute_operator(graph: NeuronGraph, type: str = "standard", max_nodes: int = DEFAULT_MAX_NODES) -> Operator:
+def compute_operator(
+    graph: NeuronGraph, type: str = "standard", max_nodes: int = DEFAULT_MAX_NODES
+) -> Operator:
     """Precompute the operator of a transform type on ``graph``.
 
     Parameters
@@ -49,7 +51,9 @@ def transform(pattern: Pattern, operator: Operator) -> Pattern:
 def inverse_transform(spectrum: Pattern, operator: Operator) -> Pattern:
     """Activation pattern of a spectrum computed with the same operator."""
     if spectrum.domain != transform_type(operator):
-        raise ValueError(f"a {spectrum.domain!r} spectrum cannot be inverted by a {transform_type(operator)!r} operator")
+        raise ValueError(
+            f"a {spectrum.domain!r} spectrum cannot be inverted by a {transform_type(operator)!r} operator"
+        )
     _check_layout(spectrum, operator)
     return spectrum.with_values(operator.inverse(spectrum.values), "activations")
 

@@ -58,9 +58,7 @@ def test_spectrum_matches_dense_oracle(name, model, shape, granularity, incl):
     np.testing.assert_array_equal(operator.zeta().toarray().astype(bool), zeta)
 
     signals = np.random.default_rng(0).normal(size=(5, graph.n_nodes))
-    expected = scipy.linalg.solve_triangular(
-        zeta.astype(float), signals.T, lower=True, unit_diagonal=True
-    ).T
+    expected = scipy.linalg.solve_triangular(zeta.astype(float), signals.T, lower=True, unit_diagonal=True).T
     spectrum = operator.forward(signals)
     assert_close_to_scale(spectrum, expected, zeta)
     # Round trip s = Z ŝ, to the scale of the sum that rebuilds each node.

@@ -87,7 +87,10 @@ def test_laplacian_as_original(seed_net, seed_image):
     for group in np.unique(groups):
         members = groups == group
         np.testing.assert_allclose(
-            np.linalg.norm(our_spectrum[members]), np.linalg.norm(their_spectrum[members]), rtol=1e-9, atol=1e-9
+            np.linalg.norm(our_spectrum[members]),
+            np.linalg.norm(their_spectrum[members]),
+            rtol=1e-9,
+            atol=1e-9,
         )
 
 
