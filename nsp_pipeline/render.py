@@ -35,7 +35,8 @@ from nsp_pipeline.pattern import Pattern
 #: Valid colour scales of :func:`render_pattern` (as in the predecessor ``nsp``).
 SCALES = ("layerscale", "layernorm", "globalscale", "globalnorm")
 
-#: Mosaics with at most this many channels label every tile; larger ones every k-th.
+#: Mosaics with at most this many channels label every tile; larger ones label the
+#: first tile of each row of tiles (of every k-th row if there are more rows than this).
 MAX_TILE_LABELS = 64
 
 #: Colour of the gaps between tiles and of the padding after a wrapped strip (NaN pixels).
@@ -50,8 +51,8 @@ _DPI = 100
 def _canonical(values: np.ndarray) -> np.ndarray:
     """Reshape one sample of a layer to the ``(L,)``, ``(C, L)`` or ``(C, H, W)`` form drawn."""
     values = np.asarray(values, dtype=np.float64)
-    if values.ndim == 0:
-        return values.reshape(1)
+    if values.ndim == 0 or values.size == 0:
+        return values.reshape(-1)
     if values.ndim >= 3:
         values = values.reshape(-1, *values.shape[-2:])
         if values.shape[1:] == (1, 1):
@@ -88,11 +89,13 @@ def layer_image(values: np.ndarray) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        Float64 image. ``(L,)`` gives ``(1, L)``, or rows of :func:`_strip_width` values,
-        NaN-padded at the end; ``(C, L)`` is returned as is; ``(C, H, W)`` gives a
+        Float64 image. ``(L,)`` gives ``(1, L)`` up to ``L = 100``, else rows of a round
+        width (100, 200, 500, 1000, ...) of at least ``√L``, NaN-padded at the end, with
+        neuron ``i`` at ``divmod(i, width)``; ``(C, L)`` is copied as is; ``(C, H, W)`` gives a
         ``rows·(H+1)-1`` by ``cols·(W+1)-1`` mosaic with channel ``c`` in tile
         ``divmod(c, cols)`` and NaN in the gaps and unused tiles. Leading dimensions
-        beyond three fold into channels, and ``(C, 1, 1)`` is treated as ``(C,)``.
+        beyond three fold into channels, ``(C, 1, 1)`` is treated as ``(C,)``, and an
+        empty layer gives one NaN pixel.
     """
     values = _canonical(values)
     if values.ndim == 1:
@@ -111,11 +114,9 @@ def layer_image(values: np.ndarray) -> np.ndarray:
     return mosaic.reshape(rows * (height + 1), cols * (width + 1))[:-1, :-1].copy()
 
 
-def _finite_range(values: np.ndarray) -> tuple[float, float]:
+def _finite_range(values: np.ndarray) -> tuple[float, float] | None:
     finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return 0.0, 0.0
-    return float(finite.min()), float(finite.max())
+    return (float(finite.min()), float(finite.max())) if finite.size else None
 
 
 def _guarded(vmin: float, vmax: float) -> tuple[float, float]:
@@ -131,7 +132,8 @@ def color_limits(per_layer_values: Sequence[np.ndarray], scale: str) -> list[tup
     Parameters
     ----------
     per_layer_values : sequence of numpy.ndarray
-        The values of each layer for one sample (any shapes). Non-finite values are ignored.
+        The values of each layer for one sample (any shapes). Non-finite values are
+        ignored; a layer without finite values counts as ``0..0``.
     scale : {"layerscale", "layernorm", "globalscale", "globalnorm"}
         ``layerscale``: min..max of each layer; ``layernorm``: ±max|x| of each layer;
         ``globalscale``: min..max over all layers; ``globalnorm``: ±max|x| over all layers.
@@ -145,15 +147,14 @@ def color_limits(per_layer_values: Sequence[np.ndarray], scale: str) -> list[tup
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; valid scales are {', '.join(SCALES)}")
     ranges = [_finite_range(np.asarray(v, dtype=np.float64)) for v in per_layer_values]
-    if scale.startswith("global") and ranges:
-        whole = (min(lo for lo, _ in ranges), max(hi for _, hi in ranges))
+    if scale.startswith("global"):
+        known = [r for r in ranges if r is not None]
+        whole = (min(lo for lo, _ in known), max(hi for _, hi in known)) if known else None
         ranges = [whole] * len(ranges)
+    ranges = [(0.0, 0.0) if r is None else r for r in ranges]
     if scale.endswith("norm"):
-        limits = []
-        for lo, hi in ranges:
-            bound = max(abs(lo), abs(hi)) or 1.0
-            limits.append((-bound, bound))
-        return limits
+        bounds = [max(abs(lo), abs(hi)) or 1.0 for lo, hi in ranges]
+        return [(-bound, bound) for bound in bounds]
     return [_guarded(lo, hi) for lo, hi in ranges]
 
 
@@ -193,7 +194,9 @@ def _axes_rect(height: int, width: int) -> tuple[float, float, float, float]:
 
 
 def _label_tiles(ax, channels: int, height: int, width: int, cols: int, tile_inches: float) -> None:
-    step = 1 if channels <= MAX_TILE_LABELS else math.ceil(channels / MAX_TILE_LABELS)
+    """Write channel indices at the top-left corners of the tiles (see :data:`MAX_TILE_LABELS`)."""
+    rows = math.ceil(channels / cols)
+    step = 1 if channels <= MAX_TILE_LABELS else cols * math.ceil(rows / MAX_TILE_LABELS)
     size = min(max(tile_inches * 72 * 0.25, 3.0), 6.0)
     for channel in range(0, channels, step):
         row, col = divmod(channel, cols)
@@ -288,10 +291,12 @@ def render_pattern(
     Raises
     ------
     ValueError
-        For an unknown ``scale`` or ``cmap``.
+        For an unknown ``scale`` or ``cmap``, or a pattern without layers.
     IndexError
         If ``sample`` is out of range.
     """
+    if not pattern.layout.layers:
+        raise ValueError("the pattern has no layers to render")
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; valid scales are {', '.join(SCALES)}")
     colormap = _colormap(cmap)
