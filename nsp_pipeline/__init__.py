@@ -16,9 +16,10 @@ The predecessor ``nsp``'s API (``Activations``, ``NNGraph``, ``Visualizer``) is 
 
 __version__ = "0.1.0"
 
-from nsp_pipeline.capture import GRANULARITIES, Trace, TraceError, trace
+from nsp_pipeline.capture import GRANULARITIES, Trace, trace
 from nsp_pipeline.causal import CausalOperator, causal_operator
-from nsp_pipeline.edges import UnsupportedLayerError, supported_operations
+from nsp_pipeline.edges import supported_operations
+from nsp_pipeline.errors import TraceError, UnsupportedLayerError
 from nsp_pipeline.graph import NeuronGraph, build_graph
 from nsp_pipeline.laplacian import GraphTooLargeError, LaplacianOperator, laplacian_matrix, laplacian_operator
 from nsp_pipeline.layout import Layer, Layout

@@ -23,14 +23,11 @@ import torch
 import torch.fx
 from torch import nn
 
+from nsp_pipeline.errors import TraceError, UnsupportedLayerError
 from nsp_pipeline.layout import Layer, Layout
 from nsp_pipeline.pattern import Pattern
 
 GRANULARITIES = ("children", "ops")
-
-
-class TraceError(ValueError):
-    """The model cannot be recorded at the requested granularity."""
 
 
 @dataclass(frozen=True)
@@ -198,27 +195,41 @@ def _check_batch(name: str, output, n_samples: int) -> torch.Tensor:
 def _trace_children(model: nn.Module, inputs: torch.Tensor) -> Trace:
     n_samples = inputs.shape[0]
     records: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]] = []
+    pending: dict[str, torch.Tensor] = {}
 
-    def hook(name):
-        def record(module, args, output):
+    def before(name):
+        def remember_input(module, args):
             tensors = [a for a in args if isinstance(a, torch.Tensor)]
             if len(tensors) != 1 or len(args) != 1:
                 raise TraceError(
                     f"child {name!r} ({type(module).__name__}) takes {len(args)} arguments; the "
                     "'children' granularity needs one tensor per child, use granularity 'ops'"
                 )
-            records.append((name, module, tensors[0].detach().clone(), output))
+            pending[name] = tensors[0].detach().clone()  # before an in-place child overwrites it
+
+        return remember_input
+
+    def after(name):
+        def record(module, args, output):
+            if not isinstance(output, torch.Tensor):
+                raise UnsupportedLayerError(
+                    f"child {name!r} ({type(module).__name__}) returns {type(output).__name__}, "
+                    "not one tensor; such layers are not supported"
+                )
+            # Copied now: a later in-place child must not change what this child returned.
+            records.append((name, module, pending.pop(name), output.detach().clone()))
 
         return record
 
-    handles = [child.register_forward_hook(hook(name)) for name, child in model.named_children()]
+    handles = []
+    for name, child in model.named_children():
+        handles.append(child.register_forward_pre_hook(before(name)))
+        handles.append(child.register_forward_hook(after(name)))
     try:
         model_output = model(inputs)
     finally:
         for handle in handles:
             handle.remove()
-    # A child's output may be changed in place later; the hook copies it when it is recorded,
-    # so the stored output is the one the child returned.
     layers = [_input_layer(inputs)]
     values = [inputs.detach().clone()]
     calls: list[OpCall | None] = [None]
@@ -301,11 +312,18 @@ def record_graph_module(graph_module: torch.fx.GraphModule, inputs: torch.Tensor
             continue
         target = modules[node.target] if node.op == "call_module" else node.target
         run = _runner(node.op, target)
+        sources = [n for n in node.all_input_nodes if n in layer_of]
+        # An in-place op overwrites its input: keep a copy of what it read.
+        read = {n: env[n].clone() for n in sources} if _mutates_input(node, target) else {}
         args = torch.fx.graph.map_arg(node.args, lambda n: env[n])
         kwargs = torch.fx.graph.map_arg(node.kwargs, lambda n: env[n])
         result = run(*args, **kwargs)
         env[node] = result
-        sources = [n for n in node.all_input_nodes if n in layer_of]
+        if sources and isinstance(result, tuple | list) and any(isinstance(r, torch.Tensor) for r in result):
+            raise UnsupportedLayerError(
+                f"layer {node.name!r} ({_kind(target)}) returns {len(result)} tensors; operations with "
+                "several outputs are not supported"
+            )
         if not isinstance(result, torch.Tensor) or not sources:
             continue  # sizes, shapes, and tensors computed from parameters alone are not layers
         name = node.target if node.op == "call_module" else node.name
@@ -321,9 +339,19 @@ def record_graph_module(graph_module: torch.fx.GraphModule, inputs: torch.Tensor
             )
         )
         values.append(result.detach().clone())
-        calls.append(_node_call(node, target, run, env, layer_of))
+        calls.append(_node_call(node, target, run, env, layer_of, read))
         layer_of[node] = index
     return Trace(Layout(tuple(layers)), values, calls, model_output, "ops", graph_module, output_layer)
+
+
+def _mutates_input(node: torch.fx.Node, target) -> bool:
+    """Whether an fx node overwrites its input (``inplace=True`` modules and functions, ``x.relu_()``)."""
+    if isinstance(target, nn.Module):
+        return bool(getattr(target, "inplace", False))
+    if node.kwargs.get("inplace", False):
+        return True
+    name = target if isinstance(target, str) else getattr(target, "__name__", "")
+    return (name.endswith("_") and not name.endswith("__")) or name in {"iadd", "isub", "imul", "itruediv"}
 
 
 def _fetch_attr(graph_module: torch.fx.GraphModule, target: str):
@@ -339,7 +367,7 @@ def _runner(op: str, target) -> Callable:
     return target
 
 
-def _node_call(node: torch.fx.Node, target, run: Callable, env: dict, layer_of: dict) -> OpCall:
+def _node_call(node: torch.fx.Node, target, run: Callable, env: dict, layer_of: dict, read: dict) -> OpCall:
     """Describe one fx node as a replayable :class:`OpCall`."""
     tensor_nodes = [n for n in _ordered_inputs(node) if n in layer_of]
 
@@ -355,7 +383,7 @@ def _node_call(node: torch.fx.Node, target, run: Callable, env: dict, layer_of: 
 
     return OpCall(
         target=target,
-        inputs=tuple(env[n] for n in tensor_nodes),
+        inputs=tuple(read.get(n, env[n]) for n in tensor_nodes),
         input_layers=tuple(layer_of[n] for n in tensor_nodes),
         output=env[node],
         replay=replay,

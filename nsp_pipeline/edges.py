@@ -22,7 +22,6 @@ Rule families:
 
 from __future__ import annotations
 
-import inspect
 import operator
 from dataclasses import dataclass
 
@@ -33,12 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nsp_pipeline.capture import OpCall, fx_trace, record_graph_module
+from nsp_pipeline.errors import UnsupportedLayerError
 
 Edges = list[tuple[int, np.ndarray, np.ndarray]]
-
-
-class UnsupportedLayerError(ValueError):
-    """A layer whose operation has no edge rule."""
 
 
 ELEMENTWISE_MODULES = (
@@ -91,6 +87,8 @@ def op_edges(call: OpCall, incl: bool = True) -> Edges:
     """
     target = call.target
     if isinstance(target, nn.Module):
+        if isinstance(target, nn.modules.batchnorm._BatchNorm) and target.running_mean is None:
+            return _channel_mixing(call)
         if isinstance(target, ELEMENTWISE_MODULES):
             return _elementwise(call, incl)
         if isinstance(target, MOVEMENT_MODULES) or (
@@ -112,18 +110,21 @@ def op_edges(call: OpCall, incl: bool = True) -> Edges:
         if target in MOVEMENT_METHODS:
             return _movement(call)
         if target in ("softmax", "log_softmax"):
-            return _softmax(call, _bound(torch.softmax, call.args[1:], call.kwargs)["dim"])
+            return _softmax(call, _arguments(("input", "dim"), call.args, call.kwargs).get("dim"))
     else:
+        if target is F.batch_norm and _arguments(_BATCH_NORM_PARAMETERS, call.args, call.kwargs).get(
+            "training"
+        ):
+            return _channel_mixing(call)
         if target in ELEMENTWISE_FUNCTIONS:
             return _elementwise(call, incl)
         if target in MOVEMENT_FUNCTIONS:
             return _movement(call)
         if target is F.linear:
-            bound = _bound(F.linear, call.args, call.kwargs)
-            return _linear(call, bound["weight"], incl)
+            return _linear(call, _arguments(("input", "weight"), call.args, call.kwargs)["weight"], incl)
         if target in SOFTMAX:
-            return _softmax(call, _bound(target, call.args, call.kwargs)["dim"])
-        if target is F.interpolate and _bound(F.interpolate, call.args, call.kwargs)["mode"] == "nearest":
+            return _softmax(call, _arguments(("input", "dim"), call.args, call.kwargs).get("dim"))
+        if target is F.interpolate and _interpolation_mode(call) == "nearest":
             return _movement(call)
         window = _function_window(call)
         if window is not None:
@@ -151,11 +152,14 @@ def _target_text(target) -> str:
     return f"function {getattr(target, '__module__', '')}.{getattr(target, '__name__', repr(target))}"
 
 
-def _bound(function, args, kwargs) -> dict:
-    signature = inspect.signature(function)
-    bound = signature.bind(*args, **kwargs)
-    bound.apply_defaults()
-    return dict(bound.arguments)
+def _arguments(names: tuple[str, ...], args: tuple, kwargs: dict) -> dict:
+    """Arguments of a call by parameter name (many torch functions have no Python signature)."""
+    return dict(zip(names, args)) | dict(kwargs)
+
+
+def _interpolation_mode(call: OpCall) -> str:
+    names = ("input", "size", "scale_factor", "mode")
+    return _arguments(names, call.args, call.kwargs).get("mode", "nearest")
 
 
 def _sample_numel(tensor: torch.Tensor) -> int:
@@ -215,13 +219,28 @@ def _movement(call: OpCall) -> Edges:
     moved = call.replay(*codes)
     if not isinstance(moved, torch.Tensor) or moved.shape != call.output.shape:
         raise UnsupportedLayerError(f"{call.kind} did not replay as a pure data movement")
-    flat = moved.reshape(-1).numpy()
+    # Constants written by the op (a pad value) are the same on zero inputs: remove them.
+    constants = call.replay(*(torch.zeros_like(c) for c in codes))
+    flat = (moved - constants).reshape(-1).numpy()
     if not np.array_equal(flat, np.round(flat)) or flat.min() < 0 or flat.max() > bases[-1]:
         raise UnsupportedLayerError(f"{call.kind} computes new values, it is not a pure data movement")
     targets = np.flatnonzero(flat)
     codes_out = flat[targets].astype(np.int64) - 1
     which = np.searchsorted(bases, codes_out, side="right") - 1
     return [(k, codes_out[which == k] - bases[k], targets[which == k]) for k in range(len(sizes))]
+
+
+_BATCH_NORM_PARAMETERS = ("input", "running_mean", "running_var", "weight", "bias", "training")
+
+
+def _channel_mixing(call: OpCall) -> Edges:
+    """Normalisation with statistics of the sample itself: each output reads its whole channel."""
+    shape = call.output.shape[1:]
+    channels, per_channel = shape[0], shape[1:].numel()
+    positions = np.arange(shape.numel()).reshape(channels, per_channel)
+    sources = np.repeat(positions, per_channel, axis=0).reshape(-1)
+    targets = np.repeat(positions.reshape(-1), per_channel)
+    return [(0, sources, targets)]
 
 
 def _softmax(call: OpCall, dim: int | None) -> Edges:
@@ -329,6 +348,19 @@ _WINDOW_MODULES = (
     nn.Conv1d, nn.Conv2d, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d,
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
 )  # fmt: skip
+_CONV_PARAMETERS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_POOL_PARAMETERS = {
+    "max": ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+    "avg": (
+        "input",
+        "kernel_size",
+        "stride",
+        "padding",
+        "ceil_mode",
+        "count_include_pad",
+        "divisor_override",
+    ),
+}
 _WINDOW_FUNCTIONS = {
     F.conv1d: ("conv", 1), F.conv2d: ("conv", 2), F.max_pool1d: ("max", 1), F.max_pool2d: ("max", 2),
     F.avg_pool1d: ("avg", 1), F.avg_pool2d: ("avg", 2), F.adaptive_avg_pool1d: ("adaptive_avg", 1),
@@ -384,12 +416,7 @@ def _function_window(call: OpCall) -> Window | None:
     kind, n = entry
     if kind.startswith("adaptive"):
         return Window(kind, (), (), (), ())
-    signature_of = {"conv": F.conv2d if n == 2 else F.conv1d}.get(kind, call.target)
-    try:
-        args = _bound(signature_of, call.args, call.kwargs)
-    except TypeError:  # builtins without a Python signature: map positions by hand
-        names = ["input", "weight", "bias", "stride", "padding", "dilation", "groups"]
-        args = dict(zip(names, call.args)) | dict(call.kwargs)
+    args = _arguments(_CONV_PARAMETERS if kind == "conv" else _POOL_PARAMETERS[kind], call.args, call.kwargs)
     if kind == "conv":
         kernel = tuple(args["weight"].shape[2:])
         dilation = _per_axis(args.get("dilation", 1), n)
@@ -450,7 +477,8 @@ def _windowed(call: OpCall, window: Window, incl: bool) -> Edges:
     axes = [axis_windows(in_shape[1 + a], out_shape[1 + a], window, a) for a in range(n_spatial)]
     # Combine axes: every combination of one read per axis.
     out_pos, in_pos, tap_pos = axes[0]
-    kernel_shape = [int(a[2].max()) + 1 if len(a[2]) else 1 for a in axes]
+    # Taps index the convolution kernel (pooling has no weights to look up).
+    kernel_shape = window.kernel if window.kind == "conv" else (1,) * n_spatial
     for a in range(1, n_spatial):
         o2, i2, t2 = axes[a]
         out_pos = (out_pos[:, None] * out_shape[1 + a] + o2[None, :]).reshape(-1)

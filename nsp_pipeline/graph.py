@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from nsp_pipeline.capture import Trace, eval_mode, trace
-from nsp_pipeline.edges import UnsupportedLayerError, op_edges
+from nsp_pipeline.edges import op_edges
+from nsp_pipeline.errors import UnsupportedLayerError
 from nsp_pipeline.layout import Layout
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ def _graph_from_calls(recorded: Trace, incl: bool) -> NeuronGraph:
 def _csr(targets: np.ndarray, sources: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted, duplicate-free CSR (rows: targets) of an edge list."""
     keys = np.sort(targets.astype(np.int64) * n + sources.astype(np.int64))
-    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
+    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys
     rows = keys // n
     indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))]).astype(np.int64)
     return indptr, keys % n
