@@ -227,6 +227,13 @@ def _trace_children(model: nn.Module, inputs: torch.Tensor) -> Trace:
         handles.append(child.register_forward_hook(after(name)))
     try:
         model_output = model(inputs)
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
+        if isinstance(error, TraceError | UnsupportedLayerError):
+            raise
+        raise TraceError(
+            f"{type(model).__name__} rejected inputs of shape {tuple(inputs.shape)} "
+            f"(batch, *input_shape): {error}"
+        ) from error
     finally:
         for handle in handles:
             handle.remove()
@@ -317,7 +324,13 @@ def record_graph_module(graph_module: torch.fx.GraphModule, inputs: torch.Tensor
         read = {n: env[n].clone() for n in sources} if _mutates_input(node, target) else {}
         args = torch.fx.graph.map_arg(node.args, lambda n: env[n])
         kwargs = torch.fx.graph.map_arg(node.kwargs, lambda n: env[n])
-        result = run(*args, **kwargs)
+        try:
+            result = run(*args, **kwargs)
+        except (RuntimeError, ValueError, TypeError, IndexError) as error:
+            raise TraceError(
+                f"operation {node.name!r} ({_kind(target)}) failed on inputs of shape "
+                f"{tuple(inputs.shape)} (batch, *input_shape): {error}"
+            ) from error
         env[node] = result
         if sources and isinstance(result, tuple | list) and any(isinstance(r, torch.Tensor) for r in result):
             raise UnsupportedLayerError(

@@ -15,6 +15,7 @@ product per layer, for a whole batch at once.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,8 @@ import scipy.sparse as sp
 
 from nsp_pipeline.graph import NeuronGraph
 from nsp_pipeline.layout import Layout
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,10 @@ def causal_operator(graph: NeuronGraph) -> CausalOperator:
         blocks.append(block)
         stored = sp.vstack([stored, block], format="csr", dtype=np.int8)
         layer_rows.append(layer_rows[-1] + block.shape[0])
+        log.info(
+            "closure of layer %d/%d %r: %d distinct ancestor sets, %d entries",
+            layer, len(layout) - 1, layout.layers[layer].name, block.shape[0], block.nnz,
+        )  # fmt: skip
     stored.sort_indices()
     return CausalOperator(
         layout=layout,

@@ -149,7 +149,7 @@ def _graph_from_calls(recorded: Trace, incl: bool) -> NeuronGraph:
         for k, source, target in parts:
             sources.append(source + layout.offsets[call.input_layers[k]])
             targets.append(target + layout.offsets[index])
-        log.debug("edges of layer %d/%d %s", index, len(layout) - 1, layer.name)
+        log.info("edges of layer %d/%d %r (%s)", index, len(layout) - 1, layer.name, layer.kind)
     indptr, indices = _csr(np.concatenate([*targets, []]), np.concatenate([*sources, []]), layout.n_nodes)
     return NeuronGraph(layout, indptr, indices, incl=incl, granularity=recorded.granularity)
 

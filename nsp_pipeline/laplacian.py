@@ -7,6 +7,7 @@ With ``L = U diag(λ) Uᵀ`` (``λ`` ascending), the spectrum is ``ŝ = Uᵀ s``
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,8 @@ import scipy.sparse as sp
 
 from nsp_pipeline.graph import NeuronGraph
 from nsp_pipeline.layout import Layout
+
+log = logging.getLogger(__name__)
 
 #: Default largest graph (in nodes) for the full eigendecomposition: U alone takes
 #: 8·n² bytes (800 MB at 10,000 nodes) and ``eigh`` is O(n³).
@@ -87,6 +90,7 @@ def laplacian_operator(graph: NeuronGraph, max_nodes: int = DEFAULT_MAX_NODES) -
             "raise max_nodes if the machine can take it, or use the 'standard' transform, "
             "which has no such limit"
         )
+    log.info("eigendecomposition of the %d x %d graph Laplacian (O(n^3), may take minutes)", n, n)
     eigenvalues, eigenvectors = scipy.linalg.eigh(laplacian_matrix(graph).toarray())
     peak = np.argmax(np.abs(eigenvectors), axis=0)
     signs = np.sign(eigenvectors[peak, np.arange(n)])
