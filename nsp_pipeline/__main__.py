@@ -1,0 +1,7 @@
+"""``python -m nsp_pipeline``: the pipeline's stages on the command line."""
+
+import sys
+
+from nsp_pipeline.cli import main
+
+sys.exit(main())

@@ -1,0 +1,155 @@
+"""Command line: every stage of the pipeline as a subcommand (``python -m nsp_pipeline <stage>``).
+
+The subcommands call the same functions (:mod:`nsp_pipeline.stages`) as the Snakemake workflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+from nsp_pipeline import stages
+from nsp_pipeline.laplacian import DEFAULT_MAX_NODES
+from nsp_pipeline.render import SCALES
+from nsp_pipeline.transforms import TRANSFORM_TYPES
+
+
+def _config(path: str) -> dict:
+    try:
+        with open(path) as handle:
+            return yaml.safe_load(handle) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file {path} does not exist") from None
+
+
+def _entry(config: dict, section: str, name: str, source: str) -> dict:
+    entries = config.get(section) or {}
+    if name not in entries:
+        raise KeyError(f"{source} has no {section} entry {name!r}; it has {sorted(entries)}")
+    return dict(entries[name])
+
+
+def _export(args) -> None:
+    config = _config(args.config)
+    entry = _entry(config, "models", args.model, args.config)
+    train = entry.get("train_data")
+    spec = _entry(config, "datasets", train, args.config) if train else None
+    stages.export_model(entry, args.out, args.metadata, spec, base_dir=Path(args.config).parent)
+
+
+def _graph(args) -> None:
+    reference = None
+    if args.dataset is not None:
+        config = _config(args.config)
+        reference = {"dataset": _entry(config, "datasets", args.dataset, args.config), "index": args.index}
+    stages.build_graph_file(args.model, args.out, args.granularity, not args.exclude_zero_edges, reference)
+
+
+def _extract(args) -> None:
+    config = _config(args.config)
+    spec = _entry(config, "datasets", args.dataset, args.config)
+    outputs = [Path(args.out_dir) / f"{position:05d}.h5" for position in args.samples]
+    stages.extract_activations(args.model, spec, args.samples, outputs, args.granularity)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m nsp_pipeline``."""
+    main = argparse.ArgumentParser(prog="python -m nsp_pipeline", description=__doc__.splitlines()[0])
+    main.add_argument("-q", "--quiet", action="store_true", help="only print warnings and errors")
+    sub = main.add_subparsers(dest="stage", required=True, metavar="STAGE")
+
+    export = sub.add_parser(
+        "export-model", help="build (and train) a model of a config file; write its artifact"
+    )
+    export.add_argument("--config", required=True, help="YAML config with 'models' (and 'datasets')")
+    export.add_argument("--model", required=True, help="name of the model entry")
+    export.add_argument("--out", required=True, help="model artifact (.pt)")
+    export.add_argument("--metadata", required=True, help="metadata (.json)")
+    export.set_defaults(run=_export)
+
+    graph = sub.add_parser("build-graph", help="neuron DAG of an exported model -> HDF5")
+    graph.add_argument("model", help="model artifact")
+    graph.add_argument("out", help="graph file (.h5)")
+    graph.add_argument("--granularity", choices=("children", "ops"), default="children")
+    graph.add_argument(
+        "--exclude-zero-edges", action="store_true",
+        help="INCL=False: keep only edges with a non-zero partial derivative at the reference sample",
+    )  # fmt: skip
+    graph.add_argument("--config", help="config holding the reference dataset")
+    graph.add_argument("--dataset", help="dataset of the reference sample (with --exclude-zero-edges)")
+    graph.add_argument("--index", type=int, default=0, help="position of the reference sample")
+    graph.set_defaults(run=_graph)
+
+    operator = sub.add_parser("compute-operator", help="precomputed operator of a transform type -> HDF5")
+    operator.add_argument("graph", help="graph file")
+    operator.add_argument("out", help="operator file (.h5)")
+    operator.add_argument("--transform", choices=TRANSFORM_TYPES, default="standard")
+    operator.add_argument("--max-nodes", type=int, default=DEFAULT_MAX_NODES, help="Laplacian size limit")
+    operator.set_defaults(
+        run=lambda a: stages.compute_operator_file(a.graph, a.transform, a.out, a.max_nodes)
+    )
+
+    extract = sub.add_parser("extract-activations", help="activations of dataset samples, a file per sample")
+    extract.add_argument("model", help="model artifact")
+    extract.add_argument("--config", required=True, help="config holding the dataset")
+    extract.add_argument("--dataset", required=True, help="name of the dataset entry")
+    extract.add_argument("--samples", type=int, nargs="+", required=True, help="sample positions")
+    extract.add_argument("--out-dir", required=True, help="folder for <position>.h5 files")
+    extract.add_argument("--granularity", choices=("children", "ops"), default="children")
+    extract.set_defaults(run=_extract)
+
+    spectrum = sub.add_parser("transform", help="spectrum of an activations file")
+    spectrum.add_argument("activations", help="activations file")
+    spectrum.add_argument("operator", help="operator file")
+    spectrum.add_argument("out", help="spectrum file (.h5)")
+    spectrum.set_defaults(run=lambda a: stages.transform_file(a.activations, a.operator, a.out))
+
+    render = sub.add_parser("render", help="PDF of an activations or spectrum file, a page per layer")
+    render.add_argument("pattern", help="activations or spectrum file")
+    render.add_argument("out", help="PDF file")
+    render.add_argument("--scale", choices=SCALES, default="layerscale")
+    render.add_argument("--cmap", default="viridis", help="any matplotlib colormap")
+    render.set_defaults(run=lambda a: stages.render_file(a.pattern, a.out, a.scale, a.cmap))
+
+    summary = sub.add_parser("summarize", help="CSV table of samples, labels, predictions and files")
+    summary.add_argument("activations", nargs="+", help="activations files")
+    summary.add_argument("--out", required=True, help="CSV file")
+    summary.set_defaults(run=lambda a: stages.summarize(a.activations, {}, a.out))
+    return main
+
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@contextmanager
+def log_to(path: str) -> Iterator[None]:
+    """Send the package's log messages, and any error with its traceback, to a log file.
+
+    For the workflow's scripts: ``with log_to(snakemake.log[0]): stage(...)``.
+    """
+    logging.basicConfig(filename=path, level=logging.INFO, format=_FORMAT, force=True)
+    try:
+        yield
+    except Exception:
+        logging.getLogger("nsp_pipeline").exception("failed")
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one stage; errors are printed as one line, with exit status 1."""
+    args = parser().parse_args(argv)
+    level = logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format=_FORMAT, datefmt="%H:%M:%S")
+    try:
+        args.run(args)
+    except (ValueError, KeyError, IndexError, FileNotFoundError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,13 @@
+"""Snakemake script of rule build_graph."""
+
+from nsp_pipeline.cli import log_to
+from nsp_pipeline.stages import build_graph_file
+
+with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
+    build_graph_file(
+        snakemake.input.model,  # noqa: F821
+        snakemake.output.graph,  # noqa: F821
+        snakemake.params.granularity,  # noqa: F821
+        snakemake.params.incl,  # noqa: F821
+        snakemake.params.reference,  # noqa: F821
+    )

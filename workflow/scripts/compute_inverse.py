@@ -1,0 +1,12 @@
+"""Snakemake script of rule compute_inverse."""
+
+from nsp_pipeline.cli import log_to
+from nsp_pipeline.stages import compute_operator_file
+
+with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
+    compute_operator_file(
+        snakemake.input.graph,  # noqa: F821
+        snakemake.wildcards.transform,  # noqa: F821
+        snakemake.output.operator,  # noqa: F821
+        snakemake.params.max_nodes,  # noqa: F821
+    )

@@ -1,0 +1,13 @@
+"""Snakemake script of rule extract_activations."""
+
+from nsp_pipeline.cli import log_to
+from nsp_pipeline.stages import extract_activations
+
+with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
+    extract_activations(
+        snakemake.input.model,  # noqa: F821
+        snakemake.params.dataset,  # noqa: F821
+        [snakemake.params.position],  # noqa: F821
+        [snakemake.output.activations],  # noqa: F821
+        snakemake.params.granularity,  # noqa: F821
+    )
