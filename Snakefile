@@ -26,7 +26,6 @@ wildcard_constraints:
     dataset="[A-Za-z0-9][A-Za-z0-9_-]*",
     sample="[0-9]+",
     transform="standard|laplacian",
-    pattern="activations|standard|laplacian",
 
 
 rule all:

@@ -16,43 +16,47 @@ The predecessor ``nsp``'s API (``Activations``, ``NNGraph``, ``Visualizer``) is 
 
 __version__ = "0.1.0"
 
-from nsp_pipeline.capture import GRANULARITIES, Trace, trace
-from nsp_pipeline.causal import CausalOperator, causal_operator
-from nsp_pipeline.edges import supported_operations
-from nsp_pipeline.errors import TraceError, UnsupportedLayerError
-from nsp_pipeline.graph import NeuronGraph, build_graph
-from nsp_pipeline.laplacian import GraphTooLargeError, LaplacianOperator, laplacian_matrix, laplacian_operator
-from nsp_pipeline.layout import Layer, Layout
-from nsp_pipeline.legacy import Activations, NNGraph, Visualizer
-from nsp_pipeline.pattern import Pattern
-from nsp_pipeline.render import SCALES, render_pattern
-from nsp_pipeline.transforms import TRANSFORM_TYPES, compute_operator, inverse_transform, transform
+import importlib
 
-__all__ = [
-    "GRANULARITIES",
-    "SCALES",
-    "TRANSFORM_TYPES",
-    "Activations",
-    "CausalOperator",
-    "GraphTooLargeError",
-    "LaplacianOperator",
-    "Layer",
-    "Layout",
-    "NNGraph",
-    "NeuronGraph",
-    "Pattern",
-    "Trace",
-    "TraceError",
-    "UnsupportedLayerError",
-    "Visualizer",
-    "build_graph",
-    "causal_operator",
-    "compute_operator",
-    "inverse_transform",
-    "laplacian_matrix",
-    "laplacian_operator",
-    "render_pattern",
-    "supported_operations",
-    "trace",
-    "transform",
-]
+#: Public names and the module each lives in. Modules load on first use, so that a job
+#: that only reads HDF5 and renders PDFs does not pay for importing torch.
+_EXPORTS = {
+    "GRANULARITIES": "capture",
+    "Trace": "capture",
+    "trace": "capture",
+    "CausalOperator": "causal",
+    "causal_operator": "causal",
+    "supported_operations": "edges",
+    "TraceError": "errors",
+    "UnsupportedLayerError": "errors",
+    "NeuronGraph": "graph",
+    "build_graph": "graph_builder",
+    "GraphTooLargeError": "laplacian",
+    "LaplacianOperator": "laplacian",
+    "laplacian_matrix": "laplacian",
+    "laplacian_operator": "laplacian",
+    "Layer": "layout",
+    "Layout": "layout",
+    "Activations": "legacy",
+    "NNGraph": "legacy",
+    "Visualizer": "legacy",
+    "Pattern": "pattern",
+    "SCALES": "render",
+    "render_pattern": "render",
+    "TRANSFORM_TYPES": "transforms",
+    "compute_operator": "transforms",
+    "inverse_transform": "transforms",
+    "transform": "transforms",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"nsp_pipeline.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'nsp_pipeline' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from nsp_pipeline.capture import trace
-from nsp_pipeline.graph import graph_from_trace
+from nsp_pipeline.graph_builder import graph_from_trace
 from nsp_pipeline.pattern import Pattern
 from nsp_pipeline.render import render_pattern
 from nsp_pipeline.transforms import TRANSFORM_TYPES, compute_operator, transform

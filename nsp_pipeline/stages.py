@@ -8,7 +8,8 @@
 6. :func:`render_file` — a PDF of activations or a spectrum;
 7. :func:`summarize` — a table of the samples, their predictions and output files.
 
-Every output is written atomically and carries provenance attributes.
+Every output is written atomically and carries provenance attributes. Stages that need
+torch import it when they run, so that the many per-sample transform and render jobs start fast.
 """
 
 from __future__ import annotations
@@ -20,14 +21,9 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import torch
-
-from nsp_pipeline import datasets, models, storage
+from nsp_pipeline import storage
 from nsp_pipeline.atomic import atomic_output
-from nsp_pipeline.capture import trace
-from nsp_pipeline.graph import build_graph
 from nsp_pipeline.laplacian import DEFAULT_MAX_NODES
-from nsp_pipeline.provenance import provenance
 from nsp_pipeline.render import render_pattern
 from nsp_pipeline.transforms import compute_operator, transform
 
@@ -58,6 +54,8 @@ def export_model(
     base_dir : path
         Folder that relative paths in ``entry`` are relative to.
     """
+    from nsp_pipeline import datasets, models
+
     train = test = None
     if train_dataset is not None:
         input_shape = tuple(models.build_model(entry, base_dir).input_shape)
@@ -70,7 +68,12 @@ def export_model(
     return metadata
 
 
-def _reference_input(model_path: PathLike, reference: Mapping | None) -> tuple[torch.nn.Module, torch.Tensor]:
+def _reference_input(model_path: PathLike, reference: Mapping | None):
+    """The exported model and the sample its graph is built at (zeros if none is needed)."""
+    import torch
+
+    from nsp_pipeline import datasets, models
+
     model, metadata = models.load_model(model_path)
     shape = tuple(metadata["input_shape"])
     if reference is None:
@@ -103,6 +106,9 @@ def build_graph_file(
         ``{"dataset": spec, "index": position}``: the sample at which partial derivatives are
         evaluated when ``incl`` is ``False``.
     """
+    from nsp_pipeline.graph_builder import build_graph
+    from nsp_pipeline.provenance import provenance
+
     if not incl and reference is None:
         raise ValueError("incl=False keeps edges by their partial derivative at a reference sample; give one")
     model, example = _reference_input(model_path, reference)
@@ -116,9 +122,11 @@ def compute_operator_file(
     graph_path: PathLike, transform_type: str, operator_out: PathLike, max_nodes: int = DEFAULT_MAX_NODES
 ) -> None:
     """Precompute the operator of one transform type and write it to HDF5."""
+    from nsp_pipeline.provenance import provenance
+
     graph = storage.read_graph(graph_path)
     operator = compute_operator(graph, transform_type, max_nodes=max_nodes)
-    graph_sha256 = storage.read_provenance(graph_path)["content_sha256"]
+    graph_sha256 = storage.read_header(graph_path)["content_sha256"]
     attributes = provenance({"transform": transform_type, "max_nodes": max_nodes}, graph_sha256=graph_sha256)
     if transform_type == "standard":
         storage.write_causal_operator(operator_out, operator, attributes)
@@ -149,6 +157,12 @@ def extract_activations(
     granularity : {"children", "ops"}
         Layer granularity (must match the graph's).
     """
+    import torch
+
+    from nsp_pipeline import datasets, models
+    from nsp_pipeline.capture import trace
+    from nsp_pipeline.provenance import provenance
+
     if len(positions) != len(activations_out):
         raise ValueError(f"{len(positions)} samples but {len(activations_out)} output files")
     model, metadata = models.load_model(model_path)
@@ -170,12 +184,14 @@ def extract_activations(
 def transform_file(activations_path: PathLike, operator_path: PathLike, spectrum_out: PathLike) -> None:
     """Spectrum of one activations file with a precomputed operator."""
     pattern = storage.read_pattern(activations_path)
-    kind = storage.read_provenance(operator_path)["schema"].split("/")[-1]
-    read = storage.read_causal_operator if kind == "causal_operator" else storage.read_laplacian_operator
+    header = storage.read_header(operator_path)
+    read = (
+        storage.read_causal_operator
+        if header["kind"] == "causal_operator"
+        else storage.read_laplacian_operator
+    )
     spectrum = transform(pattern, read(operator_path))
-    attributes = dict(storage.read_provenance(activations_path))
-    attributes = {k: v for k, v in attributes.items() if k not in storage.RESERVED_ATTRIBUTES | {"schema"}}
-    attributes["operator_sha256"] = storage.read_provenance(operator_path)["content_sha256"]
+    attributes = storage.read_provenance(activations_path) | {"operator_sha256": header["content_sha256"]}
     storage.write_pattern(spectrum_out, spectrum, attributes)
 
 

@@ -229,7 +229,7 @@ def _open(path: str | os.PathLike) -> Iterator[h5py.File]:
     try:
         with h5py.File(path, "r", locking=False) as file:
             yield file
-    except OSError as error:
+    except (OSError, RuntimeError, KeyError, UnicodeDecodeError) as error:  # HDF5's errors on bad metadata
         raise SchemaError(
             f"{path} is corrupt or truncated (HDF5 error: {error}); delete it and regenerate it"
         ) from error
@@ -293,7 +293,7 @@ def _read_file(
 def _consistent(path: str | os.PathLike) -> Iterator[None]:
     try:
         yield
-    except (KeyError, ValueError) as error:
+    except (IndexError, KeyError, ValueError) as error:
         raise SchemaError(f"{path} has inconsistent contents ({error!r}); regenerate it") from error
 
 
@@ -316,6 +316,19 @@ def read_provenance(path: str | os.PathLike) -> dict[str, str]:
     with _open(path) as file:
         _check_schema(path, file, None)
         return {key: str(value) for key, value in file.attrs.items() if key not in RESERVED_ATTRIBUTES}
+
+
+def read_header(path: str | os.PathLike) -> dict[str, str]:
+    """Kind (``graph``, ``causal_operator``, ...) and ``content_sha256`` of any nsp-pipeline file.
+
+    The checksum identifies the file's contents, e.g. to record which operator made a spectrum.
+    """
+    with _open(path) as file:
+        _check_schema(path, file, None)
+        return {
+            "kind": str(file.attrs["schema"]).split("/")[-1],
+            "content_sha256": str(file.attrs["content_sha256"]),
+        }
 
 
 # --------------------------------------------------------------------------- file kinds

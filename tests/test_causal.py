@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from nsp_pipeline.causal import causal_operator
-from nsp_pipeline.graph import build_graph
+from nsp_pipeline.graph_builder import build_graph
 
 
 def dense_zeta(graph) -> np.ndarray:

@@ -30,7 +30,7 @@ from torch import nn
 
 from nsp_pipeline.capture import TraceError
 from nsp_pipeline.edges import ELEMENTWISE_MODULES, UnsupportedLayerError
-from nsp_pipeline.graph import build_graph
+from nsp_pipeline.graph_builder import build_graph
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
 

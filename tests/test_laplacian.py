@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from nsp_pipeline.graph import build_graph
+from nsp_pipeline.graph_builder import build_graph
 from nsp_pipeline.laplacian import GraphTooLargeError, laplacian_matrix, laplacian_operator
 
 

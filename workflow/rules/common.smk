@@ -72,20 +72,6 @@ def graph_reference():
     return {"dataset": config["datasets"][reference["dataset"]], "index": reference.get("index", 0)}
 
 
-def analysis_outputs(kind):
-    """Per-sample output paths of every analysis, for one kind of output."""
-    paths = []
-    for analysis in config["analyses"]:
-        model, dataset = analysis["model"], analysis["dataset"]
-        for sample in sample_names(dataset):
-            if kind == "pdf":
-                for pattern in ["activations", *config["transforms"]]:
-                    paths.append(f"results/{model}/{dataset}/pdf/{sample}_{pattern}.pdf")
-            else:
-                paths.append(f"results/{model}/{dataset}/{kind}/{sample}.h5")
-    return paths
-
-
 def summary_inputs(wildcards):
     """Per-sample files of one analysis, by kind, for its summary table."""
     samples = sample_names(wildcards.dataset)

@@ -35,14 +35,20 @@ rule transform:
 
 rule render:
     input:
-        pattern="results/{model}/{dataset}/{pattern}/{sample}.h5",
+        patterns=expand(
+            "results/{{model}}/{{dataset}}/{pattern}/{{sample}}.h5",
+            pattern=["activations", *config["transforms"]],
+        ),
     output:
-        pdf="results/{model}/{dataset}/pdf/{sample}_{pattern}.pdf",
+        pdfs=expand(
+            "results/{{model}}/{{dataset}}/pdf/{{sample}}_{pattern}.pdf",
+            pattern=["activations", *config["transforms"]],
+        ),
     params:
         scale=config["render"]["scale"],
         cmap=config["render"]["cmap"],
     log:
-        "results/logs/render/{model}/{dataset}/{sample}_{pattern}.log",
+        "results/logs/render/{model}/{dataset}/{sample}.log",
     conda:
         "../envs/nsp-pipeline.yaml"
     script:

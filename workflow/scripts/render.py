@@ -1,12 +1,8 @@
-"""Snakemake script of rule render."""
+"""Snakemake script of rule render: the activations PDF and one spectrum PDF per transform."""
 
 from nsp_pipeline.cli import log_to
 from nsp_pipeline.stages import render_file
 
 with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
-    render_file(
-        snakemake.input.pattern,  # noqa: F821
-        snakemake.output.pdf,  # noqa: F821
-        snakemake.params.scale,  # noqa: F821
-        snakemake.params.cmap,  # noqa: F821
-    )
+    for pattern, pdf in zip(snakemake.input.patterns, snakemake.output.pdfs, strict=True):  # noqa: F821
+        render_file(pattern, pdf, snakemake.params.scale, snakemake.params.cmap)  # noqa: F821
