@@ -20,12 +20,21 @@ from nsp_pipeline.render import SCALES
 from nsp_pipeline.transforms import TRANSFORM_TYPES
 
 
-def _config(path: str) -> dict:
+def _config(path: str | None) -> dict:
+    if path is None:
+        raise ValueError("--config is needed to look up the dataset")
     try:
         with open(path) as handle:
-            return yaml.safe_load(handle) or {}
+            config = yaml.safe_load(handle)
     except FileNotFoundError:
         raise FileNotFoundError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"config file {path} is a folder; expected a YAML file") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"config file {path} holds {type(config).__name__}; expected a mapping of keys")
+    return config
 
 
 def _entry(config: dict, section: str, name: str, source: str) -> dict:

@@ -91,4 +91,3 @@ class NeuronGraph:
         targets = np.repeat(np.arange(self.n_nodes), np.diff(self.indptr))
         digraph.add_edges_from((keys[u], keys[v]) for u, v in zip(self.indices.tolist(), targets.tolist()))
         return digraph
-

@@ -80,6 +80,10 @@ def _reference_input(model_path: PathLike, reference: Mapping | None):
         return model, torch.zeros(1, *shape)
     dataset = datasets.load_dataset(reference["dataset"], shape)
     position = int(reference.get("index", 0))
+    if not 0 <= position < len(dataset.inputs):
+        raise IndexError(
+            f"reference sample {position} is outside dataset {dataset.name!r} of {len(dataset.inputs)}"
+        )
     return model, dataset.inputs[position : position + 1]
 
 

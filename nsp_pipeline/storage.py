@@ -8,6 +8,7 @@ reads check the kind, the required datasets and the checksum.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from collections.abc import Iterator, Mapping
@@ -223,7 +224,7 @@ def _write_file(
 def _open(path: str | os.PathLike) -> Iterator[h5py.File]:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise FileNotFoundError(errno.ENOENT, "no such file", str(path))
     if not h5py.is_hdf5(path):
         raise SchemaError(f"{path} is not an HDF5 file")
     try:

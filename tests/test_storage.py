@@ -18,6 +18,7 @@ from nsp_pipeline.storage import (
     SchemaError,
     read_causal_operator,
     read_graph,
+    read_header,
     read_laplacian_operator,
     read_layout,
     read_pattern,
@@ -171,6 +172,13 @@ def test_missing_metadata_is_stored_as_minus_one(tmp_path, layout: Layout) -> No
         assert "eigenvalues" not in file
 
 
+def test_empty_pattern_is_refused(tmp_path, layout: Layout) -> None:
+    empty = Pattern(layout, np.zeros((0, layout.n_nodes)))
+    with pytest.raises(ValueError, match="at least one sample"):
+        write_pattern(tmp_path / "p.h5", empty, PROVENANCE)
+    assert not (tmp_path / "p.h5").exists()
+
+
 def test_layout_group_round_trip(tmp_path, layout: Layout) -> None:
     with h5py.File(tmp_path / "layout.h5", "w") as file:
         write_layout(file.create_group("layout"), layout)
@@ -214,6 +222,13 @@ def test_provenance_is_stored_and_read_back(tmp_path, graph: NeuronGraph) -> Non
     attributes = provenance(config={"seed": 0}, model=torch.nn.Linear(2, 1), dataset="mnist")
     write_graph(tmp_path / "g.h5", graph, attributes)
     assert read_provenance(tmp_path / "g.h5") == attributes
+
+
+def test_header_names_kind_and_checksum(tmp_path, causal: CausalOperator) -> None:
+    write_causal_operator(tmp_path / "c.h5", causal, PROVENANCE)
+    with h5py.File(tmp_path / "c.h5", "r") as file:
+        stored = file.attrs["content_sha256"]
+    assert read_header(tmp_path / "c.h5") == {"kind": "causal_operator", "content_sha256": stored}
 
 
 def test_reserved_provenance_keys_are_rejected(tmp_path, graph: NeuronGraph) -> None:

@@ -1,0 +1,406 @@
+"""The command line: every stage of ``python -m nsp_pipeline`` run in-process on a tiny config.
+
+One module-scoped chain (export-model -> build-graph -> compute-operator -> extract-activations ->
+transform -> render -> summarize) runs in a temporary folder; its outputs are read back with
+:mod:`nsp_pipeline.storage` and compared with direct library calls on the same samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+import nsp_pipeline
+from nsp_pipeline import cli, storage
+from nsp_pipeline.datasets import load_dataset
+from nsp_pipeline.models import load_model
+
+CONFIG = """\
+models:
+  tiny:
+    architecture: digits_cnn
+    train: {epochs: 1}
+    train_data: digits
+datasets:
+  digits: {source: digits, split: test}
+"""
+DIGITS_TEST = {"source": "digits", "split": "test"}
+SAMPLES = (3, 17, 42)
+REFERENCE_INDEX = 5
+TRANSFORMS = ("standard", "laplacian")
+
+#: Every subcommand and the arguments its --help must list.
+OPTIONS = {
+    "export-model": ("--config", "--model", "--out", "--metadata"),
+    "build-graph": tuple("model out --granularity --exclude-zero-edges --config --dataset --index".split()),
+    "compute-operator": ("graph", "out", "--transform", "--max-nodes"),
+    "extract-activations": ("model", "--config", "--dataset", "--samples", "--out-dir", "--granularity"),
+    "transform": ("activations", "operator", "out"),
+    "render": ("pattern", "out", "--scale", "--cmap"),
+    "summarize": ("activations", "--out"),
+}
+
+
+def run(*argv) -> int:
+    return cli.main(["-q", *(str(arg) for arg in argv)])
+
+
+def error_line(capsys) -> str:
+    """The single line the CLI printed on stderr, checked to be ``error: ...``."""
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.endswith("\n"), err
+    assert err.count("\n") == 1, f"expected one line on stderr, got:\n{err}"
+    assert "Traceback" not in err
+    return err.strip()
+
+
+def pdf_pages(path: Path) -> int:
+    raw = path.read_bytes()
+    assert raw.startswith(b"%PDF")
+    return raw.count(b"/Type /Page") - raw.count(b"/Type /Pages")
+
+
+def assert_close(got: np.ndarray, expected: np.ndarray) -> None:
+    """Equal to 1e-12 relative (to each value, or to the largest one for values near zero)."""
+    assert got.shape == expected.shape
+    scale = float(np.abs(expected).max()) or 1.0
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12 * scale)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_blas_thread():
+    """One BLAS thread: the two dense Laplacian eigendecompositions (1,866 nodes) dominate the
+    runtime, and on a busy 2-core machine a second, contended thread makes them 2-3x slower."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """Run every stage through the CLI once; return the paths of all outputs."""
+    root = tmp_path_factory.mktemp("cli")
+    config = root / "config.yaml"
+    config.write_text(CONFIG)
+    paths = {
+        "root": root,
+        "config": config,
+        "model": root / "model.pt",
+        "metadata": root / "model.json",
+        "graph": root / "graph.h5",
+        "operators": {kind: root / f"{kind}.h5" for kind in TRANSFORMS},
+        "activations": [root / "activations" / f"{position:05d}.h5" for position in SAMPLES],
+        "spectra": {
+            kind: [root / "spectra" / kind / f"{position:05d}.h5" for position in SAMPLES]
+            for kind in TRANSFORMS
+        },
+        "pdf": root / "laplacian.pdf",
+        "summary": root / "summary.csv",
+    }
+    model, graph = paths["model"], paths["graph"]
+    assert run(
+        "export-model", "--config", config, "--model", "tiny", "--out", model, "--metadata", paths["metadata"]
+    ) == 0  # fmt: skip
+    assert run("build-graph", model, graph) == 0
+    for kind, operator in paths["operators"].items():
+        assert run("compute-operator", graph, operator, "--transform", kind) == 0
+    assert run(
+        "extract-activations", model, "--config", config, "--dataset", "digits",
+        "--samples", *SAMPLES, "--out-dir", root / "activations",
+    ) == 0  # fmt: skip
+    for kind, spectra in paths["spectra"].items():
+        for activations, spectrum in zip(paths["activations"], spectra, strict=True):
+            assert run("transform", activations, paths["operators"][kind], spectrum) == 0
+    assert run(
+        "render", paths["spectra"]["laplacian"][0], paths["pdf"], "--scale", "layernorm", "--cmap", "RdBu_r"
+    ) == 0  # fmt: skip
+    assert run("summarize", *paths["activations"], "--out", paths["summary"]) == 0
+    return paths
+
+
+@pytest.fixture(scope="module")
+def direct(chain):
+    """The same results from direct library calls on the exported model and the same samples."""
+    model, metadata = load_model(chain["model"])
+    data = load_dataset(DIGITS_TEST, tuple(metadata["input_shape"]))
+    inputs = data.inputs[list(SAMPLES)]
+    pattern = nsp_pipeline.trace(model, inputs).pattern()
+    graph = nsp_pipeline.build_graph(model, inputs[:1])
+    operators = {kind: nsp_pipeline.compute_operator(graph, kind) for kind in TRANSFORMS}
+    with torch.no_grad():
+        outputs = model(inputs)
+    return {
+        "model": model,
+        "metadata": metadata,
+        "data": data,
+        "pattern": pattern,
+        "graph": graph,
+        "operators": operators,
+        "spectra": {kind: nsp_pipeline.transform(pattern, op) for kind, op in operators.items()},
+        "predictions": outputs.argmax(dim=1).numpy(),
+    }
+
+
+# --------------------------------------------------------------------------- entry point and help
+
+
+def test_module_entry_point_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "nsp_pipeline", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage: python -m nsp_pipeline" in result.stdout
+    for stage in OPTIONS:
+        assert stage in result.stdout
+
+
+def test_every_subcommand_is_covered():
+    (subparsers,) = [
+        action for action in cli.parser()._actions if isinstance(action, argparse._SubParsersAction)
+    ]
+    assert set(subparsers.choices) == set(OPTIONS)
+
+
+@pytest.mark.parametrize("stage", sorted(OPTIONS))
+def test_subcommand_help(stage, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([stage, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m nsp_pipeline {stage}")
+    for option in OPTIONS[stage]:
+        assert option in out, f"{stage} --help does not list {option}"
+
+
+# --------------------------------------------------------------------------- the chain
+
+
+def test_chain_outputs_exist(chain):
+    files = [
+        chain["model"], chain["metadata"], chain["graph"], *chain["operators"].values(),
+        *chain["activations"], *(path for paths in chain["spectra"].values() for path in paths),
+        chain["pdf"], chain["summary"],
+    ]  # fmt: skip
+    for path in files:
+        assert path.is_file() and path.stat().st_size > 0, path
+    leftovers = list(chain["root"].rglob(".*.tmp"))
+    assert leftovers == []
+
+
+def test_exported_model_metadata(chain, direct):
+    metadata = json.loads(chain["metadata"].read_text())
+    assert metadata["checksum"] == direct["metadata"]["checksum"]
+    assert metadata["input_shape"] == [1, 8, 8]
+    assert metadata["training"]["epochs"] == 1
+    assert 0.0 <= metadata["accuracy"] <= 1.0
+
+
+def test_activations_equal_direct_trace(chain, direct):
+    expected = direct["pattern"]
+    data = direct["data"]
+    for row, path in enumerate(chain["activations"]):
+        pattern = storage.read_pattern(path)
+        assert pattern.domain == "activations"
+        assert pattern.layout == expected.layout
+        np.testing.assert_array_equal(pattern.values, expected.values[row : row + 1])
+        assert pattern.labels.tolist() == [int(data.labels[SAMPLES[row]])]
+        assert pattern.sample_ids.tolist() == [int(data.ids[SAMPLES[row]])]
+        assert pattern.predictions.tolist() == [int(direct["predictions"][row])]
+
+
+def test_graph_equals_direct_build(chain, direct):
+    graph, expected = storage.read_graph(chain["graph"]), direct["graph"]
+    assert graph.incl and graph.granularity == "children"
+    assert graph.layout == expected.layout
+    assert graph.n_nodes == expected.n_nodes and graph.n_edges == expected.n_edges > 0
+    np.testing.assert_array_equal(graph.indptr, expected.indptr)
+    np.testing.assert_array_equal(graph.indices, expected.indices)
+
+
+@pytest.mark.parametrize("kind", TRANSFORMS)
+def test_spectra_equal_direct_transform(chain, direct, kind):
+    expected = direct["spectra"][kind]
+    for row, path in enumerate(chain["spectra"][kind]):
+        spectrum = storage.read_pattern(path)
+        assert spectrum.domain == kind
+        assert spectrum.layout == expected.layout
+        assert_close(spectrum.values, expected.values[row : row + 1])
+        if kind == "laplacian":
+            assert_close(spectrum.eigenvalues, direct["operators"]["laplacian"].eigenvalues)
+        else:
+            assert spectrum.eigenvalues is None
+        assert spectrum.labels.tolist() == [int(direct["data"].labels[SAMPLES[row]])]
+
+
+def test_operator_files_equal_direct_operators(chain, direct):
+    causal = storage.read_causal_operator(chain["operators"]["standard"])
+    expected = direct["operators"]["standard"]
+    for name in ("indptr", "indices", "row_map", "layer_rows"):
+        np.testing.assert_array_equal(getattr(causal, name), getattr(expected, name))
+    laplacian = storage.read_laplacian_operator(chain["operators"]["laplacian"])
+    assert_close(laplacian.eigenvalues, direct["operators"]["laplacian"].eigenvalues)
+
+
+def test_pdf_has_a_page_per_layer(chain, direct):
+    n_layers = len(direct["pattern"].layout.layers)
+    assert n_layers == 9  # input and the 8 children of DigitsCNN
+    assert pdf_pages(chain["pdf"]) == n_layers
+
+
+def test_summary_rows(chain, direct):
+    with open(chain["summary"], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    data = direct["data"]
+    assert [row["sample"] for row in rows] == [f"{position:05d}" for position in SAMPLES]
+    assert [int(row["label"]) for row in rows] == [int(data.labels[p]) for p in SAMPLES]
+    assert [int(row["source_id"]) for row in rows] == [int(data.ids[p]) for p in SAMPLES]
+    assert [int(row["prediction"]) for row in rows] == direct["predictions"].tolist()
+    assert [row["activations"] for row in rows] == [str(path) for path in chain["activations"]]
+
+
+def test_provenance(chain, direct):
+    checksum = json.loads(chain["metadata"].read_text())["checksum"]
+    attributes = storage.read_provenance(chain["activations"][0])
+    assert attributes["model_checksum"] == checksum
+    assert attributes["torch_version"] == str(torch.__version__)
+    assert attributes["nsp_pipeline_version"] == nsp_pipeline.__version__
+    assert attributes["numpy_version"] == np.__version__
+    assert attributes["dataset"] == direct["data"].name
+    assert storage.read_provenance(chain["graph"])["model_checksum"] == checksum
+    graph_sha = storage.read_header(chain["graph"])["content_sha256"]
+    for kind, operator in chain["operators"].items():
+        assert storage.read_provenance(operator)["graph_sha256"] == graph_sha
+        spectrum = storage.read_provenance(chain["spectra"][kind][0])
+        assert spectrum["model_checksum"] == checksum
+        assert spectrum["operator_sha256"] == storage.read_header(operator)["content_sha256"]
+
+
+# --------------------------------------------------------------------------- build-graph incl=False
+
+
+def test_exclude_zero_edges_with_reference(chain, direct, tmp_path):
+    out = tmp_path / "graph_excl.h5"
+    assert run(
+        "build-graph", chain["model"], out, "--exclude-zero-edges",
+        "--config", chain["config"], "--dataset", "digits", "--index", REFERENCE_INDEX,
+    ) == 0  # fmt: skip
+    graph, full = storage.read_graph(out), storage.read_graph(chain["graph"])
+    assert not graph.incl
+    assert graph.layout == full.layout
+    assert 0 < graph.n_edges <= full.n_edges
+    reference = direct["data"].inputs[REFERENCE_INDEX : REFERENCE_INDEX + 1]
+    expected = nsp_pipeline.build_graph(direct["model"], reference, incl=False)
+    np.testing.assert_array_equal(graph.indptr, expected.indptr)
+    np.testing.assert_array_equal(graph.indices, expected.indices)
+
+
+def test_exclude_zero_edges_needs_reference(chain, tmp_path, capsys):
+    out = tmp_path / "graph_excl.h5"
+    assert run("build-graph", chain["model"], out, "--exclude-zero-edges") == 1
+    assert "reference sample" in error_line(capsys)
+    assert not out.exists()
+
+
+def test_build_graph_dataset_without_config(chain, tmp_path, capsys):
+    out = tmp_path / "graph_excl.h5"
+    assert run("build-graph", chain["model"], out, "--exclude-zero-edges", "--dataset", "digits") == 1
+    assert "--config" in error_line(capsys)
+
+
+def test_build_graph_reference_index_out_of_range(chain, tmp_path, capsys):
+    out = tmp_path / "graph_excl.h5"
+    assert run(
+        "build-graph", chain["model"], out, "--exclude-zero-edges",
+        "--config", chain["config"], "--dataset", "digits", "--index", 5000,
+    ) == 1  # fmt: skip
+    assert "5000" in error_line(capsys)
+
+
+# --------------------------------------------------------------------------- error paths
+
+
+def test_unknown_model_name(chain, tmp_path, capsys):
+    out = tmp_path / "m.pt"
+    status = run(
+        "export-model", "--config", chain["config"], "--model", "no_such_model",
+        "--out", out, "--metadata", tmp_path / "m.json",
+    )  # fmt: skip
+    assert status == 1
+    line = error_line(capsys)
+    assert "no_such_model" in line and "models" in line
+    assert not out.exists()
+
+
+def test_missing_config_file(tmp_path, capsys):
+    missing = tmp_path / "nowhere.yaml"
+    status = run(
+        "export-model", "--config", missing, "--model", "tiny",
+        "--out", tmp_path / "m.pt", "--metadata", tmp_path / "m.json",
+    )  # fmt: skip
+    assert status == 1
+    line = error_line(capsys)
+    assert str(missing) in line and "does not exist" in line
+
+
+def test_malformed_config_file(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("models: [\n")
+    status = run(
+        "export-model", "--config", config, "--model", "tiny",
+        "--out", tmp_path / "m.pt", "--metadata", tmp_path / "m.json",
+    )  # fmt: skip
+    assert status == 1
+    assert str(config) in error_line(capsys)
+
+
+def test_truncated_activations_file(chain, tmp_path, capsys):
+    source = chain["activations"][0]
+    truncated = tmp_path / "truncated.h5"
+    shutil.copyfile(source, truncated)
+    with open(truncated, "r+b") as handle:
+        handle.truncate(source.stat().st_size // 2)
+    out = tmp_path / "spectrum.h5"
+    assert run("transform", truncated, chain["operators"]["standard"], out) == 1
+    line = error_line(capsys)
+    assert str(truncated) in line and "truncated" in line
+    assert not out.exists()
+
+
+def test_pattern_file_as_operator(chain, tmp_path, capsys):
+    out = tmp_path / "spectrum.h5"
+    pattern = chain["activations"][1]
+    assert run("transform", chain["activations"][0], pattern, out) == 1
+    line = error_line(capsys)
+    assert str(pattern) in line and "pattern file" in line and "operator" in line
+    assert not out.exists()
+
+
+def test_render_unknown_colormap(chain, tmp_path, capsys):
+    out = tmp_path / "x.pdf"
+    assert run("render", chain["activations"][0], out, "--cmap", "not_a_cmap") == 1
+    line = error_line(capsys)
+    assert "not_a_cmap" in line and "colormap" in line
+    assert not out.exists()
+
+
+def test_laplacian_above_max_nodes(chain, direct, tmp_path, capsys):
+    out = tmp_path / "laplacian.h5"
+    n_nodes = direct["graph"].n_nodes
+    assert run(
+        "compute-operator", chain["graph"], out, "--transform", "laplacian", "--max-nodes", n_nodes - 1
+    ) == 1  # fmt: skip
+    line = error_line(capsys)
+    assert str(n_nodes) in line and str(n_nodes - 1) in line and "max_nodes" in line
+    assert not out.exists()
