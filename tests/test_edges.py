@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nsp_pipeline.architectures import MnistTutorialNet
 from nsp_pipeline.capture import TraceError
 from nsp_pipeline.edges import ELEMENTWISE_MODULES, UnsupportedLayerError
 from nsp_pipeline.graph_builder import build_graph
@@ -497,31 +498,13 @@ def test_exact_edges_of_in_place_activation(granularity: str):
     assert_same_pattern(graph.layer_block(2)[:, graph.layout.slice(1)], expected, "threshold")
 
 
-class MnistNet(nn.Module):
-    """The nsp tutorial MNIST network."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
-        self.pool1 = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
-        self.pool2 = nn.MaxPool2d(2)
-        self.fc = nn.Linear(320, 10)
-
-    def forward(self, x):
-        x = F.relu(self.pool1(self.conv1(x)))
-        x = F.relu(self.pool2(self.conv2(x)))
-        x = x.view(-1, 320)
-        return self.fc(x)
-
-
 def _edges_per_layer(graph) -> list[int]:
     return [int(np.diff(graph.indptr)[graph.layout.slice(i)].sum()) for i in range(len(graph.layout))]
 
 
 def test_mnist_tutorial_network_children_counts():
     torch.manual_seed(0)
-    model, x = MnistNet(), torch.randn(2, 1, 28, 28)
+    model, x = MnistTutorialNet(), torch.randn(2, 1, 28, 28)
     graph = build_graph(model, x, "children", incl=True)
     assert graph.layout.names == ["input", "conv1", "pool1", "conv2", "pool2", "fc"]
     assert graph.n_nodes == 9594 == 784 + 5760 + 1440 + 1280 + 320 + 10
@@ -534,7 +517,7 @@ def test_mnist_tutorial_network_children_counts():
 
 def test_mnist_tutorial_network_ops_counts():
     torch.manual_seed(0)
-    graph = build_graph(MnistNet(), torch.randn(1, 1, 28, 28), "ops", incl=True)
+    graph = build_graph(MnistTutorialNet(), torch.randn(1, 1, 28, 28), "ops", incl=True)
     assert graph.layout.names == ["input", "conv1", "pool1", "relu", "conv2", "pool2", "relu_1", "view", "fc"]
     assert graph.n_nodes == 9594 + 1440 + 320 + 320
     assert graph.n_edges == 474240 + 1440 + 320 + 320
