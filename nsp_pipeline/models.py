@@ -280,7 +280,7 @@ def _construct(cls: type[nn.Module], entry: Mapping, label: str) -> nn.Module:
         raise ModelError(f"{label}: 'kwargs' is {kwargs!r}; expected a mapping of argument names to values")
     try:
         return cls(**kwargs)
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise ModelError(f"{label}: {cls.__name__}(**{dict(kwargs)!r}) failed ({error})") from error
 
 

@@ -1,0 +1,181 @@
+"""The built-in VGG-11, ResNet-18 and MobileNetV2: published sizes, tracing, graphs, causal transform."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from torch.fx.passes.shape_prop import ShapeProp
+
+from nsp_pipeline.architectures import (
+    ARCHITECTURES,
+    VGG11,
+    MobileNetV2,
+    ResNet18,
+    round_channels,
+)
+from nsp_pipeline.capture import trace
+from nsp_pipeline.causal import causal_operator
+from nsp_pipeline.graph_builder import build_graph
+from nsp_pipeline.models import build_model
+
+# Published parameter counts, and activations per sample at 224×224 in 'ops' granularity
+# (input included; every op, BatchNorm, ReLU, flatten and eval-mode dropout is a layer).
+FULL_SIZE = {
+    "vgg11": (VGG11, 132_863_336, 16_608_744),
+    "resnet18": (ResNet18, 11_689_512, 8_381_416),
+    "mobilenet_v2": (MobileNetV2, 3_504_872, 19_833_768),
+}
+
+# Reduced models small enough for a dense closure oracle; node counts in 'ops' granularity.
+# VGG-11 needs 32×32 inputs (five max-pools): at the smallest width 1 its input, first
+# convolution and ReLU alone are 3,072 nodes. MobileNetV2 keeps all 17 blocks, at a width
+# where most of them run at 1×1 or 2×2.
+REDUCED = {
+    "vgg11": (
+        {"width": 1, "in_channels": 1, "input_size": 32, "classifier_width": 16, "num_classes": 10},
+        6370,
+    ),
+    "resnet18": ({"width": 2, "in_channels": 1, "input_size": 24, "num_classes": 10}, 3906),
+    "mobilenet_v2": (
+        {"width_mult": 0.05, "input_size": 8, "last_channel": 16, "round_nearest": 2, "num_classes": 10},
+        4322,
+    ),
+}
+
+
+def reduced(name, seed=0):
+    return build_model({"architecture": name, "kwargs": REDUCED[name][0], "seed": seed})
+
+
+def dense_zeta(graph) -> np.ndarray:
+    """Oracle: reflexive transitive closure by OR-ing dense parent rows in node order."""
+    n = graph.n_nodes
+    zeta = np.eye(n, dtype=bool)
+    for v in range(n):
+        for u in graph.parents(v):
+            zeta[v] |= zeta[u]
+    return zeta
+
+
+def assert_close_to_scale(got, expected, zeta, rtol=1e-9):
+    """|got - expected| <= rtol * (Z |expected|) at every node (the node's own scale)."""
+    scale = np.abs(expected) @ zeta.T.astype(float)
+    assert np.all(np.abs(got - expected) <= rtol * scale + 1e-300), np.max(np.abs(got - expected) / scale)
+
+
+def test_registry():
+    assert ARCHITECTURES["vgg11"] is VGG11
+    assert ARCHITECTURES["resnet18"] is ResNet18
+    assert ARCHITECTURES["mobilenet_v2"] is MobileNetV2
+    assert {"digits_cnn", "mnist_tutorial"} <= set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("name", FULL_SIZE)
+def test_full_size_parameters_shapes_and_activations(name):
+    """Built on the meta device: nothing is allocated or computed, only shapes propagate."""
+    cls, n_parameters, n_activations = FULL_SIZE[name]
+    with torch.device("meta"):
+        model = cls()
+    assert model.input_shape == (3, 224, 224)
+    assert sum(p.numel() for p in model.parameters()) == n_parameters
+    graph_module = torch.fx.symbolic_trace(model)
+    example = torch.zeros(1, *model.input_shape, device="meta")
+    assert model(example).shape == (1, 1000)
+    ShapeProp(graph_module).propagate(example)
+    sizes = [n.meta["tensor_meta"].shape[1:].numel() for n in graph_module.graph.nodes if n.op != "output"]
+    assert sum(sizes) == n_activations
+
+
+def test_parameter_names_follow_the_usual_layout():
+    """Reference ``state_dict`` files load as ``weights``: same names and shapes."""
+    with torch.device("meta"):
+        vgg, resnet, mobilenet = VGG11(), ResNet18(), MobileNetV2()
+    expected = {
+        vgg: {
+            "features.0.weight": (64, 3, 3, 3),
+            "features.18.weight": (512, 512, 3, 3),
+            "classifier.0.weight": (4096, 25088),
+            "classifier.3.weight": (4096, 4096),
+            "classifier.6.bias": (1000,),
+        },
+        resnet: {
+            "conv1.weight": (64, 3, 7, 7),
+            "bn1.running_var": (64,),
+            "layer1.0.conv2.weight": (64, 64, 3, 3),
+            "layer2.0.downsample.0.weight": (128, 64, 1, 1),
+            "layer4.1.bn2.num_batches_tracked": (),
+            "fc.weight": (1000, 512),
+        },
+        mobilenet: {
+            "features.0.0.weight": (32, 3, 3, 3),
+            "features.1.conv.0.0.weight": (32, 1, 3, 3),
+            "features.1.conv.1.weight": (16, 32, 1, 1),
+            "features.2.conv.0.0.weight": (96, 16, 1, 1),
+            "features.2.conv.1.0.weight": (96, 1, 3, 3),
+            "features.2.conv.3.running_mean": (24,),
+            "features.18.0.weight": (1280, 320, 1, 1),
+            "classifier.1.weight": (1000, 1280),
+        },
+    }
+    for model, shapes in expected.items():
+        state = model.state_dict()
+        for key, shape in shapes.items():
+            assert tuple(state[key].shape) == shape, key
+    assert len(resnet.state_dict()) == 122
+    assert len(mobilenet.state_dict()) == 314
+
+
+def test_round_channels():
+    values = (32, 16 * 0.5, 24 * 0.35, 96 * 0.1, 1280 * 1.4)
+    assert [round_channels(v) for v in values] == [32, 8, 8, 16, 1792]
+    assert MobileNetV2(width_mult=0.5, num_classes=3).last_channel == 1280  # as in the paper
+    assert MobileNetV2(width_mult=0.5, num_classes=3, last_channel=64).classifier[1].in_features == 64
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="32×32"):
+        VGG11(input_size=16)
+    with pytest.raises(ValueError, match="width"):
+        ResNet18(width=0)
+
+
+@pytest.mark.parametrize("name", REDUCED)
+def test_reduced_models_run_trace_and_seed(name):
+    model = reduced(name)
+    assert model(torch.zeros(2, *model.input_shape)).shape == (2, 10)
+    torch.fx.symbolic_trace(model)
+    same, other = reduced(name), reduced(name, seed=1)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, same.state_dict()[key]), key
+    assert any(
+        not torch.equal(value, other.state_dict()[key])
+        for key, value in model.state_dict().items()
+        if value.is_floating_point()
+    )
+
+
+@pytest.mark.parametrize("name", REDUCED)
+def test_reduced_causal_transform_matches_dense_oracle(name):
+    model = reduced(name)
+    torch.manual_seed(5)
+    example = torch.randn(1, *model.input_shape)
+    graph = build_graph(model, example, "ops")
+    assert graph.n_nodes == REDUCED[name][1] == trace(model, example, "ops").layout.n_nodes
+    operator = causal_operator(graph)
+    zeta = dense_zeta(graph)
+    assert operator.n_closure_entries == int(zeta.sum()) - graph.n_nodes
+
+    signals = np.random.default_rng(0).normal(size=(3, graph.n_nodes))
+    expected = scipy.linalg.solve_triangular(zeta.astype(float), signals.T, lower=True, unit_diagonal=True).T
+    assert_close_to_scale(operator.forward(signals), expected, zeta)
+
+
+@pytest.mark.parametrize("name", REDUCED)
+def test_reduced_children_granularity(name):
+    """Direct children are the layers; containers (stages, ``features``) get composite edges."""
+    model = reduced(name)
+    graph = build_graph(model, torch.randn(1, *model.input_shape), "children")
+    children = [child for child, _ in model.named_children()]
+    assert [layer.name for layer in graph.layout.layers] == ["input", *children]
+    assert graph.layout.layers[-1].shape == (10,)
+    assert graph.n_edges > 0
