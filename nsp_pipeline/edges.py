@@ -99,10 +99,10 @@ def op_edges(call: OpCall, incl: bool = True) -> Edges:
             return _linear(call, target.weight, incl)
         if isinstance(target, nn.Softmax | nn.LogSoftmax):
             return _softmax(call, target.dim)
-        window = _module_window(target)
+        window = module_window(target)
         if window is not None:
             return _windowed(call, window, incl)
-        if _is_container(target):
+        if is_container(target):
             return _composite(call, incl)
     elif isinstance(target, str):
         if target in ELEMENTWISE_METHODS:
@@ -126,7 +126,7 @@ def op_edges(call: OpCall, incl: bool = True) -> Edges:
             return _softmax(call, _arguments(("input", "dim"), call.args, call.kwargs).get("dim"))
         if target is F.interpolate and _interpolation_mode(call) == "nearest":
             return _movement(call)
-        window = _function_window(call)
+        window = function_window(call)
         if window is not None:
             return _windowed(call, window, incl)
     raise UnsupportedLayerError(f"no neuron-edge rule for {call.kind} ({_target_text(target)})")
@@ -258,7 +258,7 @@ def _softmax(call: OpCall, dim: int | None) -> Edges:
     return [(0, sources, targets)]
 
 
-def _is_container(module: nn.Module) -> bool:
+def is_container(module: nn.Module) -> bool:
     """A module that is not a ``torch.nn`` building block (``Sequential`` or user-defined)."""
     return isinstance(module, nn.Sequential) or not type(module).__module__.startswith("torch.nn")
 
@@ -385,7 +385,7 @@ def _conv_padding(padding, kernel, dilation, n: int) -> tuple[tuple[int, int], .
     return tuple((p, p) for p in _per_axis(padding, n))
 
 
-def _module_window(module: nn.Module) -> Window | None:
+def module_window(module: nn.Module) -> Window | None:
     if isinstance(module, nn.Conv1d | nn.Conv2d):
         n = module.weight.ndim - 2
         kernel, dilation = _per_axis(module.kernel_size, n), _per_axis(module.dilation, n)
@@ -409,7 +409,7 @@ def _module_window(module: nn.Module) -> Window | None:
     return None
 
 
-def _function_window(call: OpCall) -> Window | None:
+def function_window(call: OpCall) -> Window | None:
     entry = _WINDOW_FUNCTIONS.get(call.target)
     if entry is None:
         return None
