@@ -21,12 +21,18 @@ import importlib
 #: Public names and the module each lives in. Modules load on first use, so that a job
 #: that only reads HDF5 and renders PDFs does not pay for importing torch.
 _EXPORTS = {
+    "Analysis": "analysis",
+    "analyze": "analysis",
     "GRANULARITIES": "capture",
     "Trace": "capture",
     "trace": "capture",
     "CausalOperator": "causal",
     "causal_operator": "causal",
     "supported_operations": "edges",
+    "FactorizedCausalOperator": "factorized",
+    "NotFactorizableError": "factorized",
+    "factorized_operator": "factorized",
+    "LayerPrecision": "precision",
     "TraceError": "errors",
     "UnsupportedLayerError": "errors",
     "NeuronGraph": "graph",

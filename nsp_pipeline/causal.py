@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -53,6 +54,8 @@ class CausalOperator:
     row_map: np.ndarray
     layer_rows: np.ndarray
 
+    transform_type: ClassVar[str] = "standard"
+
     @property
     def n_closure_entries(self) -> int:
         """Number of (node, strict ancestor) pairs, i.e. ``nnz(Z) - n_nodes``."""
@@ -83,6 +86,10 @@ class CausalOperator:
         n = self.layout.n_nodes
         ancestor_sums = self._rows(0, len(self.indptr) - 1, n) @ np.ascontiguousarray(spectrum.T)
         return spectrum + ancestor_sums[self.row_map].T
+
+    def rounding_scale(self, signal: np.ndarray, spectrum: np.ndarray) -> np.ndarray:
+        """Magnitude of the terms summed for each coefficient, ``Z|ŝ|`` (its rounding error over ε)."""
+        return self.inverse(np.abs(spectrum))
 
     def zeta(self) -> sp.csr_array:
         """The reflexive closure ``Z`` as a sparse matrix (for inspection of small graphs)."""

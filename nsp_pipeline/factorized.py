@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -199,11 +200,18 @@ class FactorizedCausalOperator:
         Each layer's 3-axis grid (its C order is the layer's node order).
     ancestors : list of dict of int to Relation
         For each layer, its strict ancestors in every earlier layer.
+    single_parents : list of dict of int to Relation or None
+        For layers whose every neuron has exactly one parent (elementwise, reshapes, nearest
+        upsampling, concatenation): the parent relations. There the ancestor sum of ``v`` is
+        simply its parent's activation, which avoids cancelling the large ancestor sums.
     """
 
     layout: Layout
     grids: list[Grid]
     ancestors: list[dict[int, Relation]]
+    single_parents: list[dict[int, Relation] | None]
+
+    transform_type: ClassVar[str] = "standard"
 
     @property
     def n_terms(self) -> int:
@@ -228,27 +236,63 @@ class FactorizedCausalOperator:
             values[:, self.layout.slice(i)].reshape(n_samples, *grid) for i, grid in enumerate(self.grids)
         ]
 
+    def _parent_values(self, layer: int, signal: list[np.ndarray]) -> np.ndarray:
+        n_samples = signal[0].shape[0]
+        total = np.zeros((n_samples, *self.grids[layer]))
+        for parent, relation in self.single_parents[layer].items():
+            total += relation.apply(signal[parent])
+        return total.reshape(n_samples, -1)
+
+    def _sums(self, layer, signal_layers, spectrum_layers, totals) -> np.ndarray:
+        """``Σ_{u < v} ŝ_u`` for the neurons of one layer."""
+        if self.single_parents[layer] is not None:
+            return self._parent_values(layer, signal_layers)
+        return self._ancestor_sums(layer, spectrum_layers, totals)
+
     def forward(self, signal: np.ndarray) -> np.ndarray:
         """Spectrum ``ŝ = Z⁻¹ s`` of ``(n_samples, n_nodes)`` signals."""
         signal = np.atleast_2d(np.asarray(signal, dtype=np.float64))
         spectrum = np.empty_like(signal)
-        layers = self._grid_values(spectrum)  # views into `spectrum`, filled layer by layer
+        signal_layers, spectrum_layers = self._grid_values(signal), self._grid_values(spectrum)
         totals: dict[int, np.ndarray] = {}
         for layer in range(len(self.layout)):
             nodes = self.layout.slice(layer)
-            spectrum[:, nodes] = signal[:, nodes] - self._ancestor_sums(layer, layers, totals)
+            spectrum[:, nodes] = signal[:, nodes] - self._sums(layer, signal_layers, spectrum_layers, totals)
         return spectrum
 
     def inverse(self, spectrum: np.ndarray) -> np.ndarray:
         """Signal ``s = Z ŝ`` of ``(n_samples, n_nodes)`` spectra."""
         spectrum = np.atleast_2d(np.asarray(spectrum, dtype=np.float64))
-        layers = self._grid_values(spectrum)
         signal = np.empty_like(spectrum)
+        signal_layers, spectrum_layers = self._grid_values(signal), self._grid_values(spectrum)
         totals: dict[int, np.ndarray] = {}
         for layer in range(len(self.layout)):
             nodes = self.layout.slice(layer)
-            signal[:, nodes] = spectrum[:, nodes] + self._ancestor_sums(layer, layers, totals)
+            signal[:, nodes] = spectrum[:, nodes] + self._sums(layer, signal_layers, spectrum_layers, totals)
         return signal
+
+    def rounding_scale(self, signal: np.ndarray, spectrum: np.ndarray) -> np.ndarray:
+        """Magnitude of the terms summed for each coefficient (its rounding error over ε)."""
+        signal, spectrum = np.abs(np.atleast_2d(signal)), np.abs(np.atleast_2d(spectrum))
+        signal_layers, spectrum_layers = self._grid_values(signal), self._grid_values(spectrum)
+        scale = np.empty_like(spectrum)
+        totals: dict[int, np.ndarray] = {}
+        for layer in range(len(self.layout)):
+            nodes = self.layout.slice(layer)
+            scale[:, nodes] = spectrum[:, nodes] + self._sums(layer, signal_layers, spectrum_layers, totals)
+        return scale
+
+
+def _single_parent_relations(parts, in_grids, out_grid, input_layers) -> dict[int, Relation] | None:
+    """The parent relations if every output neuron has exactly one parent, else None."""
+    count = np.zeros((1, *out_grid))
+    relations: dict[int, Relation] = {}
+    for k, relation in parts:
+        if input_layers[k] in relations:
+            return None
+        relations[input_layers[k]] = relation
+        count = count + relation.apply(np.ones((1, *in_grids[k])))
+    return relations if np.all(count == 1) else None
 
 
 def factorized_operator(recorded: Trace) -> FactorizedCausalOperator:
@@ -267,6 +311,7 @@ def factorized_operator(recorded: Trace) -> FactorizedCausalOperator:
     layout = recorded.layout
     grids = [natural_grid(layout.layers[0].shape)]
     ancestors: list[dict[int, Relation]] = [{}]
+    single_parents: list[dict[int, Relation] | None] = [None]
     with eval_mode(recorded.model):
         for index in range(1, len(layout)):
             call = recorded.calls[index]
@@ -281,7 +326,9 @@ def factorized_operator(recorded: Trace) -> FactorizedCausalOperator:
                 relations.setdefault(parent, Relation()).union(edges)
                 for source, relation in ancestors[parent].items():
                     relations.setdefault(source, Relation()).union(edges.compose(relation))
+            in_grids = [grids[p] for p in call.input_layers]
+            single_parents.append(_single_parent_relations(parts, in_grids, out_grid, call.input_layers))
             grids.append(out_grid)
             ancestors.append(relations)
             log.info("relations of layer %d/%d %r", index, len(layout) - 1, layout.layers[index].name)
-    return FactorizedCausalOperator(layout, grids, ancestors)
+    return FactorizedCausalOperator(layout, grids, ancestors, single_parents)

@@ -35,8 +35,8 @@ def compute_operator(
 
 
 def transform_type(operator: Operator) -> str:
-    """The transform type an operator computes."""
-    return "standard" if isinstance(operator, CausalOperator) else "laplacian"
+    """The transform type an operator computes (its ``transform_type`` attribute)."""
+    return operator.transform_type
 
 
 def transform(pattern: Pattern, operator: Operator) -> Pattern:

@@ -1,0 +1,116 @@
+"""One call from a model and a batch of inputs to activations and spectra, in memory.
+
+>>> from nsp_pipeline import analyze
+>>> result = analyze(model, inputs, transforms=("standard",))      # doctest: +SKIP
+>>> result.spectra["standard"].layer("fc")                         # doctest: +SKIP
+>>> result.precision["standard"]                                   # doctest: +SKIP
+
+The causal transform uses the factorised method (:mod:`nsp_pipeline.factorized`) when every
+layer allows it, and the sparse closure (:mod:`nsp_pipeline.causal`) otherwise; ``methods``
+says which, and why.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from nsp_pipeline.capture import trace
+from nsp_pipeline.causal import causal_operator
+from nsp_pipeline.factorized import NotFactorizableError, factorized_operator
+from nsp_pipeline.graph_builder import graph_from_trace
+from nsp_pipeline.laplacian import DEFAULT_MAX_NODES, laplacian_operator
+from nsp_pipeline.pattern import Pattern
+from nsp_pipeline.precision import LayerPrecision, layer_precision
+from nsp_pipeline.transforms import TRANSFORM_TYPES, transform
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Activations and spectra of a batch.
+
+    Parameters
+    ----------
+    activations : Pattern
+        Every layer's activations (``activations.layer(name)`` gives ``(n_samples, *shape)``).
+    spectra : dict of str to Pattern
+        One spectrum per requested transform type, in the same layout.
+    methods : dict of str to str
+        How each transform was computed (``"factorized"``, ``"sparse closure: <reason>"``,
+        ``"full eigendecomposition"``).
+    precision : dict of str to list of LayerPrecision
+        For the causal transform: per layer, the digits that survive in float64 and the share of
+        coefficients below their rounding error.
+    """
+
+    activations: Pattern
+    spectra: dict[str, Pattern]
+    methods: dict[str, str]
+    precision: dict[str, list[LayerPrecision]] = field(default_factory=dict)
+
+
+def analyze(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    transforms: Sequence[str] = ("standard",),
+    granularity: str = "ops",
+    max_nodes: int = DEFAULT_MAX_NODES,
+) -> Analysis:
+    """Activations and spectra of ``model`` on a batch, with nothing written to disk.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network (recorded in eval mode; its mode is restored).
+    inputs : torch.Tensor
+        ``(n_samples, *input_shape)``.
+    transforms : sequence of {"standard", "laplacian"}
+        Spectra to compute.
+    granularity : {"ops", "children"}
+        Layer granularity (``ops`` sees every torch.fx operation).
+    max_nodes : int
+        Size limit of the dense Laplacian eigendecomposition.
+    """
+    unknown = [t for t in transforms if t not in TRANSFORM_TYPES]
+    if unknown:
+        raise ValueError(f"unknown transform types {unknown}; expected some of {TRANSFORM_TYPES}")
+    reference = trace(model, inputs[:1], granularity)
+    activations = (reference if len(inputs) == 1 else trace(model, inputs, granularity)).pattern()
+    spectra, methods, precision = {}, {}, {}
+    graph = None
+    for kind in transforms:
+        if kind == "standard":
+            try:
+                operator = factorized_operator(reference)
+                methods[kind] = "factorized"
+            except NotFactorizableError as error:
+                graph = graph or graph_from_trace(reference)
+                operator = causal_operator(graph)
+                methods[kind] = f"sparse closure: {error}"
+            spectrum = transform(activations, operator)
+            scale = operator.rounding_scale(activations.values, spectrum.values)
+            precision[kind] = layer_precision(activations.layout, activations.values, spectrum.values, scale)
+            _warn_about_noise(precision[kind])
+        else:
+            graph = graph or graph_from_trace(reference)
+            spectrum = transform(activations, laplacian_operator(graph, max_nodes=max_nodes))
+            methods[kind] = "full eigendecomposition"
+        spectra[kind] = spectrum
+    return Analysis(activations, spectra, methods, precision)
+
+
+def _warn_about_noise(report: list[LayerPrecision]) -> None:
+    doubtful = [layer for layer in report if not layer.trustworthy]
+    if doubtful:
+        worst = min(doubtful, key=lambda layer: layer.digits)
+        log.warning(
+            "causal spectrum: %d of %d layers keep fewer than 3 digits in float64 or have coefficients "
+            "below their rounding error, from layer %r on (worst: %r, %.1f digits); see Analysis.precision",
+            len(doubtful), len(report), doubtful[0].layer, worst.layer, worst.digits,
+        )  # fmt: skip

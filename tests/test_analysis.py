@@ -1,0 +1,89 @@
+"""The one-call API and the precision report."""
+
+import numpy as np
+import torch
+from torch import nn
+
+from nsp_pipeline import analyze, build_graph, causal_operator, trace
+from nsp_pipeline.architectures import DigitsCNN, ResNet18
+from nsp_pipeline.factorized import factorized_operator
+from nsp_pipeline.layout import Layer, Layout
+from nsp_pipeline.precision import EPSILON, layer_precision
+
+
+class Permuted(nn.Module):
+    """A permute has no per-axis product form: the causal transform falls back to the closure."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        return torch.sigmoid(self.conv(x).permute(0, 2, 3, 1))
+
+
+def closure_spectrum(model, inputs, granularity="ops"):
+    graph = build_graph(model, inputs[:1], granularity)
+    return causal_operator(graph), causal_operator(graph).forward(
+        trace(model, inputs, granularity).pattern().values
+    )
+
+
+def test_factorized_and_fallback_agree_with_the_closure():
+    torch.manual_seed(0)
+    for model, inputs, method in (
+        (
+            ResNet18(width=2, in_channels=1, input_size=16, num_classes=4).eval(),
+            torch.randn(3, 1, 16, 16),
+            "factorized",
+        ),
+        (Permuted().eval(), torch.randn(2, 1, 6, 6), "sparse closure"),
+    ):
+        result = analyze(model, inputs, ("standard", "laplacian"))
+        assert result.methods["standard"].startswith(method)
+        np.testing.assert_array_equal(result.activations.values, trace(model, inputs, "ops").pattern().values)
+        closure, expected = closure_spectrum(model, inputs)
+        scale = closure.inverse(np.abs(expected))
+        assert np.all(np.abs(result.spectra["standard"].values - expected) <= 1e-9 * scale)
+        laplacian = result.spectra["laplacian"]
+        np.testing.assert_allclose(
+            np.linalg.norm(laplacian.values, axis=1),
+            np.linalg.norm(result.activations.values, axis=1),
+            rtol=1e-10,
+        )
+        assert laplacian.eigenvalues is not None
+    assert "'permute'" in analyze(Permuted().eval(), torch.randn(1, 1, 6, 6)).methods["standard"]
+
+
+def test_rounding_scale():
+    """Multi-parent neurons sum over all ancestors (Z|ŝ|); single-parent neurons read their parent."""
+    torch.manual_seed(1)
+    model, inputs = DigitsCNN().eval(), torch.rand(2, 1, 8, 8)
+    recorded = trace(model, inputs[:1], "ops")
+    operator = factorized_operator(recorded)
+    closure, spectrum = closure_spectrum(model, inputs)
+    signal = trace(model, inputs, "ops").pattern().values
+    scale = operator.rounding_scale(signal, spectrum)
+    full = closure.inverse(np.abs(spectrum))
+    layout = recorded.layout
+    for index, layer in enumerate(layout.layers):
+        nodes = layout.slice(index)
+        if layer.kind in ("Conv2d", "Linear", "MaxPool2d"):
+            np.testing.assert_allclose(scale[:, nodes], full[:, nodes], rtol=1e-12)
+        elif layer.kind in ("ReLU", "Flatten"):  # one parent, the previous layer, position by position
+            parent = layout.slice(index - 1)
+            np.testing.assert_allclose(
+                scale[:, nodes], np.abs(spectrum[:, nodes]) + np.abs(signal[:, parent])
+            )
+
+
+def test_precision_report_definition():
+    layout = Layout((Layer("input", (2,), "input"), Layer("deep", (3,), "Linear", parents=(0,))))
+    signal = np.array([[1.0, -2.0, 4.0, 0.5, 0.0]])
+    spectrum = np.array([[1.0, -2.0, 1e-9, 3.0, 0.0]])
+    scale = np.array([[1.0, 2.0, 1e8, 1e3, 0.0]])
+    report = layer_precision(layout, signal, spectrum, scale)
+    assert report[0].digits > 15 and report[0].below_noise == 0.0
+    np.testing.assert_allclose(report[1].digits, -np.log10(EPSILON * 1e8 / 4.0))
+    assert report[1].below_noise == 0.5  # 1e-9 < ε·1e8, 3.0 > ε·1e3; the zero coefficient is not counted
+    assert report[0].trustworthy and not report[1].trustworthy
