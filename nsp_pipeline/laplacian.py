@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import scipy.linalg
@@ -45,6 +46,8 @@ class LaplacianOperator:
     layout: Layout
     eigenvalues: np.ndarray
     eigenvectors: np.ndarray
+
+    transform_type: ClassVar[str] = "laplacian"
 
     def forward(self, signal: np.ndarray) -> np.ndarray:
         """Spectrum ``ŝ = Uᵀ s`` of ``(n_samples, n_nodes)`` signals."""
