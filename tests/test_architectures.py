@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from oracles import assert_close_to_scale, dense_zeta
 from torch.fx.passes.shape_prop import ShapeProp
 
 from nsp_pipeline.architectures import (
@@ -45,22 +46,6 @@ REDUCED = {
 
 def reduced(name, seed=0):
     return build_model({"architecture": name, "kwargs": REDUCED[name][0], "seed": seed})
-
-
-def dense_zeta(graph) -> np.ndarray:
-    """Oracle: reflexive transitive closure by OR-ing dense parent rows in node order."""
-    n = graph.n_nodes
-    zeta = np.eye(n, dtype=bool)
-    for v in range(n):
-        for u in graph.parents(v):
-            zeta[v] |= zeta[u]
-    return zeta
-
-
-def assert_close_to_scale(got, expected, zeta, rtol=1e-9):
-    """|got - expected| <= rtol * (Z |expected|) at every node (the node's own scale)."""
-    scale = np.abs(expected) @ zeta.T.astype(float)
-    assert np.all(np.abs(got - expected) <= rtol * scale + 1e-300), np.max(np.abs(got - expected) / scale)
 
 
 def test_registry():

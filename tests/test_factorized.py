@@ -5,6 +5,7 @@ import pytest
 import scipy.linalg
 import scipy.sparse as sp
 import torch
+from oracles import dense_zeta
 from torch import nn
 
 from nsp_pipeline.architectures import VGG11, DigitsCNN, MnistTutorialNet, MobileNetV2, ResNet18
@@ -116,10 +117,7 @@ def test_against_dense_solve():
     model = ResNet18(width=1, in_channels=1, input_size=16, num_classes=4).eval()
     recorded = trace(model, torch.randn(1, 1, 16, 16), "ops")
     graph = graph_from_trace(recorded)
-    zeta = np.eye(graph.n_nodes, dtype=bool)
-    for v in range(graph.n_nodes):
-        for u in graph.parents(v):
-            zeta[v] |= zeta[u]
+    zeta = dense_zeta(graph)
     signal = np.random.default_rng(2).normal(size=(2, graph.n_nodes))
     expected = scipy.linalg.solve_triangular(zeta.astype(float), signal.T, lower=True, unit_diagonal=True).T
     spectrum = factorized_operator(recorded).forward(signal)
