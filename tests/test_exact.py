@@ -6,7 +6,7 @@ from oracles import dense_zeta
 
 from nsp_pipeline import build_graph, causal_operator, trace
 from nsp_pipeline.architectures import ResNet18
-from nsp_pipeline.exact import exact_integers, exact_causal_spectrum
+from nsp_pipeline.exact import exact_causal_spectrum, exact_integers
 from nsp_pipeline.factorized import factorized_operator
 from nsp_pipeline.precision import EPSILON
 
