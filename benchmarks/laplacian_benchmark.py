@@ -68,10 +68,10 @@ def timed(function):
     return time.perf_counter() - start, result
 
 
-def report_partial(name: str, model: nn.Module, k: int, full: bool) -> None:
-    """Build the graph of ``model``, time its partial (and optionally full) decomposition."""
+def report_partial(name: str, architecture: type[nn.Module], k: int, full: bool) -> None:
+    """Build the graph of a seeded ``architecture``, time its partial (and optionally full) decomposition."""
     torch.manual_seed(0)
-    model.eval()
+    model = architecture().eval()
     inputs = torch.rand(1, *model.input_shape)
     graph_time, graph = timed(lambda: build_graph(model, inputs))
     n = graph.n_nodes
@@ -126,9 +126,9 @@ def main() -> None:
         logging.getLogger("nsp_pipeline.graph_builder").setLevel(logging.WARNING)
 
     print(f"torch threads {torch.get_num_threads()}; k = {args.k}")
-    report_partial("nsp tutorial MNIST network", MnistTutorialNet(), args.k, args.full)
+    report_partial("nsp tutorial MNIST network", MnistTutorialNet, args.k, args.full)
     if not args.skip_cifar:
-        report_partial("CIFAR-10 CNN of the neuron-graph notebook", Cifar10CNN(), args.k, full=False)
+        report_partial("CIFAR-10 CNN of the neuron-graph notebook", Cifar10CNN, args.k, full=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"\npeak resident memory {peak:.1f} GiB")
 
