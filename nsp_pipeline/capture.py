@@ -1,6 +1,6 @@
 """Run a model once and record every layer: its output, and the operation that made it.
 
-Two layer granularities:
+Three layer granularities:
 
 ``children``
     The outputs of the model's direct children in call order, plus the input as layer 0:
@@ -10,13 +10,33 @@ Two layer granularities:
     Every module and functional operation of the model, traced with ``torch.fx``, so
     functional activations, reshapes, additions and concatenations are layers of their own
     and each layer reads exactly the layers its operation takes as arguments.
+``merged``
+    The ``ops`` layers without the operations that map each neuron to exactly one neuron:
+    shape-only operations (view, reshape, flatten, unflatten, permute, transpose, movedim,
+    squeeze, unsqueeze, contiguous, pixel and channel shuffles) and unary elementwise
+    operations (activations, eval-mode batch norm, dropout, identity, arithmetic with
+    constants such as ``x * 2`` or ``x + 1``). Each is merged into the layer it reads, which
+    keeps its name, kind, shape and element order (C order of its own operation's output)
+    and holds the values of the last merged operation in that order: ``conv1`` followed by
+    ``relu1`` is one layer ``conv1`` holding the ReLU's output. Layers that read a merged
+    operation read the layer it was merged into, through the shape-only operations in
+    between (:attr:`OpCall.moves`). Operations on two layers (residual ``+``, ``cat``),
+    slicing and padding stay layers. A value-changing operation is merged only where the
+    value it replaces is read by nothing else (no other operation, not the model's
+    output), and never into the input layer, which always holds the model's inputs.
+
+    A merged operation ``v -> v'`` is an edge whose target has ``v`` as its only parent.
+    Merging contracts such edges, so every kept neuron keeps exactly its ancestors: the
+    causal transform means the same on fewer nodes, and the model's output is still
+    recorded (in the element order of the layer that holds it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from math import prod
 
 import numpy as np
 import torch
@@ -27,7 +47,7 @@ from nsp_pipeline.errors import TraceError, UnsupportedLayerError
 from nsp_pipeline.layout import Layer, Layout
 from nsp_pipeline.pattern import Pattern
 
-GRANULARITIES = ("children", "ops")
+GRANULARITIES = ("children", "ops", "merged")
 
 
 @dataclass(frozen=True)
@@ -43,7 +63,7 @@ class OpCall:
     input_layers : tuple of int
         The layer each input comes from. An input may have another shape than its layer
         (``children`` granularity: a ``view`` between children) but always the same
-        number of elements, in the same C order.
+        number of elements, in the same C order unless ``moves`` reorders them.
     output : torch.Tensor
         The operation's output.
     replay : callable
@@ -52,6 +72,12 @@ class OpCall:
     args, kwargs : tuple, dict
         The arguments of the call, with their recorded values (for functional operations,
         whose parameters such as ``kernel_size`` are arguments).
+    moves : tuple of tuple of OpCall
+        Granularity ``merged``: per input, the merged shape-only operations that turn its
+        layer into the tensor read (empty: none, also for the other granularities).
+    absorbed : tuple of OpCall
+        Granularity ``merged``: the operations merged into this layer, in call order; the
+        layer holds the last one's output, in the order of ``output`` (empty: none).
     """
 
     target: nn.Module | Callable | str
@@ -61,11 +87,33 @@ class OpCall:
     replay: Callable[..., torch.Tensor]
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
+    moves: tuple[tuple[OpCall, ...], ...] = ()
+    absorbed: tuple[OpCall, ...] = ()
 
     @property
     def kind(self) -> str:
         """Short type name: module class, function name or method name."""
         return _kind(self.target)
+
+    def read_positions(self, k: int) -> np.ndarray | None:
+        """For each element of one sample of input ``k`` (C order), its position in its layer.
+
+        ``None`` where input ``k`` holds its layer's elements in C order (no ``moves``, or
+        moves that only reshape).
+        """
+        if not self.moves or not self.moves[k]:
+            return None
+        per_sample = self.inputs[k][0].numel()
+        positions = _moved_positions(self.moves[k], tuple(self.moves[k][0].inputs[0].shape))[:per_sample]
+        return None if np.array_equal(positions, np.arange(per_sample)) else positions
+
+
+def _moved_positions(moves: tuple[OpCall, ...], shape: tuple[int, ...]) -> np.ndarray:
+    """Replay shape-only operations on element codes: the flat source position of each result element."""
+    codes = torch.arange(prod(shape)).reshape(shape)
+    for move in moves:
+        codes = move.replay(codes)
+    return codes.reshape(-1).numpy()
 
 
 @dataclass(frozen=True)
@@ -84,7 +132,7 @@ class Trace:
     model_output : torch.Tensor
         The model's output.
     granularity : str
-        ``"children"`` or ``"ops"``.
+        ``"children"``, ``"ops"`` or ``"merged"``.
     model : nn.Module
         The traced model (its operations are replayed when edges are derived).
     output_layer : int or None
@@ -132,7 +180,7 @@ def trace(model: nn.Module, inputs: torch.Tensor, granularity: str = "children")
         The network.
     inputs : torch.Tensor
         A batch ``(n_samples, *input_shape)``.
-    granularity : {"children", "ops"}
+    granularity : {"children", "ops", "merged"}
         Which layers to record (see the module docstring).
 
     Returns
@@ -146,6 +194,8 @@ def trace(model: nn.Module, inputs: torch.Tensor, granularity: str = "children")
     with eval_mode(model), torch.no_grad():
         if granularity == "children":
             return _trace_children(model, inputs)
+        if granularity == "merged":
+            return _merge(*_record(fx_trace(model), inputs))
         return _trace_ops(model, inputs)
 
 
@@ -285,14 +335,19 @@ def fx_trace(model: nn.Module) -> torch.fx.GraphModule:
         return torch.fx.symbolic_trace(model)
     except Exception as error:  # fx raises many types (TraceError, TypeError, ...)
         raise TraceError(
-            f"torch.fx cannot trace {type(model).__name__}: {error}. The 'ops' granularity needs a "
-            "model without data-dependent control flow; granularity 'children' still works "
-            "for models whose children are called one after another"
+            f"torch.fx cannot trace {type(model).__name__}: {error}. The 'ops' and 'merged' "
+            "granularities need a model without data-dependent control flow; granularity 'children' "
+            "still works for models whose children are called one after another"
         ) from error
 
 
 def record_graph_module(graph_module: torch.fx.GraphModule, inputs: torch.Tensor) -> Trace:
     """Run a traced model node by node and record every tensor-valued operation."""
+    return _record(graph_module, inputs)[0]
+
+
+def _record(graph_module: torch.fx.GraphModule, inputs: torch.Tensor) -> tuple[Trace, set[int]]:
+    """:func:`record_graph_module`, and the layers the model returns (also inside tuples or dicts)."""
     n_samples = inputs.shape[0]
     placeholders = [n for n in graph_module.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
@@ -305,6 +360,7 @@ def record_graph_module(graph_module: torch.fx.GraphModule, inputs: torch.Tensor
     calls: list[OpCall | None] = [None]
     names = {"input": 0}
     model_output = output_layer = None
+    returned: set[int] = set()
     for node in graph_module.graph.nodes:
         if node.op == "placeholder":
             env[node] = inputs
@@ -313,6 +369,7 @@ def record_graph_module(graph_module: torch.fx.GraphModule, inputs: torch.Tensor
         if node.op == "output":
             model_output = torch.fx.graph.map_arg(node.args[0], lambda n: env[n])
             output_layer = layer_of.get(node.args[0]) if isinstance(node.args[0], torch.fx.Node) else None
+            returned = {layer_of[n] for n in node.all_input_nodes if n in layer_of}
             continue
         if node.op == "get_attr":
             env[node] = _fetch_attr(graph_module, node.target)
@@ -354,7 +411,89 @@ def record_graph_module(graph_module: torch.fx.GraphModule, inputs: torch.Tensor
         values.append(result.detach().clone())
         calls.append(_node_call(node, target, run, env, layer_of, read))
         layer_of[node] = index
-    return Trace(Layout(tuple(layers)), values, calls, model_output, "ops", graph_module, output_layer)
+    recorded = Trace(Layout(tuple(layers)), values, calls, model_output, "ops", graph_module, output_layer)
+    return recorded, returned
+
+
+def _merge(ops: Trace, returned: set[int]) -> Trace:
+    """The ``merged`` granularity of an ``ops`` trace (see the module docstring)."""
+    from nsp_pipeline.edges import is_shape_only, is_unary_elementwise  # edges imports this module
+
+    n_layers = len(ops.layout)
+    readers = [int(index in returned) for index in range(n_layers)]
+    for call in ops.calls[1:]:
+        for layer in call.input_layers:
+            readers[layer] += 1
+    holder = list(range(n_layers))  # the layer each recorded layer is merged into (itself if kept)
+    path: list[tuple[int, ...]] = [()] * n_layers  # merged layers from the holder's operation to it
+    last_value: dict[int, int] = {}  # holder -> the merged layer whose values it holds
+    shape_only: set[int] = set()
+    for index in range(1, n_layers):
+        call = ops.calls[index]
+        if len(call.input_layers) != 1:
+            continue
+        source = call.input_layers[0]
+        if is_shape_only(call):
+            shape_only.add(index)
+        elif (
+            is_unary_elementwise(call)
+            and holder[source] != 0
+            and all(readers[layer] == 1 for layer in (holder[source], *path[source]))
+        ):
+            last_value[holder[source]] = index
+        else:
+            continue
+        holder[index] = holder[source]
+        path[index] = (*path[source], index)
+
+    def moves(layer: int) -> tuple[OpCall, ...]:
+        return tuple(ops.calls[step] for step in path[layer] if step in shape_only)
+
+    kept = [index for index in range(n_layers) if holder[index] == index]
+    renumber = {old: new for new, old in enumerate(kept)}
+    layers, values, calls = [ops.layout.layers[0]], [ops.values[0]], [None]
+    for index in kept[1:]:
+        call, layer = ops.calls[index], ops.layout.layers[index]
+        absorbed = tuple(ops.calls[step] for step in path[last_value[index]]) if index in last_value else ()
+        value = ops.values[index]
+        if absorbed:
+            value = _in_layer_order(ops.values[last_value[index]], moves(last_value[index]), value.shape)
+        input_layers = tuple(renumber[holder[source]] for source in call.input_layers)
+        calls.append(
+            replace(
+                call,
+                input_layers=input_layers,
+                moves=tuple(moves(source) for source in call.input_layers),
+                absorbed=absorbed,
+            )
+        )
+        description = " -> ".join([layer.description, *(merged.kind for merged in absorbed)])
+        layers.append(replace(layer, description=description, parents=tuple(sorted(set(input_layers)))))
+        values.append(value)
+    output_layer = ops.output_layer
+    if output_layer is not None:  # still one recorded layer if only reshapes lie between
+        output_moves, shape = moves(output_layer), tuple(ops.values[holder[output_layer]].shape)
+        positions = _moved_positions(output_moves, shape) if output_moves else None
+        in_order = positions is None or np.array_equal(positions, np.arange(len(positions)))
+        output_layer = renumber[holder[output_layer]] if in_order else None
+    return replace(
+        ops,
+        layout=Layout(tuple(layers)),
+        values=values,
+        calls=calls,
+        granularity="merged",
+        output_layer=output_layer,
+    )
+
+
+def _in_layer_order(value: torch.Tensor, moves: tuple[OpCall, ...], shape: torch.Size) -> torch.Tensor:
+    """Undo shape-only operations: ``value`` (their result) in the element order of a tensor of ``shape``."""
+    if not moves:
+        return value
+    ordered = torch.empty(value.numel(), dtype=value.dtype, device=value.device)
+    positions = torch.from_numpy(_moved_positions(moves, tuple(shape))).to(value.device)
+    ordered[positions] = value.reshape(-1)
+    return ordered.reshape(shape)
 
 
 def _mutates_input(node: torch.fx.Node, target) -> bool:

@@ -75,20 +75,96 @@ MOVEMENT_METHODS = {
     "__getitem__",
 }  # fmt: skip
 SOFTMAX = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax}
+#: Data movement that only reshapes or reorders the elements of one tensor (a bijection):
+#: merged into the layer before under granularity ``merged``.
+SHAPE_ONLY_MODULES = (nn.Flatten, nn.Unflatten, nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle)
+SHAPE_ONLY_FUNCTIONS = {
+    torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze,
+    torch.movedim, torch.t, torch.unflatten, F.pixel_shuffle, F.pixel_unshuffle,
+}  # fmt: skip
+SHAPE_ONLY_METHODS = {
+    "view", "reshape", "flatten", "unflatten", "permute", "transpose", "squeeze", "unsqueeze",
+    "contiguous", "movedim", "t", "view_as", "reshape_as",
+}  # fmt: skip
 
 
 def op_edges(call: OpCall, incl: bool = True) -> Edges:
     """Edges of one operation: list of ``(input k, source positions, target positions)``.
+
+    Sources are positions in the input layers: for a layer of granularity ``merged``, the
+    operation's own edges composed with the merged shape-only operations it reads through
+    (``call.moves``); with ``incl=False`` its targets where the merged unary operations
+    (``call.absorbed``) have slope 0 at the recorded input lose every in-edge, as the
+    partial derivatives of the composite are 0 there.
 
     Raises
     ------
     UnsupportedLayerError
         If no rule covers the operation (the message names the type).
     """
+    edges = _operation_edges(call, incl)
+    if call.absorbed and not incl:
+        live = _absorbed_slopes(call) != 0
+        edges = [(k, sources[live[targets]], targets[live[targets]]) for k, sources, targets in edges]
+    return [(k, _layer_positions(call, k, sources), targets) for k, sources, targets in edges]
+
+
+def _layer_positions(call: OpCall, k: int, sources: np.ndarray) -> np.ndarray:
+    positions = call.read_positions(k)
+    return sources if positions is None else positions[sources]
+
+
+def _absorbed_slopes(call: OpCall) -> np.ndarray:
+    """Per output element, the derivative of the merged unary operations' result (the layer's value)."""
+    output = call.absorbed[0].inputs[0].detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        value = output.clone()  # merged operations may work in place
+        for merged in call.absorbed:
+            value = merged.replay(value)
+        (slopes,) = torch.autograd.grad(value.sum(), output, allow_unused=True)
+    return np.zeros(output.numel()) if slopes is None else slopes.reshape(-1).numpy()
+
+
+def is_shape_only(call: OpCall) -> bool:
+    """Whether an operation on one layer only reshapes or reorders its elements (``SHAPE_ONLY_*``)."""
+    target = call.target
+    if len(call.inputs) != 1:
+        return False
+    if isinstance(target, nn.Module):
+        return isinstance(target, SHAPE_ONLY_MODULES)
+    if isinstance(target, str):
+        return target in SHAPE_ONLY_METHODS
+    return target in SHAPE_ONLY_FUNCTIONS
+
+
+def is_unary_elementwise(call: OpCall) -> bool:
+    """Whether an operation maps each element of one layer to the element at its position, nothing else."""
+    if len(call.inputs) != 1 or call.output.shape != call.inputs[0].shape or _batch_statistics(call):
+        return False
     target = call.target
     if isinstance(target, nn.Module):
-        if isinstance(target, nn.modules.batchnorm._BatchNorm) and target.running_mean is None:
-            return _channel_mixing(call)
+        return isinstance(target, ELEMENTWISE_MODULES)
+    if isinstance(target, str):
+        return target in ELEMENTWISE_METHODS
+    return target in ELEMENTWISE_FUNCTIONS
+
+
+def _batch_statistics(call: OpCall) -> bool:
+    """Batch norm with the statistics of the sample itself (no running statistics, or training)."""
+    target = call.target
+    if isinstance(target, nn.modules.batchnorm._BatchNorm):
+        return target.running_mean is None
+    return target is F.batch_norm and bool(
+        _arguments(_BATCH_NORM_PARAMETERS, call.args, call.kwargs).get("training")
+    )
+
+
+def _operation_edges(call: OpCall, incl: bool) -> Edges:
+    """Edges of the operation alone, between the tensors it reads and its output."""
+    target = call.target
+    if _batch_statistics(call):
+        return _channel_mixing(call)
+    if isinstance(target, nn.Module):
         if isinstance(target, ELEMENTWISE_MODULES):
             return _elementwise(call, incl)
         if isinstance(target, MOVEMENT_MODULES) or (
@@ -112,10 +188,6 @@ def op_edges(call: OpCall, incl: bool = True) -> Edges:
         if target in ("softmax", "log_softmax"):
             return _softmax(call, _arguments(("input", "dim"), call.args, call.kwargs).get("dim"))
     else:
-        if target is F.batch_norm and _arguments(_BATCH_NORM_PARAMETERS, call.args, call.kwargs).get(
-            "training"
-        ):
-            return _channel_mixing(call)
         if target in ELEMENTWISE_FUNCTIONS:
             return _elementwise(call, incl)
         if target in MOVEMENT_FUNCTIONS:

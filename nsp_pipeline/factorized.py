@@ -170,6 +170,17 @@ def op_relations(call: OpCall, in_grids: list[Grid]) -> tuple[Grid, list[tuple[i
     NotFactorizableError
         If the operation's edges are not unions of per-axis products.
     """
+    reordered = [
+        move.kind
+        for k in range(len(call.inputs))
+        if call.read_positions(k) is not None
+        for move in call.moves[k]
+    ]
+    if reordered:
+        raise NotFactorizableError(
+            f"{call.kind} reads its input through {', '.join(reordered)} (granularity 'merged'), "
+            "which reorders the elements"
+        )
     out_shape = tuple(call.output.shape[1:])
     target = call.target
     if (_is_reshape(call) and len(call.inputs) == 1) or _is_plain_elementwise(call, in_grids):
@@ -297,6 +308,10 @@ def _single_parent_relations(parts, in_grids, out_grid, input_layers) -> dict[in
 
 def factorized_operator(recorded: Trace) -> FactorizedCausalOperator:
     """Ancestor relations of every layer of a traced model (structural edges, ``incl=True``).
+
+    Under granularity ``merged`` a layer's merged unary operations keep its relations (one
+    neuron to one neuron, in its own order), and inputs read through merged reshapes are read
+    like reshaped layers; inputs read through a reordering (``permute``) do not factorise.
 
     Parameters
     ----------

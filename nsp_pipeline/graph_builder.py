@@ -28,8 +28,9 @@ def build_graph(
     example : torch.Tensor
         A batch of inputs; its first sample is the reference sample (shapes, and the
         partial derivatives when ``incl=False``).
-    granularity : {"children", "ops"}
-        Layer granularity (see :mod:`nsp_pipeline.capture`).
+    granularity : {"children", "ops", "merged"}
+        Layer granularity (see :mod:`nsp_pipeline.capture`). Under ``merged`` a layer's edges
+        are those of the composite of its operation and the operations merged around it.
     incl : bool
         Keep every structural edge (``True``, ``nsp``'s default ``INCL``) or only edges with a
         non-zero partial derivative at the reference sample (``False``).
