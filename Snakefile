@@ -30,7 +30,5 @@ wildcard_constraints:
 
 rule all:
     input:
-        expand(
-            "results/{analysis[model]}/{analysis[dataset]}/summary.csv",
-            analysis=config["analyses"],
-        ),
+        [f"{plan.folder}/summary.csv" for plan in ANALYSES],
+        "results/sweep/summary.csv",

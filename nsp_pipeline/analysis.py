@@ -21,12 +21,12 @@ from torch import nn
 
 from nsp_pipeline.capture import trace
 from nsp_pipeline.causal import causal_operator
-from nsp_pipeline.factorized import NotFactorizableError, factorized_operator
+from nsp_pipeline.exact import exact_causal_spectrum
 from nsp_pipeline.graph_builder import graph_from_trace
 from nsp_pipeline.laplacian import DEFAULT_MAX_NODES, laplacian_operator
 from nsp_pipeline.pattern import Pattern
-from nsp_pipeline.precision import LayerPrecision, layer_precision
-from nsp_pipeline.transforms import TRANSFORM_TYPES, transform
+from nsp_pipeline.precision import LayerPrecision, summarize_precision
+from nsp_pipeline.transforms import TRANSFORM_TYPES, causal_operator_of, transform
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Analysis:
         One spectrum per requested transform type, in the same layout.
     methods : dict of str to str
         How each transform was computed (``"factorized"``, ``"sparse closure: <reason>"``,
-        ``"full eigendecomposition"``).
+        ``"full eigendecomposition"``, ``"<k> lowest eigenpairs"``).
     precision : dict of str to list of LayerPrecision
         For the causal transform: per layer, the digits that survive in float64 and the share of
         coefficients below their rounding error.
@@ -61,6 +61,8 @@ def analyze(
     transforms: Sequence[str] = ("standard",),
     granularity: str = "ops",
     max_nodes: int = DEFAULT_MAX_NODES,
+    k: int | None = None,
+    exact: bool = False,
 ) -> Analysis:
     """Activations and spectra of ``model`` on a batch, with nothing written to disk.
 
@@ -72,36 +74,47 @@ def analyze(
         ``(n_samples, *input_shape)``.
     transforms : sequence of {"standard", "laplacian"}
         Spectra to compute.
-    granularity : {"ops", "children"}
-        Layer granularity (``ops`` sees every torch.fx operation).
+    granularity : {"ops", "merged", "children"}
+        Layer granularity (``ops`` sees every torch.fx operation; see :mod:`nsp_pipeline.capture`).
     max_nodes : int
-        Size limit of the dense Laplacian eigendecomposition.
+        Size limit of the full (dense) Laplacian eigendecomposition.
+    k : int, optional
+        Compute only the ``k`` lowest Laplacian frequencies (a partial spectrum, whose
+        ``diagnostics["residual_energy"]`` is the energy not captured).
+    exact : bool
+        Also compute the causal spectrum in exact integer arithmetic
+        (:func:`nsp_pipeline.exact.exact_causal_spectrum`; small and medium networks), as
+        ``spectra["standard_exact"]`` rounded to float64, to compare with the float64 one.
     """
     unknown = [t for t in transforms if t not in TRANSFORM_TYPES]
     if unknown:
         raise ValueError(f"unknown transform types {unknown}; expected some of {TRANSFORM_TYPES}")
+    if exact and "standard" not in transforms:
+        raise ValueError("exact=True computes the exact causal spectrum: include 'standard' in transforms")
     reference = trace(model, inputs[:1], granularity)
     activations = (reference if len(inputs) == 1 else trace(model, inputs, granularity)).pattern()
     spectra, methods, precision = {}, {}, {}
     graph = None
     for kind in transforms:
         if kind == "standard":
-            try:
-                operator = factorized_operator(reference)
-                methods[kind] = "factorized"
-            except NotFactorizableError as error:
-                graph = graph or graph_from_trace(reference)
-                operator = causal_operator(graph)
-                methods[kind] = f"sparse closure: {error}"
+            operator, methods[kind] = causal_operator_of(None, reference)
             spectrum = transform(activations, operator)
-            scale = operator.rounding_scale(activations.values, spectrum.values)
-            precision[kind] = layer_precision(activations.layout, activations.values, spectrum.values, scale)
+            diagnostics = spectrum.diagnostics
+            precision[kind] = summarize_precision(
+                activations.layout, diagnostics["significant_digits"], diagnostics["below_noise"]
+            )
             _warn_about_noise(precision[kind])
         else:
             graph = graph or graph_from_trace(reference)
-            spectrum = transform(activations, laplacian_operator(graph, max_nodes=max_nodes))
-            methods[kind] = "full eigendecomposition"
+            operator = laplacian_operator(graph, max_nodes=max_nodes, k=k)
+            spectrum = transform(activations, operator)
+            methods[kind] = f"{k} lowest eigenpairs" if operator.is_partial else "full eigendecomposition"
         spectra[kind] = spectrum
+    if exact:
+        graph = graph or graph_from_trace(reference)
+        exact_values = exact_causal_spectrum(causal_operator(graph), activations.values).to_float()
+        spectra["standard_exact"] = activations.with_values(exact_values, "standard")
+        methods["standard_exact"] = "exact integer Möbius inversion"
     return Analysis(activations, spectra, methods, precision)
 
 

@@ -15,8 +15,10 @@ from pathlib import Path
 import yaml
 
 from nsp_pipeline import stages
+from nsp_pipeline.graph import GRANULARITIES
 from nsp_pipeline.laplacian import DEFAULT_MAX_NODES
 from nsp_pipeline.render import SCALES
+from nsp_pipeline.summary import summarize
 from nsp_pipeline.transforms import TRANSFORM_TYPES
 
 
@@ -67,6 +69,11 @@ def _extract(args) -> None:
     stages.extract_activations(args.model, spec, args.samples, outputs, args.granularity)
 
 
+def _transform(args) -> None:
+    outputs = [Path(args.out_dir) / Path(path).name for path in args.activations]
+    stages.transform_files(args.activations, args.operator, outputs)
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m nsp_pipeline``."""
     main = argparse.ArgumentParser(prog="python -m nsp_pipeline", description=__doc__.splitlines()[0])
@@ -85,7 +92,7 @@ def parser() -> argparse.ArgumentParser:
     graph = sub.add_parser("build-graph", help="neuron DAG of an exported model -> HDF5")
     graph.add_argument("model", help="model artifact")
     graph.add_argument("out", help="graph file (.h5)")
-    graph.add_argument("--granularity", choices=("children", "ops"), default="children")
+    graph.add_argument("--granularity", choices=GRANULARITIES, default="children")
     graph.add_argument(
         "--exclude-zero-edges", action="store_true",
         help="INCL=False: keep only edges with a non-zero partial derivative at the reference sample",
@@ -99,9 +106,13 @@ def parser() -> argparse.ArgumentParser:
     operator.add_argument("graph", help="graph file")
     operator.add_argument("out", help="operator file (.h5)")
     operator.add_argument("--transform", choices=TRANSFORM_TYPES, default="standard")
+    operator.add_argument(
+        "--model", help="standard: the model artifact, traced for the factorised operator"
+    )
     operator.add_argument("--max-nodes", type=int, default=DEFAULT_MAX_NODES, help="Laplacian size limit")
+    operator.add_argument("--k", type=int, help="Laplacian: only the k lowest frequencies (partial spectrum)")
     operator.set_defaults(
-        run=lambda a: stages.compute_operator_file(a.graph, a.transform, a.out, a.max_nodes)
+        run=lambda a: stages.compute_operator_file(a.graph, a.transform, a.out, a.model, a.max_nodes, a.k)
     )
 
     extract = sub.add_parser("extract-activations", help="activations of dataset samples, a file per sample")
@@ -110,14 +121,14 @@ def parser() -> argparse.ArgumentParser:
     extract.add_argument("--dataset", required=True, help="name of the dataset entry")
     extract.add_argument("--samples", type=int, nargs="+", required=True, help="sample positions")
     extract.add_argument("--out-dir", required=True, help="folder for <position>.h5 files")
-    extract.add_argument("--granularity", choices=("children", "ops"), default="children")
+    extract.add_argument("--granularity", choices=GRANULARITIES, default="children")
     extract.set_defaults(run=_extract)
 
-    spectrum = sub.add_parser("transform", help="spectrum of an activations file")
-    spectrum.add_argument("activations", help="activations file")
+    spectrum = sub.add_parser("transform", help="spectra of activations files, a file per sample")
     spectrum.add_argument("operator", help="operator file")
-    spectrum.add_argument("out", help="spectrum file (.h5)")
-    spectrum.set_defaults(run=lambda a: stages.transform_file(a.activations, a.operator, a.out))
+    spectrum.add_argument("activations", nargs="+", help="activations files")
+    spectrum.add_argument("--out-dir", required=True, help="folder for the spectra (same file names)")
+    spectrum.set_defaults(run=_transform)
 
     render = sub.add_parser("render", help="PDF of an activations or spectrum file, a page per layer")
     render.add_argument("pattern", help="activations or spectrum file")
@@ -126,10 +137,11 @@ def parser() -> argparse.ArgumentParser:
     render.add_argument("--cmap", default="viridis", help="any matplotlib colormap")
     render.set_defaults(run=lambda a: stages.render_file(a.pattern, a.out, a.scale, a.cmap))
 
-    summary = sub.add_parser("summarize", help="CSV table of samples, labels, predictions and files")
+    summary = sub.add_parser("summarize", help="CSV tables of samples and of layer energies")
     summary.add_argument("activations", nargs="+", help="activations files")
-    summary.add_argument("--out", required=True, help="CSV file")
-    summary.set_defaults(run=lambda a: stages.summarize(a.activations, {}, a.out))
+    summary.add_argument("--out", required=True, help="per-sample CSV file")
+    summary.add_argument("--layers", required=True, help="per-layer CSV file")
+    summary.set_defaults(run=lambda a: summarize({"activations": a.activations}, [], a.out, a.layers))
     return main
 
 

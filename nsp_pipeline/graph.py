@@ -9,6 +9,10 @@ import scipy.sparse as sp
 
 from nsp_pipeline.layout import Layout
 
+#: Layer granularities (see :mod:`nsp_pipeline.capture`): nsp's children, every torch.fx
+#: operation, or operations with shape-only and elementwise ones merged into the layer before.
+GRANULARITIES = ("children", "ops", "merged")
+
 
 @dataclass(frozen=True)
 class NeuronGraph:
@@ -28,7 +32,7 @@ class NeuronGraph:
     incl : bool
         ``True`` if every structural edge is kept (``nsp``'s ``INCL``), ``False`` if only
         edges with a non-zero partial derivative at the reference sample are kept.
-    granularity : {"children", "ops"}
+    granularity : {"children", "ops", "merged"}
         How layers were chosen when the graph was built.
     """
 

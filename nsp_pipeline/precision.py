@@ -44,10 +44,10 @@ class LayerPrecision:
         return self.digits >= 3 and self.below_noise == 0
 
 
-def layer_precision(
+def precision_table(
     layout: Layout, signal: np.ndarray, spectrum: np.ndarray, scale: np.ndarray
-) -> list[LayerPrecision]:
-    """Per-layer precision of spectra (worst case over the samples of the batch).
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample, per-layer precision of spectra.
 
     Parameters
     ----------
@@ -58,17 +58,41 @@ def layer_precision(
     scale : numpy.ndarray
         ``(n_samples, n_nodes)`` magnitude of the terms summed for each coefficient
         (``operator.rounding_scale(signal, spectrum)``; ``Z|ŝ|`` for the plain closure).
+
+    Returns
+    -------
+    digits, below_noise : numpy.ndarray
+        ``(n_samples, n_layers)``: as :class:`LayerPrecision`, for each sample.
     """
-    report = []
-    for index, layer in enumerate(layout.layers):
+    n_samples, n_layers = signal.shape[0], len(layout)
+    digits, below_noise = np.empty((n_samples, n_layers)), np.empty((n_samples, n_layers))
+    for index in range(n_layers):
         nodes = layout.slice(index)
         peak = np.abs(signal[:, nodes]).max(axis=1, initial=0.0)
         noise = EPSILON * scale[:, nodes].max(axis=1, initial=0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            digits = np.where(noise > 0, -np.log10(noise / np.maximum(peak, np.finfo(float).tiny)), 16.0)
+            relative = noise / np.maximum(peak, np.finfo(float).tiny)
+            layer_digits = np.where(noise > 0, -np.log10(relative), 16.0)
+        digits[:, index] = np.clip(layer_digits, 0.0, 16.0)
         coefficients = np.abs(spectrum[:, nodes])
         nonzero = coefficients > 0
         below = nonzero & (coefficients < EPSILON * scale[:, nodes])
-        fraction = float(below.sum() / nonzero.sum()) if nonzero.any() else 0.0
-        report.append(LayerPrecision(layer.name, float(np.clip(digits.min(), 0.0, 16.0)), fraction))
-    return report
+        counts = nonzero.sum(axis=1)
+        below_noise[:, index] = np.where(counts > 0, below.sum(axis=1) / np.maximum(counts, 1), 0.0)
+    return digits, below_noise
+
+
+def layer_precision(
+    layout: Layout, signal: np.ndarray, spectrum: np.ndarray, scale: np.ndarray
+) -> list[LayerPrecision]:
+    """Per-layer precision of spectra, worst case over the samples (see :func:`precision_table`)."""
+    digits, below_noise = precision_table(layout, signal, spectrum, scale)
+    return summarize_precision(layout, digits, below_noise)
+
+
+def summarize_precision(layout: Layout, digits: np.ndarray, below_noise: np.ndarray) -> list[LayerPrecision]:
+    """Worst case over samples of a :func:`precision_table`, one :class:`LayerPrecision` per layer."""
+    return [
+        LayerPrecision(layer.name, float(digits[:, i].min()), float(below_noise[:, i].max()))
+        for i, layer in enumerate(layout.layers)
+    ]

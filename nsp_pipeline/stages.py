@@ -3,10 +3,11 @@
 1. :func:`export_model` — build (and train) a model, write the artifact and its metadata;
 2. :func:`build_graph_file` — the model's neuron DAG;
 3. :func:`compute_operator_file` — the precomputed operator of one transform type;
-4. :func:`extract_activations` — activations of selected samples, one file per sample;
-5. :func:`transform_file` — the spectrum of one sample;
+4. :func:`extract_activations` — activations of a batch of samples, one file per sample;
+5. :func:`transform_files` — spectra of a batch of samples, one file per sample;
 6. :func:`render_file` — a PDF of activations or a spectrum;
-7. :func:`summarize` — a table of the samples, their predictions and output files.
+
+The summary tables are made by :mod:`nsp_pipeline.summary`.
 
 Every output is written atomically and carries provenance attributes. Stages that need
 torch import it when they run, so that the many per-sample transform and render jobs start fast.
@@ -14,18 +15,19 @@ torch import it when they run, so that the many per-sample transform and render 
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+
+import numpy as np
 
 from nsp_pipeline import storage
 from nsp_pipeline.atomic import atomic_output
 from nsp_pipeline.laplacian import DEFAULT_MAX_NODES
+from nsp_pipeline.pattern import Pattern, concatenate
 from nsp_pipeline.render import render_pattern
-from nsp_pipeline.transforms import compute_operator, transform
+from nsp_pipeline.transforms import causal_operator_of, compute_operator, transform
 
 log = logging.getLogger(__name__)
 
@@ -123,20 +125,62 @@ def build_graph_file(
 
 
 def compute_operator_file(
-    graph_path: PathLike, transform_type: str, operator_out: PathLike, max_nodes: int = DEFAULT_MAX_NODES
-) -> None:
-    """Precompute the operator of one transform type and write it to HDF5."""
+    graph_path: PathLike,
+    transform_type: str,
+    operator_out: PathLike,
+    model_path: PathLike | None = None,
+    max_nodes: int = DEFAULT_MAX_NODES,
+    k: int | None = None,
+) -> str:
+    """Precompute the operator of one transform type and write it to HDF5.
+
+    Parameters
+    ----------
+    graph_path : path
+        The model's neuron graph.
+    transform_type : {"standard", "laplacian"}
+        Which operator.
+    operator_out : path
+        Output file.
+    model_path : path, optional
+        Standard only: the exported model, traced once more so that the factorised operator
+        can be used (the same code path as :func:`nsp_pipeline.analysis.analyze`); without it,
+        or where the network does not factorise, the sparse closure is stored.
+    max_nodes : int
+        Size limit of the full Laplacian eigendecomposition.
+    k : int, optional
+        Laplacian only: the number of lowest frequencies of a partial spectrum (``None``: all).
+
+    Returns
+    -------
+    str
+        How the operator was computed; also stored as the file's ``method`` attribute.
+    """
     from nsp_pipeline.provenance import provenance
 
     graph = storage.read_graph(graph_path)
-    operator = compute_operator(graph, transform_type, max_nodes=max_nodes)
     graph_sha256 = storage.read_header(graph_path)["content_sha256"]
-    attributes = provenance({"transform": transform_type, "max_nodes": max_nodes}, graph_sha256=graph_sha256)
+    settings = {"transform": transform_type, "max_nodes": max_nodes, "k": k}
     if transform_type == "standard":
-        storage.write_causal_operator(operator_out, operator, attributes)
+        recorded = None
+        if model_path is not None:
+            from nsp_pipeline.capture import trace
+
+            model, example = _reference_input(model_path, None)
+            recorded = trace(model, example, graph.granularity)
+        operator, method = causal_operator_of(graph, recorded)
     else:
-        storage.write_laplacian_operator(operator_out, operator, attributes)
-    log.info("%s operator of %s -> %s", transform_type, graph_path, operator_out)
+        operator = compute_operator(graph, transform_type, max_nodes=max_nodes, k=k)
+        method = f"{k} lowest eigenpairs" if operator.is_partial else "full eigendecomposition"
+    attributes = provenance(settings, graph_sha256=graph_sha256) | {"method": method}
+    writers = {
+        "CausalOperator": storage.write_causal_operator,
+        "FactorizedCausalOperator": storage.write_factorized_causal_operator,
+        "LaplacianOperator": storage.write_laplacian_operator,
+    }
+    writers[type(operator).__name__](operator_out, operator, attributes)
+    log.info("%s operator of %s (%s) -> %s", transform_type, graph_path, method, operator_out)
+    return method
 
 
 def extract_activations(
@@ -145,6 +189,7 @@ def extract_activations(
     positions: Sequence[int],
     activations_out: Sequence[PathLike],
     granularity: str = "children",
+    threads: int | None = None,
 ) -> None:
     """Record the activations of selected samples in one forward pass, one file per sample.
 
@@ -158,8 +203,10 @@ def extract_activations(
         Positions of the samples in the dataset.
     activations_out : sequence of path
         One output file per position.
-    granularity : {"children", "ops"}
+    granularity : {"children", "ops", "merged"}
         Layer granularity (must match the graph's).
+    threads : int, optional
+        Threads of torch's CPU kernels (``None``: torch's default).
     """
     import torch
 
@@ -169,6 +216,8 @@ def extract_activations(
 
     if len(positions) != len(activations_out):
         raise ValueError(f"{len(positions)} samples but {len(activations_out)} output files")
+    if threads is not None:
+        torch.set_num_threads(threads)
     model, metadata = models.load_model(model_path)
     data = datasets.load_dataset(dataset, tuple(metadata["input_shape"]))
     index = torch.as_tensor(list(positions), dtype=torch.long)
@@ -185,18 +234,41 @@ def extract_activations(
     log.info("activations of %d samples of %s", len(positions), data.name)
 
 
-def transform_file(activations_path: PathLike, operator_path: PathLike, spectrum_out: PathLike) -> None:
-    """Spectrum of one activations file with a precomputed operator."""
-    pattern = storage.read_pattern(activations_path)
-    header = storage.read_header(operator_path)
-    read = (
-        storage.read_causal_operator
-        if header["kind"] == "causal_operator"
-        else storage.read_laplacian_operator
-    )
-    spectrum = transform(pattern, read(operator_path))
-    attributes = storage.read_provenance(activations_path) | {"operator_sha256": header["content_sha256"]}
-    storage.write_pattern(spectrum_out, spectrum, attributes)
+def transform_files(
+    activations_paths: Sequence[PathLike], operator_path: PathLike, spectra_out: Sequence[PathLike]
+) -> None:
+    """Spectra of activations files with a precomputed operator, as one batch, one file per sample.
+
+    Causal spectra whose layers keep fewer than 3 significant digits in float64 are written
+    all the same, with their per-layer digits in the file; a warning names the layers.
+    """
+    if len(activations_paths) != len(spectra_out):
+        raise ValueError(f"{len(activations_paths)} activations files but {len(spectra_out)} output files")
+    patterns = [storage.read_pattern(path) for path in activations_paths]
+    operator = storage.read_operator(operator_path)
+    try:
+        spectra = transform(concatenate(patterns), operator)
+    except ValueError as error:
+        raise ValueError(f"transforming {activations_paths[0]} ... with {operator_path}: {error}") from None
+    operator_sha256 = storage.read_header(operator_path)["content_sha256"]
+    for row, (source, path) in enumerate(zip(activations_paths, spectra_out, strict=True)):
+        attributes = storage.read_provenance(source) | {"operator_sha256": operator_sha256}
+        storage.write_pattern(path, spectra.sample(row), attributes)
+    _warn_about_precision(spectra)
+    log.info("%s spectra of %d samples with %s", spectra.domain, len(spectra_out), operator_path)
+
+
+def _warn_about_precision(spectra: Pattern) -> None:
+    digits = spectra.diagnostics.get("significant_digits")
+    if digits is None:
+        return
+    names = [spectra.layout.layers[i].name for i in np.flatnonzero(digits.min(axis=0) < 3)]
+    if names:
+        log.warning(
+            "causal spectra: layers %s keep fewer than 3 significant digits in float64 for some samples "
+            "(per-layer digits are stored in each file's diagnostics/significant_digits)",
+            names,
+        )
 
 
 def render_file(
@@ -204,30 +276,3 @@ def render_file(
 ) -> None:
     """Render an activations or spectrum file as a PDF, a page per layer."""
     render_pattern(storage.read_pattern(pattern_path), pdf_out, scale=scale, cmap=cmap)
-
-
-def summarize(
-    activations: Sequence[PathLike], outputs: Mapping[str, Sequence[PathLike]], table_out: PathLike
-) -> None:
-    """Write a CSV of the samples: position, source id, label, prediction and output files.
-
-    Parameters
-    ----------
-    activations : sequence of path
-        Activations files, one per sample.
-    outputs : mapping of str to sequence of path
-        Further per-sample files by column name (spectra, PDFs), aligned with ``activations``.
-    table_out : path
-        The CSV file.
-    """
-    with atomic_output(table_out) as temporary, open(temporary, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["sample", "source_id", "label", "prediction", "activations", *outputs])
-        for row, path in enumerate(activations):
-            pattern = storage.read_pattern(path)
-            label = "" if pattern.labels is None else int(pattern.labels[0])
-            prediction = "" if pattern.predictions is None else int(pattern.predictions[0])
-            source = "" if pattern.sample_ids is None else int(pattern.sample_ids[0])
-            writer.writerow(
-                [Path(path).stem, source, label, prediction, path, *(v[row] for v in outputs.values())]
-            )

@@ -20,7 +20,9 @@ import numpy as np
 
 from nsp_pipeline.atomic import atomic_output
 from nsp_pipeline.causal import CausalOperator
+from nsp_pipeline.factorized_transform import FactorizedCausalOperator
 from nsp_pipeline.graph import NeuronGraph
+from nsp_pipeline.kronecker import AxisMap, Relation, Term
 from nsp_pipeline.laplacian import LaplacianOperator
 from nsp_pipeline.layout import Layer, Layout
 from nsp_pipeline.pattern import Pattern
@@ -29,7 +31,7 @@ from nsp_pipeline.pattern import Pattern
 SCHEMA_VERSION = 1
 
 #: File kinds; the root attribute ``schema`` is ``"nsp-pipeline/<kind>"``.
-KINDS = ("graph", "causal_operator", "laplacian_operator", "pattern")
+KINDS = ("graph", "causal_operator", "factorized_causal_operator", "laplacian_operator", "pattern")
 
 #: Root attributes that belong to the schema, not to the provenance.
 RESERVED_ATTRIBUTES = frozenset(
@@ -424,6 +426,116 @@ def read_causal_operator(path: str | os.PathLike) -> CausalOperator:
         return CausalOperator(_layout_of(arrays), *(arrays[name] for name in names))
 
 
+#: Roles of a stored relation of a factorised operator.
+_ANCESTORS, _SINGLE_PARENT = 0, 1
+
+
+def write_factorized_causal_operator(
+    path: str | os.PathLike, operator: FactorizedCausalOperator, provenance: Mapping[str, str]
+) -> None:
+    """Write a factorised causal operator (``nsp-pipeline/factorized_causal_operator``).
+
+    Every per-axis map is stored once (maps shared by several terms are deduplicated): a
+    sparse map as its ``(target, source)`` pairs, an all-to-all map as its two position lists.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file, replaced atomically.
+    operator : FactorizedCausalOperator
+        Per-layer ancestor relations.
+    provenance : mapping of str to str
+        Root attributes from :func:`nsp_pipeline.provenance.provenance`.
+    """
+    axis_ids: dict[int, int] = {}
+    maps: list[AxisMap] = []
+    relations, term_axes = [], []
+    for role, per_layer in ((_ANCESTORS, operator.ancestors), (_SINGLE_PARENT, operator.single_parents)):
+        for target, layer_relations in enumerate(per_layer):
+            for source, relation in (layer_relations or {}).items():
+                relations.append((target, source, role, len(relation.terms)))
+                for term in relation.terms:
+                    for axis in term.axes:
+                        if id(axis) not in axis_ids:
+                            axis_ids[id(axis)] = len(maps)
+                            maps.append(axis)
+                        term_axes.append(axis_ids[id(axis)])
+    firsts, seconds = [], []
+    for axis in maps:
+        if axis.outer is not None:
+            firsts.append(np.flatnonzero(axis.outer[0]))
+            seconds.append(np.flatnonzero(axis.outer[1]))
+        else:
+            coo = axis.matrix.tocoo()
+            firsts.append(coo.row)
+            seconds.append(coo.col)
+    arrays = {
+        "grids": _int64(np.asarray(operator.grids).reshape(-1, 3)),
+        "single_parent_layers": _int64([parents is not None for parents in operator.single_parents]),
+        "relations": _int64(np.asarray(relations).reshape(-1, 4)),
+        "term_axes": _int64(np.asarray(term_axes).reshape(-1, 3)),
+        "axis_all_to_all": _int64([axis.outer is not None for axis in maps]),
+        "axis_shapes": _int64(np.asarray([axis.shape for axis in maps]).reshape(-1, 2)),
+        "axis_first_offsets": _int64(np.cumsum([0, *map(len, firsts)])),
+        "axis_second_offsets": _int64(np.cumsum([0, *map(len, seconds)])),
+        "axis_first": _int64(np.concatenate([*firsts, np.zeros(0)])),
+        "axis_second": _int64(np.concatenate([*seconds, np.zeros(0)])),
+    }
+    _write_file(path, "factorized_causal_operator", provenance, operator.layout, arrays)
+
+
+def read_factorized_causal_operator(path: str | os.PathLike) -> FactorizedCausalOperator:
+    """Read a file written by :func:`write_factorized_causal_operator`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    SchemaError
+        If it is not a valid factorised operator file, or is corrupt.
+    """
+    names = (
+        "grids", "single_parent_layers", "relations", "term_axes", "axis_all_to_all", "axis_shapes",
+        "axis_first_offsets", "axis_second_offsets", "axis_first", "axis_second",
+    )  # fmt: skip
+    arrays, _ = _read_file(path, "factorized_causal_operator", names)
+    with _consistent(path):
+        maps = []
+        first, second = arrays["axis_first"], arrays["axis_second"]
+        for index, (all_to_all, shape) in enumerate(zip(arrays["axis_all_to_all"], arrays["axis_shapes"])):
+            rows = first[arrays["axis_first_offsets"][index] : arrays["axis_first_offsets"][index + 1]]
+            cols = second[arrays["axis_second_offsets"][index] : arrays["axis_second_offsets"][index + 1]]
+            shape = (int(shape[0]), int(shape[1]))
+            if all_to_all:
+                masks = np.zeros(shape[0], dtype=bool), np.zeros(shape[1], dtype=bool)
+                masks[0][rows], masks[1][cols] = True, True
+                maps.append(AxisMap(outer=masks))
+            else:
+                maps.append(AxisMap.from_pairs(rows, cols, shape))
+        layout = _layout_of(arrays)
+        grids = [tuple(int(size) for size in grid) for grid in arrays["grids"]]
+        ancestors: list[dict[int, Relation]] = [{} for _ in grids]
+        single_parents = [{} if flag else None for flag in arrays["single_parent_layers"]]
+        axes = iter(arrays["term_axes"])
+        for target, source, role, n_terms in arrays["relations"]:
+            terms = [Term(*(maps[i] for i in next(axes))) for _ in range(n_terms)]
+            (ancestors if role == _ANCESTORS else single_parents)[target][int(source)] = Relation(terms)
+        return FactorizedCausalOperator(layout, grids, ancestors, single_parents)
+
+
+def read_operator(path: str | os.PathLike) -> CausalOperator | FactorizedCausalOperator | LaplacianOperator:
+    """Read an operator file of any kind (sparse closure, factorised, Laplacian)."""
+    readers = {
+        "causal_operator": read_causal_operator,
+        "factorized_causal_operator": read_factorized_causal_operator,
+        "laplacian_operator": read_laplacian_operator,
+    }
+    kind = read_header(path)["kind"]
+    if kind not in readers:
+        raise SchemaError(f"{path} is a {kind} file, expected an operator file ({', '.join(readers)})")
+    return readers[kind](path)
+
+
 def write_laplacian_operator(
     path: str | os.PathLike, operator: LaplacianOperator, provenance: Mapping[str, str]
 ) -> None:
@@ -491,6 +603,8 @@ def write_pattern(path: str | os.PathLike, pattern: Pattern, provenance: Mapping
         arrays[name] = _int64(unknown if column is None else column)
     if pattern.eigenvalues is not None:
         arrays["eigenvalues"] = _float64(pattern.eigenvalues)
+    for name, values in pattern.diagnostics.items():
+        arrays[f"diagnostics/{name}"] = _float64(values)
     layer_attributes = {
         _layer_dataset(i): {
             "name": layer.name,
@@ -534,5 +648,10 @@ def read_pattern(path: str | os.PathLike) -> Pattern:
             values=layout.join([arrays[_layer_dataset(i)] for i in range(len(layout))]),
             domain=str(attributes["domain"]),
             eigenvalues=arrays.get("eigenvalues"),
+            diagnostics={
+                name.removeprefix("diagnostics/"): values
+                for name, values in arrays.items()
+                if name.startswith("diagnostics/")
+            },
             **metadata,
         )

@@ -87,3 +87,27 @@ def test_precision_report_definition():
     np.testing.assert_allclose(report[1].digits, -np.log10(EPSILON * 1e8 / 4.0))
     assert report[1].below_noise == 0.5  # 1e-9 < ε·1e8, 3.0 > ε·1e3; the zero coefficient is not counted
     assert report[0].trustworthy and not report[1].trustworthy
+
+
+def test_exact_mode_agrees_with_float64_where_digits_survive():
+    """exact=True adds the integer Möbius inversion; float64 agrees with it to its own noise floor."""
+    torch.manual_seed(0)
+    model, inputs = DigitsCNN().eval(), torch.randn(2, 1, 8, 8)
+    result = analyze(model, inputs, transforms=("standard",), granularity="children", exact=True)
+    exact, rounded = result.spectra["standard_exact"].values, result.spectra["standard"].values
+    assert result.methods["standard_exact"] == "exact integer Möbius inversion"
+    graph = build_graph(model, inputs[:1], "children")
+    scale = causal_operator(graph).rounding_scale(result.activations.values, exact)
+    assert np.all(np.abs(rounded - exact) <= 64 * EPSILON * scale + 1e-300)
+
+
+def test_partial_laplacian_in_one_call():
+    """k lowest frequencies: NaN beyond k, and captured + residual energy = ‖s‖² per sample."""
+    torch.manual_seed(0)
+    model, inputs = DigitsCNN().eval(), torch.randn(2, 1, 8, 8)
+    result = analyze(model, inputs, transforms=("laplacian",), granularity="children", k=20)
+    spectrum, signal = result.spectra["laplacian"], result.activations.values
+    assert result.methods["laplacian"] == "20 lowest eigenpairs"
+    assert np.all(np.isnan(spectrum.values[:, 20:])) and not np.any(np.isnan(spectrum.values[:, :20]))
+    captured = np.nansum(spectrum.values**2, axis=1)
+    np.testing.assert_allclose(captured + spectrum.diagnostics["residual_energy"], np.sum(signal**2, axis=1))

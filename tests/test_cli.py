@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from oracles import assert_close_to_scale, dense_zeta
 from threadpoolctl import threadpool_limits
 
 import nsp_pipeline
@@ -43,11 +44,11 @@ TRANSFORMS = ("standard", "laplacian")
 OPTIONS = {
     "export-model": ("--config", "--model", "--out", "--metadata"),
     "build-graph": tuple("model out --granularity --exclude-zero-edges --config --dataset --index".split()),
-    "compute-operator": ("graph", "out", "--transform", "--max-nodes"),
+    "compute-operator": ("graph", "out", "--transform", "--model", "--max-nodes", "--k"),
     "extract-activations": ("model", "--config", "--dataset", "--samples", "--out-dir", "--granularity"),
-    "transform": ("activations", "operator", "out"),
+    "transform": ("operator", "activations", "--out-dir"),
     "render": ("pattern", "out", "--scale", "--cmap"),
-    "summarize": ("activations", "--out"),
+    "summarize": ("activations", "--out", "--layers"),
 }
 
 
@@ -108,6 +109,7 @@ def chain(tmp_path_factory):
         },
         "pdf": root / "laplacian.pdf",
         "summary": root / "summary.csv",
+        "layers": root / "layers.csv",
     }
     model, graph = paths["model"], paths["graph"]
     assert run(
@@ -120,13 +122,14 @@ def chain(tmp_path_factory):
         "extract-activations", model, "--config", config, "--dataset", "digits",
         "--samples", *SAMPLES, "--out-dir", root / "activations",
     ) == 0  # fmt: skip
-    for kind, spectra in paths["spectra"].items():
-        for activations, spectrum in zip(paths["activations"], spectra, strict=True):
-            assert run("transform", activations, paths["operators"][kind], spectrum) == 0
+    for kind in TRANSFORMS:
+        out_dir = root / "spectra" / kind
+        assert run("transform", paths["operators"][kind], *paths["activations"], "--out-dir", out_dir) == 0
     assert run(
         "render", paths["spectra"]["laplacian"][0], paths["pdf"], "--scale", "layernorm", "--cmap", "RdBu_r"
     ) == 0  # fmt: skip
-    assert run("summarize", *paths["activations"], "--out", paths["summary"]) == 0
+    summary = ("--out", paths["summary"], "--layers", paths["layers"])
+    assert run("summarize", *paths["activations"], *summary) == 0
     return paths
 
 
@@ -191,7 +194,7 @@ def test_chain_outputs_exist(chain):
     files = [
         chain["model"], chain["metadata"], chain["graph"], *chain["operators"].values(),
         *chain["activations"], *(path for paths in chain["spectra"].values() for path in paths),
-        chain["pdf"], chain["summary"],
+        chain["pdf"], chain["summary"], chain["layers"],
     ]  # fmt: skip
     for path in files:
         assert path.is_file() and path.stat().st_size > 0, path
@@ -371,17 +374,17 @@ def test_truncated_activations_file(chain, tmp_path, capsys):
     shutil.copyfile(source, truncated)
     with open(truncated, "r+b") as handle:
         handle.truncate(source.stat().st_size // 2)
-    out = tmp_path / "spectrum.h5"
-    assert run("transform", truncated, chain["operators"]["standard"], out) == 1
+    out = tmp_path / "spectra" / truncated.name
+    assert run("transform", chain["operators"]["standard"], truncated, "--out-dir", out.parent) == 1
     line = error_line(capsys)
     assert str(truncated) in line and "truncated" in line
     assert not out.exists()
 
 
 def test_pattern_file_as_operator(chain, tmp_path, capsys):
-    out = tmp_path / "spectrum.h5"
     pattern = chain["activations"][1]
-    assert run("transform", chain["activations"][0], pattern, out) == 1
+    out = tmp_path / chain["activations"][0].name
+    assert run("transform", pattern, chain["activations"][0], "--out-dir", tmp_path) == 1
     line = error_line(capsys)
     assert str(pattern) in line and "pattern file" in line and "operator" in line
     assert not out.exists()
@@ -404,3 +407,61 @@ def test_laplacian_above_max_nodes(chain, direct, tmp_path, capsys):
     line = error_line(capsys)
     assert str(n_nodes) in line and str(n_nodes - 1) in line and "max_nodes" in line
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- factorised and partial operators
+
+
+def test_factorized_operator_from_model(chain, direct, tmp_path):
+    """With --model the causal operator is factorised; its spectra equal the closure's to rounding."""
+    out = tmp_path / "standard.h5"
+    options = ("--transform", "standard", "--model", chain["model"])
+    assert run("compute-operator", chain["graph"], out, *options) == 0
+    assert storage.read_header(out)["kind"] == "factorized_causal_operator"
+    assert storage.read_provenance(out)["method"] == "factorized"
+    assert run("transform", out, *chain["activations"], "--out-dir", tmp_path / "spectra") == 0
+    zeta = dense_zeta(direct["graph"])
+    expected = direct["spectra"]["standard"]
+    for row, path in enumerate(chain["activations"]):
+        spectrum = storage.read_pattern(tmp_path / "spectra" / path.name)
+        assert_close_to_scale(spectrum.values[0], expected.values[row], zeta)
+        digits = spectrum.diagnostics["significant_digits"]
+        assert digits.shape == (1, len(expected.layout)) and np.all(digits > 3)
+
+
+def test_partial_laplacian_records_residual_energy(chain, direct, tmp_path):
+    """--k keeps the k lowest frequencies; each spectrum file holds the energy they miss (Parseval)."""
+    full = direct["operators"]["laplacian"]
+    gaps = np.flatnonzero(np.diff(full.eigenvalues) > 1e-6) + 1
+    k = int(gaps[gaps >= 12][0])  # not inside an eigenspace, whose basis would be arbitrary
+    out = tmp_path / "laplacian.h5"
+    assert run("compute-operator", chain["graph"], out, "--transform", "laplacian", "--k", k) == 0
+    assert storage.read_provenance(out)["method"] == f"{k} lowest eigenpairs"
+    assert run("transform", out, *chain["activations"], "--out-dir", tmp_path / "spectra") == 0
+    for row, path in enumerate(chain["activations"]):
+        spectrum = storage.read_pattern(tmp_path / "spectra" / path.name)
+        assert np.all(np.isnan(spectrum.values[0, k:]))
+        np.testing.assert_allclose(spectrum.eigenvalues, full.eigenvalues[:k], atol=1e-8)
+        signal = direct["pattern"].values[row]
+        missing = np.sum((signal @ full.eigenvectors[:, k:]) ** 2)
+        residual = spectrum.diagnostics["residual_energy"][0]
+        np.testing.assert_allclose(residual, missing, rtol=1e-8)
+        captured = np.nansum(spectrum.values[0] ** 2)
+        np.testing.assert_allclose(captured + residual, np.sum(signal**2), rtol=1e-10)
+
+
+def test_layer_table(chain, direct):
+    """Per-layer energies of the summary equal Σ s² over each layer, averaged over the samples."""
+    with open(chain["layers"], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    layers = direct["pattern"].layers()
+    assert [row["name"] for row in rows] == direct["pattern"].layout.names
+    total = sum(float(np.sum(values**2)) for values in layers)
+    for row, values in zip(rows, layers, strict=True):
+        assert row["pattern"] == "activations"
+        energy = float(np.sum(values**2)) / len(SAMPLES)
+        np.testing.assert_allclose(float(row["mean_energy"]), energy, rtol=1e-12)
+        assert int(row["nodes"]) == values[0].size
+    shares = [float(row["energy_share"]) for row in rows]
+    np.testing.assert_allclose(sum(shares), 1.0, rtol=1e-12)
+    assert total > 0

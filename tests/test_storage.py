@@ -6,9 +6,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import SmallResNet
 
 from nsp_pipeline import storage
+from nsp_pipeline.capture import trace
 from nsp_pipeline.causal import CausalOperator
+from nsp_pipeline.factorized import factorized_operator
 from nsp_pipeline.graph import NeuronGraph
 from nsp_pipeline.laplacian import LaplacianOperator
 from nsp_pipeline.layout import Layer, Layout
@@ -17,6 +20,7 @@ from nsp_pipeline.provenance import config_hash, model_checksum, provenance
 from nsp_pipeline.storage import (
     SchemaError,
     read_causal_operator,
+    read_factorized_causal_operator,
     read_graph,
     read_header,
     read_laplacian_operator,
@@ -24,6 +28,7 @@ from nsp_pipeline.storage import (
     read_pattern,
     read_provenance,
     write_causal_operator,
+    write_factorized_causal_operator,
     write_graph,
     write_laplacian_operator,
     write_layout,
@@ -67,6 +72,15 @@ def causal(layout: Layout) -> CausalOperator:
 
 
 @pytest.fixture
+def factorized():
+    """Factorised operator of a small residual network (union terms, all-to-all and sparse maps)."""
+    torch.manual_seed(0)
+    network = SmallResNet()
+    inputs = torch.randn(3, 1, 8, 8)
+    return factorized_operator(trace(network, inputs[:1], "ops")), trace(network, inputs, "ops").pattern()
+
+
+@pytest.fixture
 def laplacian(layout: Layout) -> LaplacianOperator:
     rng = np.random.default_rng(0)
     matrix = rng.normal(size=(layout.n_nodes, layout.n_nodes))
@@ -85,6 +99,9 @@ def _pattern(layout: Layout, full: bool) -> Pattern:
         labels=np.array([1, -1, 0]) if full else None,
         predictions=np.array([1, 2, 0]) if full else None,
         eigenvalues=np.linspace(0.0, 4.0, layout.n_nodes) if full else None,
+        diagnostics={"residual_energy": np.array([0.5, 0.0, 2.0]), "digits": rng.normal(size=(3, 4))}
+        if full
+        else {},
     )
 
 
@@ -98,11 +115,12 @@ def _assert_same_array(read: np.ndarray, written: np.ndarray) -> None:
     np.testing.assert_array_equal(read, written, strict=True)
 
 
-def _write_all(tmp_path, layout, graph, causal, laplacian) -> dict[str, object]:
+def _write_all(tmp_path, layout, graph, causal, laplacian, factorized) -> dict[str, object]:
     """Write one file of every kind; return the path of each kind."""
     paths = {kind: tmp_path / f"{kind}.h5" for kind in storage.KINDS}
     write_graph(paths["graph"], graph, PROVENANCE)
     write_causal_operator(paths["causal_operator"], causal, PROVENANCE)
+    write_factorized_causal_operator(paths["factorized_causal_operator"], factorized[0], PROVENANCE)
     write_laplacian_operator(paths["laplacian_operator"], laplacian, PROVENANCE)
     write_pattern(paths["pattern"], _pattern(layout, full=True), PROVENANCE)
     return paths
@@ -123,6 +141,22 @@ def test_causal_operator_round_trip(tmp_path, causal: CausalOperator) -> None:
     _assert_same_layout(read.layout, causal.layout)
     for name in ("indptr", "indices", "row_map", "layer_rows"):
         _assert_same_array(getattr(read, name), getattr(causal, name))
+
+
+def test_factorized_operator_round_trip(tmp_path, factorized) -> None:
+    """The operator read back has the same relations and gives bit-identical spectra."""
+    operator, pattern = factorized
+    write_factorized_causal_operator(tmp_path / "f.h5", operator, PROVENANCE)
+    read = read_factorized_causal_operator(tmp_path / "f.h5")
+    _assert_same_layout(read.layout, operator.layout)
+    assert read.grids == operator.grids and read.n_terms == operator.n_terms
+    for got, expected in zip(read.ancestors, operator.ancestors, strict=True):
+        assert list(got) == list(expected)
+        for source in expected:
+            np.testing.assert_array_equal(got[source].dense(), expected[source].dense())
+    assert [p is None for p in read.single_parents] == [p is None for p in operator.single_parents]
+    np.testing.assert_array_equal(read.forward(pattern.values), operator.forward(pattern.values))
+    assert storage.read_operator(tmp_path / "f.h5").n_terms == operator.n_terms
 
 
 def test_laplacian_operator_round_trip(tmp_path, laplacian: LaplacianOperator) -> None:
@@ -147,6 +181,9 @@ def test_pattern_round_trip(tmp_path, layout: Layout, full: bool) -> None:
             assert getattr(read, name) is None
         else:
             _assert_same_array(getattr(read, name), written)
+    assert sorted(read.diagnostics) == sorted(pattern.diagnostics)
+    for name, values in pattern.diagnostics.items():
+        _assert_same_array(read.diagnostics[name], values)
 
 
 def test_pattern_file_is_readable_with_plain_h5py(tmp_path, layout: Layout) -> None:
@@ -186,9 +223,11 @@ def test_layout_group_round_trip(tmp_path, layout: Layout) -> None:
         _assert_same_layout(read_layout(file["layout"]), layout)
 
 
-def test_files_are_bit_reproducible_and_untimestamped(tmp_path, layout, graph, causal, laplacian) -> None:
-    first = _write_all(tmp_path / "a", layout, graph, causal, laplacian)
-    second = _write_all(tmp_path / "b", layout, graph, causal, laplacian)
+def test_files_are_bit_reproducible_and_untimestamped(
+    tmp_path, layout, graph, causal, laplacian, factorized
+) -> None:
+    first = _write_all(tmp_path / "a", layout, graph, causal, laplacian, factorized)
+    second = _write_all(tmp_path / "b", layout, graph, causal, laplacian, factorized)
     for kind in storage.KINDS:
         assert first[kind].read_bytes() == second[kind].read_bytes(), kind
         with h5py.File(first[kind], "r") as file:
@@ -243,14 +282,21 @@ def test_reserved_provenance_keys_are_rejected(tmp_path, graph: NeuronGraph) -> 
         ("graph", read_pattern, "pattern"),
         ("causal_operator", read_laplacian_operator, "laplacian_operator"),
         ("laplacian_operator", read_causal_operator, "causal_operator"),
+        ("factorized_causal_operator", read_causal_operator, "causal_operator"),
     ],
 )
 def test_wrong_kind_is_a_schema_error(
-    tmp_path, layout, graph, causal, laplacian, written, reader, expected
+    tmp_path, layout, graph, causal, laplacian, factorized, written, reader, expected
 ) -> None:
-    paths = _write_all(tmp_path, layout, graph, causal, laplacian)
+    paths = _write_all(tmp_path, layout, graph, causal, laplacian, factorized)
     with pytest.raises(SchemaError, match=rf"{written}\.h5 is a {written} file.*expected a {expected} file"):
         reader(paths[written])
+
+
+def test_pattern_is_not_an_operator(tmp_path, layout) -> None:
+    write_pattern(tmp_path / "p.h5", _pattern(layout, full=False), PROVENANCE)
+    with pytest.raises(SchemaError, match=r"p\.h5 is a pattern file, expected an operator file"):
+        storage.read_operator(tmp_path / "p.h5")
 
 
 def test_foreign_hdf5_file_is_a_schema_error(tmp_path) -> None:
@@ -306,8 +352,10 @@ def test_deleted_dataset_is_reported_corrupt(tmp_path, layout: Layout) -> None:
 
 
 @pytest.mark.parametrize("kind", storage.KINDS)
-def test_truncated_file_is_reported_corrupt(tmp_path, layout, graph, causal, laplacian, kind) -> None:
-    path = _write_all(tmp_path, layout, graph, causal, laplacian)[kind]
+def test_truncated_file_is_reported_corrupt(
+    tmp_path, layout, graph, causal, laplacian, factorized, kind
+) -> None:
+    path = _write_all(tmp_path, layout, graph, causal, laplacian, factorized)[kind]
     data = path.read_bytes()
     path.write_bytes(data[: len(data) * 2 // 3])
     with pytest.raises(SchemaError, match="corrupt or truncated"):

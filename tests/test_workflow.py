@@ -5,9 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import yaml
+from oracles import assert_close_to_scale, dense_zeta
 
 import nsp_pipeline as nsp
 from nsp_pipeline import storage
@@ -20,12 +22,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 CONFIG = {
     "models": {"net_a": {"architecture": "digits_cnn", "train": {"epochs": 1}, "train_data": "digits"}},
-    "datasets": {"digits": {"source": "digits", "split": "test"}},
-    "analyses": [{"model": "net_a", "dataset": "digits"}],
-    "samples": {"indices": [3, 10]},
+    "datasets": {
+        "digits": {"source": "digits", "split": "test"},
+        "digits16": {"source": "digits", "split": "test", "size": 16},
+    },
+    "analyses": [{"model": "net_a", "dataset": ["digits", "digits16"]}],
+    "samples": {"indices": [3, 10, 11]},
+    "batching": {"samples_per_job": 2},
     "transforms": ["standard", "laplacian"],
-    "render": {"scale": "layernorm", "cmap": "viridis"},
+    "render": {"scale": "layernorm", "cmap": "viridis", "samples": {"indices": [3, 10]}},
 }
+BATCHES = [[3, 10], [11]]
+RENDERED = [3, 10]
 
 
 def snakemake(workdir: Path, *args: str) -> str:
@@ -73,40 +81,83 @@ def test_outputs_agree_with_library(workdir):
     np.testing.assert_array_equal(graph.indptr, expected_graph.indptr)
     np.testing.assert_array_equal(graph.indices, expected_graph.indices)
 
-    for position in CONFIG["samples"]["indices"]:
-        # The workflow records each sample alone; float32 kernels may round differently per batch size.
-        expected = nsp.trace(model, data.inputs[position : position + 1]).pattern()
-        activations = storage.read_pattern(
-            results / model_name / "digits" / "activations" / f"{position:05d}.h5"
-        )
-        np.testing.assert_array_equal(activations.values, expected.values)
-        assert activations.labels[0] == data.labels[position]
-        assert activations.sample_ids[0] == data.ids[position]
-        for transform_type in CONFIG["transforms"]:
-            spectrum = storage.read_pattern(
-                results / model_name / "digits" / transform_type / f"{position:05d}.h5"
-            )
-            direct = nsp.transform(expected, nsp.compute_operator(graph, transform_type))
-            if transform_type == "standard":
-                np.testing.assert_array_equal(spectrum.values, direct.values)
-            else:
-                assert_same_laplacian_spectrum(spectrum, direct)
-            pdf = results / model_name / "digits" / "pdf" / f"{position:05d}_{transform_type}.pdf"
-            assert page_count(pdf) == len(graph.layout)
-        assert page_count(results / model_name / "digits" / "pdf" / f"{position:05d}_activations.pdf") == len(
-            graph.layout
-        )
+    zeta = dense_zeta(graph)
+    operators = {kind: nsp.compute_operator(graph, kind) for kind in CONFIG["transforms"]}
+    assert storage.read_provenance(results / "models" / model_name / "operator_standard.h5")["method"] == (
+        "factorized"
+    )
+    folder = results / model_name / "digits"
+    for batch in BATCHES:
+        # One forward pass per batch: float32 kernels may round differently for other batch sizes.
+        batch_pattern = nsp.trace(model, data.inputs[batch]).pattern()
+        for row, position in enumerate(batch):
+            expected = batch_pattern.sample(row)
+            activations = storage.read_pattern(folder / "activations" / f"{position:05d}.h5")
+            np.testing.assert_array_equal(activations.values, expected.values)
+            alone = nsp.trace(model, data.inputs[position : position + 1]).pattern()
+            np.testing.assert_allclose(activations.values, alone.values, rtol=1e-5, atol=1e-5)
+            assert activations.labels[0] == data.labels[position]
+            assert activations.sample_ids[0] == data.ids[position]
+            for transform_type in CONFIG["transforms"]:
+                spectrum = storage.read_pattern(folder / transform_type / f"{position:05d}.h5")
+                direct = nsp.transform(expected, operators[transform_type])
+                if transform_type == "standard":  # factorised operator against the closure
+                    assert_close_to_scale(spectrum.values[0], direct.values[0], zeta)
+                    assert spectrum.diagnostics["significant_digits"].shape == (1, len(graph.layout))
+                else:
+                    assert_same_laplacian_spectrum(spectrum, direct)
+            for pattern in ["activations", *CONFIG["transforms"]]:
+                pdf = folder / "pdf" / f"{position:05d}_{pattern}.pdf"
+                if position in RENDERED:
+                    assert page_count(pdf) == len(graph.layout)
+                else:
+                    assert not pdf.exists()
+
+
+def test_one_job_per_batch(workdir):
+    """Each batch of samples is one job per stage (a log per batch), shared by its samples."""
+    logs = workdir / "results" / "logs"
+    for dataset in CONFIG["analyses"][0]["dataset"]:
+        for stage in ("extract_activations", "transform_standard", "transform_laplacian"):
+            found = sorted(path.name for path in (logs / stage / "net_a" / dataset).iterdir())
+            assert found == ["batch0000.log", "batch0001.log"], (stage, dataset, found)
+
+
+def test_sweep_summary(workdir):
+    """One row per dataset × pattern × layer, with the accuracy of the analysed samples."""
+    with open(workdir / "results" / "sweep" / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    n_layers = len(storage.read_graph(workdir / "results" / "models" / "net_a" / "graph.h5").layout)
+    combinations = {(row["model"], row["dataset"], row["transform"]) for row in rows}
+    patterns = ["activations", *CONFIG["transforms"]]
+    assert combinations == {("net_a", d, p) for d in ("digits", "digits16") for p in patterns}
+    assert len(rows) == 2 * len(patterns) * n_layers
+    for dataset in ("digits", "digits16"):
+        with open(workdir / "results" / "net_a" / dataset / "summary.csv") as handle:
+            samples = list(csv.DictReader(handle))
+        correct = np.mean([row["label"] == row["prediction"] for row in samples])
+        for row in rows:
+            if row["dataset"] == dataset:
+                assert int(row["samples"]) == len(samples) == 3
+                np.testing.assert_allclose(float(row["accuracy"]), correct)
+    with h5py.File(workdir / "results" / "sweep" / "summary.h5", "r") as file:
+        table = file["table"]
+        assert table["model"].asstr()[()].tolist() == [row["model"] for row in rows]
+        np.testing.assert_allclose(table["mean_energy"][()], [float(row["mean_energy"]) for row in rows])
 
 
 def test_summary_table(workdir):
     with open(workdir / "results" / "net_a" / "digits" / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [row["sample"] for row in rows] == ["00003", "00010"]
+    assert [row["sample"] for row in rows] == ["00003", "00010", "00011"]
     for row in rows:
         pattern = storage.read_pattern(workdir / row["activations"])
         assert int(row["label"]) == pattern.labels[0]
         assert int(row["prediction"]) == pattern.predictions[0]
-        assert (workdir / row["laplacian_pdf"]).is_file()
+        if int(row["sample"]) in RENDERED:
+            assert (workdir / row["laplacian_pdf"]).is_file()
+        else:
+            assert row["laplacian_pdf"] == ""
 
 
 def test_rerun_does_nothing(workdir):
@@ -137,4 +188,5 @@ def test_added_model_runs_only_its_own_jobs(workdir):
         line for line in dry_run_with(workdir, config).splitlines() if line.strip().startswith("output:")
     ]
     assert any("results/models/net_b/model.pt" in line for line in outputs)
+    assert any("results/sweep/summary.csv" in line for line in outputs)  # the table gains net_b's rows
     assert not any("net_a" in line for line in outputs)

@@ -1,5 +1,8 @@
 # Configuration checks and helper functions of the workflow (no rules here).
 
+import itertools
+from dataclasses import dataclass
+
 import matplotlib
 from snakemake.utils import validate
 
@@ -9,15 +12,21 @@ from nsp_pipeline.datasets import dataset_size, select_samples
 validate(config, schema="../schemas/config.schema.yaml")
 
 
+def as_list(value):
+    """A config value that may be one name or a list of names, as a list."""
+    return list(value) if isinstance(value, list) else [value]
+
+
 def check_config():
     """Cross-checks the schema cannot express, with messages that name the key to fix."""
     for index, analysis in enumerate(config["analyses"]):
         for key, section in (("model", "models"), ("dataset", "datasets")):
-            if analysis[key] not in config[section]:
-                raise ValueError(
-                    f"config: analyses[{index}].{key} is {analysis[key]!r}; "
-                    f"expected one of the {section}: {sorted(config[section])}"
-                )
+            for name in as_list(analysis[key]):
+                if name not in config[section]:
+                    raise ValueError(
+                        f"config: analyses[{index}].{key} names {name!r}; "
+                        f"expected one of the {section}: {sorted(config[section])}"
+                    )
     for name, entry in config["models"].items():
         if "train" in entry and entry.get("train_data") not in config["datasets"]:
             raise ValueError(
@@ -40,15 +49,67 @@ def check_config():
 check_config()
 
 
-def sample_names(dataset):
-    """Zero-padded positions of the configured samples of a dataset."""
-    positions = select_samples(dataset_size(config["datasets"][dataset]), config["samples"])
-    return [f"{position:05d}" for position in positions]
+@dataclass(frozen=True)
+class Analysis:
+    """One model on one dataset: its samples, their batches (one job each), those rendered."""
+
+    model: str
+    dataset: str
+    samples: tuple
+    batches: tuple
+    rendered: tuple
+
+    @property
+    def folder(self):
+        return f"results/{self.model}/{self.dataset}"
 
 
-def dataset_files(wildcards):
+def plan_analyses():
+    """Every (model, dataset) combination of the config's analyses (lists sweep a product)."""
+    sizes, plans = {}, {}
+    per_job = config["batching"]["samples_per_job"]
+    for analysis in config["analyses"]:
+        for model, dataset in itertools.product(as_list(analysis["model"]), as_list(analysis["dataset"])):
+            if (model, dataset) in plans:
+                continue
+            if dataset not in sizes:
+                sizes[dataset] = dataset_size(config["datasets"][dataset])
+            positions = select_samples(sizes[dataset], config["samples"])
+            samples = tuple(f"{position:05d}" for position in positions)
+            rendered = set(select_samples(sizes[dataset], config["render"].get("samples", config["samples"])))
+            batches = tuple(samples[start : start + per_job] for start in range(0, len(samples), per_job))
+            chosen = tuple(name for name, position in zip(samples, positions) if position in rendered)
+            plans[model, dataset] = Analysis(model, dataset, samples, batches, chosen)
+    return list(plans.values())
+
+
+ANALYSES = plan_analyses()
+PATTERNS = ["activations", *config["transforms"]]
+
+
+def analysis(wildcards):
+    """The planned analysis of a job's model and dataset wildcards."""
+    return next(a for a in ANALYSES if (a.model, a.dataset) == (wildcards.model, wildcards.dataset))
+
+
+def rule_name(stage, plan, batch):
+    """Rule name of one batch of one analysis (model and dataset names may hold '-')."""
+    return f"{stage}__{plan.model}__{plan.dataset}__{batch:04d}".replace("-", "_")
+
+
+def batch_resources(samples_per_job, megabytes_per_sample):
+    """mem_mb and runtime (minutes) of a batch job, growing with its inputs and each retry."""
+    return {
+        "mem_mb": lambda wildcards, input, attempt: int(
+            (1000 + 3 * input.size_mb + megabytes_per_sample * samples_per_job) * attempt
+        ),
+        "runtime": lambda wildcards, attempt: 10 * attempt,
+    }
+
+
+def dataset_files(dataset):
     """Files of a user dataset, so that changing them reruns what depends on them."""
-    spec = config["datasets"][wildcards.dataset]
+    spec = config["datasets"][dataset]
     return [spec[key] for key in ("path", "labels") if key in spec]
 
 
@@ -73,12 +134,31 @@ def graph_reference():
 
 
 def summary_inputs(wildcards):
-    """Per-sample files of one analysis, by kind, for its summary table."""
-    samples = sample_names(wildcards.dataset)
-    base = f"results/{wildcards.model}/{wildcards.dataset}"
-    inputs = {"activations": [f"{base}/activations/{s}.h5" for s in samples]}
-    for transform in config["transforms"]:
-        inputs[transform] = [f"{base}/{transform}/{s}.h5" for s in samples]
-    for pattern in ["activations", *config["transforms"]]:
-        inputs[f"{pattern}_pdf"] = [f"{base}/pdf/{s}_{pattern}.pdf" for s in samples]
+    """Per-sample files of one analysis, by kind, for its summary tables."""
+    plan, base = analysis(wildcards), f"results/{wildcards.model}/{wildcards.dataset}"
+    inputs = {pattern: [f"{base}/{pattern}/{s}.h5" for s in plan.samples] for pattern in PATTERNS}
+    for pattern in PATTERNS:
+        inputs[f"{pattern}_pdf"] = [f"{base}/pdf/{s}_{pattern}.pdf" for s in plan.rendered]
     return inputs
+
+
+def operator_inputs(wildcards):
+    """The graph; for the causal transform also the model, traced for the factorised operator."""
+    inputs = {"graph": f"results/models/{wildcards.model}/graph.h5"}
+    if wildcards.transform == "standard":
+        inputs["model"] = f"results/models/{wildcards.model}/model.pt"
+    return inputs
+
+
+def operator_memory(wildcards, input, attempt):
+    """mem_mb of an operator job: the dense n × n Laplacian (full) or n × k eigenvectors (partial).
+
+    The graph file holds about 16 bytes per edge; its node count is not known before it is
+    read, so memory grows with the graph file and with each retry.
+    """
+    megabytes = 2000 + 20 * input.size_mb
+    if wildcards.transform == "laplacian":
+        n = config["laplacian"]["max_nodes"]
+        k = config["laplacian"].get("k")
+        megabytes += (8 * n * (k or n) * 4) / 2**20
+    return int(megabytes * attempt)

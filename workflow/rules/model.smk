@@ -1,4 +1,5 @@
-# Per-model stages: export the model, build its neuron graph, precompute the transform operators.
+# Per-model stages, run once and shared by every dataset and batch: export the model, build
+# its neuron graph, precompute the transform operators.
 
 
 rule export_model:
@@ -12,9 +13,12 @@ rule export_model:
         train_dataset=train_dataset,
     log:
         "results/logs/export_model/{model}.log",
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, input, attempt: int((2000 + 4 * input.size_mb) * attempt),
+        runtime=lambda wildcards, attempt: 60 * attempt,
     conda:
         "../envs/nsp-pipeline.yaml"
-    threads: 1
     script:
         "../scripts/export_model.py"
 
@@ -30,6 +34,10 @@ rule build_graph:
         reference=graph_reference(),
     log:
         "results/logs/build_graph/{model}.log",
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, input, attempt: int((2000 + 20 * input.size_mb) * attempt),
+        runtime=lambda wildcards, attempt: 30 * attempt,
     conda:
         "../envs/nsp-pipeline.yaml"
     script:
@@ -38,13 +46,18 @@ rule build_graph:
 
 rule compute_inverse:
     input:
-        graph="results/models/{model}/graph.h5",
+        unpack(operator_inputs),
     output:
         operator="results/models/{model}/operator_{transform}.h5",
     params:
         max_nodes=config["laplacian"]["max_nodes"],
+        k=config["laplacian"].get("k"),
     log:
         "results/logs/compute_inverse/{model}_{transform}.log",
+    threads: 1
+    resources:
+        mem_mb=operator_memory,
+        runtime=lambda wildcards, attempt: 120 * attempt,
     conda:
         "../envs/nsp-pipeline.yaml"
     script:

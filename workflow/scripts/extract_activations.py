@@ -1,4 +1,4 @@
-"""Snakemake script of rule extract_activations."""
+"""Snakemake script of the extract_activations rules: one forward pass over a batch of samples."""
 
 from nsp_pipeline.cli import log_to
 from nsp_pipeline.stages import extract_activations
@@ -7,7 +7,8 @@ with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
     extract_activations(
         snakemake.input.model,  # noqa: F821
         snakemake.params.dataset,  # noqa: F821
-        [snakemake.params.position],  # noqa: F821
-        [snakemake.output.activations],  # noqa: F821
+        snakemake.params.positions,  # noqa: F821
+        snakemake.output.activations,  # noqa: F821
         snakemake.params.granularity,  # noqa: F821
+        threads=snakemake.threads,  # noqa: F821
     )

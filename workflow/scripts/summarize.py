@@ -1,9 +1,10 @@
-"""Snakemake script of rule summarize."""
+"""Snakemake script of rule summarize: per-sample and per-layer tables of one analysis."""
 
 from nsp_pipeline.cli import log_to
-from nsp_pipeline.stages import summarize
+from nsp_pipeline.summary import summarize
 
 with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
     inputs = dict(snakemake.input.items())  # noqa: F821
-    activations = inputs.pop("activations")
-    summarize(activations, inputs, snakemake.output.table)  # noqa: F821
+    patterns = {name: files for name, files in inputs.items() if not name.endswith("_pdf")}
+    pdfs = [pdf for name, files in inputs.items() if name.endswith("_pdf") for pdf in files]
+    summarize(patterns, pdfs, snakemake.output.samples, snakemake.output.layers)  # noqa: F821

@@ -1,11 +1,11 @@
-"""Snakemake script of rule transform."""
+"""Snakemake script of the transform rules: spectra of one batch of samples."""
 
 from nsp_pipeline.cli import log_to
-from nsp_pipeline.stages import transform_file
+from nsp_pipeline.stages import transform_files
 
 with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
-    transform_file(
+    transform_files(
         snakemake.input.activations,  # noqa: F821
         snakemake.input.operator,  # noqa: F821
-        snakemake.output.spectrum,  # noqa: F821
+        snakemake.output.spectra,  # noqa: F821
     )
