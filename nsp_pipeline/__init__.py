@@ -23,7 +23,7 @@ import importlib
 _EXPORTS = {
     "Analysis": "analysis",
     "analyze": "analysis",
-    "GRANULARITIES": "capture",
+    "GRANULARITIES": "graph",
     "Trace": "capture",
     "trace": "capture",
     "CausalOperator": "causal",

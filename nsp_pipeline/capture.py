@@ -44,10 +44,9 @@ import torch.fx
 from torch import nn
 
 from nsp_pipeline.errors import TraceError, UnsupportedLayerError
+from nsp_pipeline.graph import GRANULARITIES
 from nsp_pipeline.layout import Layer, Layout
 from nsp_pipeline.pattern import Pattern
-
-GRANULARITIES = ("children", "ops", "merged")
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -17,6 +15,7 @@ import yaml
 from nsp_pipeline import stages
 from nsp_pipeline.graph import GRANULARITIES
 from nsp_pipeline.laplacian import DEFAULT_MAX_NODES
+from nsp_pipeline.logs import FORMAT
 from nsp_pipeline.render import SCALES
 from nsp_pipeline.summary import summarize
 from nsp_pipeline.transforms import TRANSFORM_TYPES
@@ -145,28 +144,11 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
-_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-@contextmanager
-def log_to(path: str) -> Iterator[None]:
-    """Send the package's log messages, and any error with its traceback, to a log file.
-
-    For the workflow's scripts: ``with log_to(snakemake.log[0]): stage(...)``.
-    """
-    logging.basicConfig(filename=path, level=logging.INFO, format=_FORMAT, force=True)
-    try:
-        yield
-    except Exception:
-        logging.getLogger("nsp_pipeline").exception("failed")
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one stage; errors are printed as one line, with exit status 1."""
     args = parser().parse_args(argv)
     level = logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format=_FORMAT, datefmt="%H:%M:%S")
+    logging.basicConfig(level=level, format=FORMAT, datefmt="%H:%M:%S")
     try:
         args.run(args)
     except (ValueError, KeyError, IndexError, FileNotFoundError) as error:

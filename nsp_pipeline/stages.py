@@ -9,8 +9,8 @@
 
 The summary tables are made by :mod:`nsp_pipeline.summary`.
 
-Every output is written atomically and carries provenance attributes. Stages that need
-torch import it when they run, so that the many per-sample transform and render jobs start fast.
+Every output is written atomically and carries provenance attributes. Stages import torch and
+matplotlib only when they need them, so that transform jobs start fast.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from nsp_pipeline import storage
 from nsp_pipeline.atomic import atomic_output
 from nsp_pipeline.laplacian import DEFAULT_MAX_NODES
 from nsp_pipeline.pattern import Pattern, concatenate
-from nsp_pipeline.render import render_pattern
 from nsp_pipeline.transforms import causal_operator_of, compute_operator, transform
 
 log = logging.getLogger(__name__)
@@ -275,4 +274,6 @@ def render_file(
     pattern_path: PathLike, pdf_out: PathLike, scale: str = "layerscale", cmap: str = "viridis"
 ) -> None:
     """Render an activations or spectrum file as a PDF, a page per layer."""
+    from nsp_pipeline.render import render_pattern
+
     render_pattern(storage.read_pattern(pattern_path), pdf_out, scale=scale, cmap=cmap)

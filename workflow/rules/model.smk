@@ -13,6 +13,8 @@ rule export_model:
         train_dataset=train_dataset,
     log:
         "results/logs/export_model/{model}.log",
+    benchmark:
+        "results/benchmarks/export_model/{model}.tsv"
     threads: 1
     resources:
         mem_mb=lambda wildcards, input, attempt: int((2000 + 4 * input.size_mb) * attempt),
@@ -34,6 +36,8 @@ rule build_graph:
         reference=graph_reference(),
     log:
         "results/logs/build_graph/{model}.log",
+    benchmark:
+        "results/benchmarks/build_graph/{model}.tsv"
     threads: 1
     resources:
         mem_mb=lambda wildcards, input, attempt: int((2000 + 20 * input.size_mb) * attempt),
@@ -54,6 +58,8 @@ rule compute_inverse:
         k=config["laplacian"].get("k"),
     log:
         "results/logs/compute_inverse/{model}_{transform}.log",
+    benchmark:
+        "results/benchmarks/compute_inverse/{model}_{transform}.tsv"
     threads: 1
     resources:
         mem_mb=operator_memory,

@@ -24,6 +24,8 @@ for plan in ANALYSES:
                 granularity=config["graph"]["granularity"],
             log:
                 f"results/logs/extract_activations/{tag}.log",
+            benchmark:
+                f"results/benchmarks/extract_activations/{tag}.tsv"
             threads: config["batching"]["threads"]
             resources:
                 **batch_resources(len(samples), megabytes_per_sample=2),
@@ -44,6 +46,8 @@ for plan in ANALYSES:
                     spectra=[f"{plan.folder}/{transform}/{s}.h5" for s in samples],
                 log:
                     f"results/logs/transform_{transform}/{tag}.log",
+                benchmark:
+                    f"results/benchmarks/transform_{transform}/{tag}.tsv"
                 threads: 1
                 resources:
                     **batch_resources(len(samples), megabytes_per_sample=2),
@@ -67,6 +71,8 @@ rule render:
         cmap=config["render"]["cmap"],
     log:
         "results/logs/render/{model}/{dataset}/{sample}.log",
+    benchmark:
+        "results/benchmarks/render/{model}/{dataset}/{sample}.tsv"
     threads: 1
     resources:
         mem_mb=lambda wildcards, input, attempt: int((1000 + 10 * input.size_mb) * attempt),
@@ -85,6 +91,8 @@ rule summarize:
         layers="results/{model}/{dataset}/layers.csv",
     log:
         "results/logs/summarize/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/summarize/{model}/{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=lambda wildcards, attempt: 2000 * attempt,
@@ -106,6 +114,8 @@ rule summarize_sweep:
         analyses=[[plan.model, plan.dataset] for plan in ANALYSES],
     log:
         "results/logs/summarize_sweep.log",
+    benchmark:
+        "results/benchmarks/summarize_sweep.tsv"
     threads: 1
     resources:
         mem_mb=lambda wildcards, attempt: 1000 * attempt,

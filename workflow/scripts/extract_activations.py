@@ -1,6 +1,6 @@
 """Snakemake script of the extract_activations rules: one forward pass over a batch of samples."""
 
-from nsp_pipeline.cli import log_to
+from nsp_pipeline.logs import log_to
 from nsp_pipeline.stages import extract_activations
 
 with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)

@@ -1,6 +1,6 @@
 """Snakemake script of rule render: the activations PDF and one spectrum PDF per transform."""
 
-from nsp_pipeline.cli import log_to
+from nsp_pipeline.logs import log_to
 from nsp_pipeline.stages import render_file
 
 with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)

@@ -1,6 +1,6 @@
 """Snakemake script of rule summarize: per-sample and per-layer tables of one analysis."""
 
-from nsp_pipeline.cli import log_to
+from nsp_pipeline.logs import log_to
 from nsp_pipeline.summary import summarize
 
 with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)

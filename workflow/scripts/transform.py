@@ -1,6 +1,6 @@
 """Snakemake script of the transform rules: spectra of one batch of samples."""
 
-from nsp_pipeline.cli import log_to
+from nsp_pipeline.logs import log_to
 from nsp_pipeline.stages import transform_files
 
 with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
