@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 
 import h5py
@@ -199,19 +198,6 @@ def test_average_patterns_are_labelled_patterns():
     np.testing.assert_array_equal(stats.average.labels, [-1])
     np.testing.assert_array_equal(stats.class_average.labels, [0, 2, 5])
     assert stats.class_average.sample_ids is None and stats.class_average.predictions is None
-
-
-def test_statistics_are_fast():
-    """1,797 samples × 2,000 nodes × 3 patterns in well under a few seconds."""
-    layout = make_layout([(1, 8, 8), (8, 8, 8), (8, 8, 8), (8, 4, 4), (16, 4, 4), (64, 4), (10,), (42,)])
-    rng = np.random.default_rng(1)
-    labels = rng.integers(0, 10, 1797)
-    patterns = [Pattern(layout, rng.normal(size=(1797, layout.n_nodes)), labels=labels) for _ in range(3)]
-    patterns[2].values[:, 500:] = np.nan
-    start = time.perf_counter()
-    for pattern in patterns:
-        class_statistics(pattern)
-    assert time.perf_counter() - start < 3.0
 
 
 # --- files -------------------------------------------------------------------------------------------------
