@@ -31,4 +31,5 @@ wildcard_constraints:
 rule all:
     input:
         [f"{plan.folder}/summary.csv" for plan in ANALYSES],
+        [f"{plan.folder}/averages" for plan in ANALYSES],
         "results/sweep/summary.csv",

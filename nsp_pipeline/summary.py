@@ -18,6 +18,7 @@ import numpy as np
 
 from nsp_pipeline import storage
 from nsp_pipeline.atomic import atomic_output
+from nsp_pipeline.dataset_report import write_dataset_summary
 from nsp_pipeline.pattern import Pattern, concatenate
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,11 @@ def summarize(
     pdfs: Sequence[PathLike],
     samples_out: PathLike,
     layers_out: PathLike,
+    dataset_out: PathLike | None = None,
+    plots_out: PathLike | None = None,
+    title: str = "",
 ) -> None:
-    """Write an analysis's per-sample table and per-layer table (CSV).
+    """Write an analysis's per-sample and per-layer tables (CSV), and its dataset-level summary.
 
     Parameters
     ----------
@@ -78,6 +82,11 @@ def summarize(
         One row per sample: position, source id, label, prediction, its files.
     layers_out : path
         One row per pattern and layer: see :data:`LAYER_COLUMNS`.
+    dataset_out, plots_out : path, optional
+        Per-class energies, average patterns and top-k energy fractions (HDF5) and their plots
+        (PDF), see :func:`nsp_pipeline.dataset_report.write_dataset_summary`; both or neither.
+    title : str
+        Context for the plots' titles, e.g. ``"digits_cnn × digits"``.
     """
     activations = patterns["activations"]
     by_name = {Path(pdf).name: str(pdf) for pdf in pdfs}
@@ -102,6 +111,8 @@ def summarize(
         writer.writeheader()
         for pattern in loaded.values():
             writer.writerows(layer_rows(pattern))
+    if dataset_out is not None:
+        write_dataset_summary(loaded, dataset_out, plots_out, title=title)
     log.info("summary of %d samples -> %s, %s", len(activations), samples_out, layers_out)
 
 

@@ -13,6 +13,7 @@ from oracles import assert_close_to_scale, dense_zeta
 
 import nsp_pipeline as nsp
 from nsp_pipeline import storage
+from nsp_pipeline.dataset_report import read_averages
 from nsp_pipeline.datasets import load_dataset
 from nsp_pipeline.models import load_model
 
@@ -121,6 +122,8 @@ def test_one_job_per_batch(workdir):
         for stage in ("extract_activations", "transform_standard", "transform_laplacian"):
             found = sorted(path.name for path in (logs / stage / "net_a" / dataset).iterdir())
             assert found == ["batch0000.log", "batch0001.log"], (stage, dataset, found)
+        rendered = sorted(path.name for path in (logs / "render" / "net_a" / dataset).iterdir())
+        assert rendered == ["batch0000.log"]  # the 2 rendered samples fit one batch
 
 
 def test_sweep_summary(workdir):
@@ -190,3 +193,22 @@ def test_added_model_runs_only_its_own_jobs(workdir):
     assert any("results/models/net_b/model.pt" in line for line in outputs)
     assert any("results/sweep/summary.csv" in line for line in outputs)  # the table gains net_b's rows
     assert not any("net_a" in line for line in outputs)
+
+
+def test_dataset_summary_and_class_averages(workdir):
+    """Per analysis: the dataset summary's average activations equal the mean of the sample files."""
+    folder = workdir / "results" / "net_a" / "digits"
+    patterns = [
+        storage.read_pattern(folder / "activations" / f"{p:05d}.h5") for p in CONFIG["samples"]["indices"]
+    ]
+    average, by_class = read_averages(folder / "dataset_summary.h5", "activations")
+    values = np.concatenate([p.values for p in patterns])
+    np.testing.assert_allclose(average.values[0], values.mean(axis=0), rtol=1e-12, atol=1e-12)
+    labels = np.concatenate([p.labels for p in patterns])
+    assert sorted(by_class.labels.tolist()) == sorted(set(labels.tolist()))
+    assert page_count(folder / "dataset_summary.pdf") >= 3
+    expected = {f"{name}_all.pdf" for name in ["activations", *CONFIG["transforms"]]}
+    expected |= {
+        f"{name}_class_{label}.pdf" for name in ["activations", *CONFIG["transforms"]] for label in labels
+    }
+    assert {path.name for path in (folder / "averages").iterdir()} == expected

@@ -58,6 +58,7 @@ class Analysis:
     samples: tuple
     batches: tuple
     rendered: tuple
+    render_batches: tuple
 
     @property
     def folder(self):
@@ -79,7 +80,8 @@ def plan_analyses():
             rendered = set(select_samples(sizes[dataset], config["render"].get("samples", config["samples"])))
             batches = tuple(samples[start : start + per_job] for start in range(0, len(samples), per_job))
             chosen = tuple(name for name, position in zip(samples, positions) if position in rendered)
-            plans[model, dataset] = Analysis(model, dataset, samples, batches, chosen)
+            render_batches = tuple(chosen[start : start + per_job] for start in range(0, len(chosen), per_job))
+            plans[model, dataset] = Analysis(model, dataset, samples, batches, chosen, render_batches)
     return list(plans.values())
 
 

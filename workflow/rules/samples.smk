@@ -1,6 +1,6 @@
-# Per-sample stages, run in batches: activations and spectra of `batching.samples_per_job`
-# samples per job (one process, one forward pass, one batched transform), one file per sample;
-# a PDF per rendered sample; and the per-analysis summary tables.
+# Per-sample stages, run in batches of `batching.samples_per_job` samples per job (one process,
+# one forward pass, one batched transform), one file per sample: activations, spectra, and the
+# PDFs of the samples chosen by `render.samples`. Then the per-analysis and sweep summaries.
 #
 # A batch's output files are known only from the config, so each batch gets its own rule,
 # defined in the loop below (named <stage>__<model>__<dataset>__<batch>).
@@ -56,31 +56,31 @@ for plan in ANALYSES:
                 script:
                     "../scripts/transform.py"
 
+    for batch, samples in enumerate(plan.render_batches):
+        tag = f"{plan.model}/{plan.dataset}/batch{batch:04d}"
 
-rule render:
-    input:
-        patterns=expand(
-            "results/{{model}}/{{dataset}}/{pattern}/{{sample}}.h5", pattern=PATTERNS
-        ),
-    output:
-        pdfs=expand(
-            "results/{{model}}/{{dataset}}/pdf/{{sample}}_{pattern}.pdf", pattern=PATTERNS
-        ),
-    params:
-        scale=config["render"]["scale"],
-        cmap=config["render"]["cmap"],
-    log:
-        "results/logs/render/{model}/{dataset}/{sample}.log",
-    benchmark:
-        "results/benchmarks/render/{model}/{dataset}/{sample}.tsv"
-    threads: 1
-    resources:
-        mem_mb=lambda wildcards, input, attempt: int((1000 + 10 * input.size_mb) * attempt),
-        runtime=lambda wildcards, attempt: 10 * attempt,
-    conda:
-        "../envs/nsp-pipeline.yaml"
-    script:
-        "../scripts/render.py"
+        rule:
+            name:
+                rule_name("render", plan, batch)
+            input:
+                patterns=[f"{plan.folder}/{p}/{s}.h5" for s in samples for p in PATTERNS],
+            output:
+                pdfs=[f"{plan.folder}/pdf/{s}_{p}.pdf" for s in samples for p in PATTERNS],
+            params:
+                scale=config["render"]["scale"],
+                cmap=config["render"]["cmap"],
+            log:
+                f"results/logs/render/{tag}.log",
+            benchmark:
+                f"results/benchmarks/render/{tag}.tsv"
+            threads: 1
+            resources:
+                mem_mb=lambda wildcards, input, attempt: int((1000 + 2 * input.size_mb) * attempt),
+                runtime=lambda wildcards, attempt: 30 * attempt,
+            conda:
+                "../envs/nsp-pipeline.yaml"
+            script:
+                "../scripts/render.py"
 
 
 rule summarize:
@@ -89,6 +89,8 @@ rule summarize:
     output:
         samples="results/{model}/{dataset}/summary.csv",
         layers="results/{model}/{dataset}/layers.csv",
+        dataset="results/{model}/{dataset}/dataset_summary.h5",
+        plots="results/{model}/{dataset}/dataset_summary.pdf",
     log:
         "results/logs/summarize/{model}/{dataset}.log",
     benchmark:
@@ -101,6 +103,28 @@ rule summarize:
         "../envs/nsp-pipeline.yaml"
     script:
         "../scripts/summarize.py"
+
+
+rule render_averages:
+    input:
+        dataset="results/{model}/{dataset}/dataset_summary.h5",
+    output:
+        averages=directory("results/{model}/{dataset}/averages"),
+    params:
+        scale=config["render"]["scale"],
+        cmap=config["render"]["cmap"],
+    log:
+        "results/logs/render_averages/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/render_averages/{model}/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, input, attempt: int((1000 + 10 * input.size_mb) * attempt),
+        runtime=lambda wildcards, attempt: 30 * attempt,
+    conda:
+        "../envs/nsp-pipeline.yaml"
+    script:
+        "../scripts/render_averages.py"
 
 
 rule summarize_sweep:

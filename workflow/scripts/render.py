@@ -1,4 +1,4 @@
-"""Snakemake script of rule render: the activations PDF and one spectrum PDF per transform."""
+"""Snakemake script of the render rules: for each sample of a batch, PDFs of its activations and spectra."""
 
 from nsp_pipeline.logs import log_to
 from nsp_pipeline.stages import render_file

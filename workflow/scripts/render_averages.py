@@ -1,0 +1,13 @@
+"""Snakemake script of rule render_averages: the class-average patterns, rendered like samples."""
+
+from nsp_pipeline.dataset_report import render_summary_averages
+from nsp_pipeline.logs import log_to
+
+with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
+    render_summary_averages(
+        snakemake.input.dataset,  # noqa: F821
+        snakemake.output.averages,  # noqa: F821
+        title=f"{snakemake.wildcards.model} × {snakemake.wildcards.dataset}",  # noqa: F821
+        scale=snakemake.params.scale,  # noqa: F821
+        cmap=snakemake.params.cmap,  # noqa: F821
+    )
