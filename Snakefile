@@ -8,6 +8,9 @@ import os
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 # HDF5 file locks fail on many network filesystems; outputs are never written concurrently.
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
 

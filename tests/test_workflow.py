@@ -3,6 +3,7 @@
 import csv
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import h5py
@@ -212,3 +213,18 @@ def test_dataset_summary_and_class_averages(workdir):
         f"{name}_class_{label}.pdf" for name in ["activations", *CONFIG["transforms"]] for label in labels
     }
     assert {path.name for path in (folder / "averages").iterdir()} == expected
+
+
+def test_snakemake_report(workdir):
+    """`snakemake --report` collects the PDFs, the dataset plots, the class averages and the sweep table."""
+    snakemake(workdir, "--report", str(workdir / "report.zip"))
+    with zipfile.ZipFile(workdir / "report.zip") as archive:
+        names = [Path(name).name for name in archive.namelist()]
+    assert "report.html" in names
+    datasets = len(CONFIG["analyses"][0]["dataset"])
+    for position in RENDERED:
+        for pattern in ["activations", *CONFIG["transforms"]]:
+            assert names.count(f"{position:05d}_{pattern}.pdf") == datasets
+    for name in ("dataset_summary.pdf", "activations_all.pdf", "standard_all.pdf"):
+        assert names.count(name) == datasets, name
+    assert names.count("summary.csv") == 1  # the sweep table

@@ -65,7 +65,17 @@ for plan in ANALYSES:
             input:
                 patterns=[f"{plan.folder}/{p}/{s}.h5" for s in samples for p in PATTERNS],
             output:
-                pdfs=[f"{plan.folder}/pdf/{s}_{p}.pdf" for s in samples for p in PATTERNS],
+                pdfs=[
+                    report(
+                        f"{plan.folder}/pdf/{s}_{p}.pdf",
+                        caption="../report/sample_pdf.rst",
+                        category="Samples",
+                        subcategory=f"{plan.model} × {plan.dataset}",
+                        labels={"sample": s, "pattern": p},
+                    )
+                    for s in samples
+                    for p in PATTERNS
+                ],
             params:
                 scale=config["render"]["scale"],
                 cmap=config["render"]["cmap"],
@@ -90,7 +100,12 @@ rule summarize:
         samples="results/{model}/{dataset}/summary.csv",
         layers="results/{model}/{dataset}/layers.csv",
         dataset="results/{model}/{dataset}/dataset_summary.h5",
-        plots="results/{model}/{dataset}/dataset_summary.pdf",
+        plots=report(
+            "results/{model}/{dataset}/dataset_summary.pdf",
+            caption="../report/dataset_summary.rst",
+            category="Datasets",
+            labels={"model": "{model}", "dataset": "{dataset}"},
+        ),
     log:
         "results/logs/summarize/{model}/{dataset}.log",
     benchmark:
@@ -109,7 +124,14 @@ rule render_averages:
     input:
         dataset="results/{model}/{dataset}/dataset_summary.h5",
     output:
-        averages=directory("results/{model}/{dataset}/averages"),
+        averages=report(
+            directory("results/{model}/{dataset}/averages"),
+            patterns=["{name}.pdf"],
+            caption="../report/averages.rst",
+            category="Class averages",
+            subcategory="{model} × {dataset}",
+            labels={"average": "{name}"},
+        ),
     params:
         scale=config["render"]["scale"],
         cmap=config["render"]["cmap"],
@@ -132,7 +154,9 @@ rule summarize_sweep:
         samples=[f"{plan.folder}/summary.csv" for plan in ANALYSES],
         layers=[f"{plan.folder}/layers.csv" for plan in ANALYSES],
     output:
-        table="results/sweep/summary.csv",
+        table=report(
+            "results/sweep/summary.csv", caption="../report/sweep.rst", category="Sweep", labels={"table": "sweep"}
+        ),
         hdf5="results/sweep/summary.h5",
     params:
         analyses=[[plan.model, plan.dataset] for plan in ANALYSES],
