@@ -1,4 +1,13 @@
-"""Render one sample of a :class:`~nsp_pipeline.pattern.Pattern` to a PDF, one page per layer.
+"""Render one sample of a :class:`~nsp_pipeline.pattern.Pattern` to a PDF report.
+
+The report has, in order:
+
+- summary page(s): the input image, the sample's label and prediction, the model and
+  transform, the colour scale, and a table of every layer (kind, shape, min, max, energy,
+  and per transform: significant digits, eigenvalue range, computed coefficients), split
+  over as many pages as it needs;
+- for Laplacian spectra, a page plotting ``|ŝ|`` against the eigenvalue (frequency);
+- one page per layer.
 
 Every layer is drawn as a single raster image (one ``imshow``), so that layers with
 hundreds of channels stay fast to draw and small on disk:
@@ -9,8 +18,16 @@ hundreds of channels stay fast to draw and small on disk:
 - ``(C, L)``: one row per channel;
 - ``(L,)``: a strip, wrapped into rows of a round width (100, 200, 500, ...) when long.
 
-Figures are built with :class:`matplotlib.figure.Figure` directly, never with
-``pyplot``, so rendering leaves matplotlib's global backend state alone.
+Images are resampled (``interpolation="nearest"``) to whole pixels per value, at least
+:data:`MIN_IMAGE_PIXELS` across. Colours map linearly or on a symmetric-log scale
+(:func:`color_norms`).
+
+Every page has a title and a subtitle naming the colour scale; every layer page has a
+colourbar. :func:`page_figures` builds the pages without writing them (what
+:func:`render_pattern` writes), and the numbers of the summary table and the frequency
+plot come from :mod:`nsp_pipeline.report`. Figures are built with
+:class:`matplotlib.figure.Figure` directly, never with ``pyplot``, so rendering leaves
+matplotlib's global backend state alone.
 """
 
 from __future__ import annotations
@@ -18,19 +35,33 @@ from __future__ import annotations
 import math
 import operator
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 from matplotlib.backends.backend_pdf import PdfPages
-from matplotlib.colors import Colormap
+from matplotlib.collections import PolyCollection
+from matplotlib.colors import Colormap, Normalize, SymLogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator, ScalarFormatter
 
 from nsp_pipeline.atomic import atomic_output
 from nsp_pipeline.layout import Layer
 from nsp_pipeline.pattern import Pattern
+from nsp_pipeline.report import (
+    TRANSFORM_NAMES,
+    LayerSummary,
+    eigenvalue,
+    frequency_points,
+    layer_summaries,
+    number,
+    residual_share,
+    table_columns,
+    table_row,
+)
 
 #: Valid colour scales of :func:`render_pattern` (as in the predecessor ``nsp``).
 SCALES = ("layerscale", "layernorm", "globalscale", "globalnorm")
@@ -42,10 +73,22 @@ MAX_TILE_LABELS = 64
 #: Colour of the gaps between tiles and of the padding after a wrapped strip (NaN pixels).
 BACKGROUND = "0.8"
 
+#: The symmetric-log threshold is this percentile of the non-zero magnitudes ...
+SYMLOG_PERCENTILE = 10.0
+
+#: ... but at most this many decades below the largest magnitude.
+SYMLOG_DECADES = 6
+
+#: Images are resampled to at least this many pixels across, whole pixels per value ...
+MIN_IMAGE_PIXELS = 400
+
+#: ... at no more than this resolution (wider images lose columns); see :func:`_whole_pixel_dpi`.
+MAX_IMAGE_DPI = 300.0
+
 _PAGE = 8.0  # page width and height, inches
 _MARGINS = {"left": 0.9, "right": 0.4, "top": 1.0, "bottom": 1.3}  # inches
 _MAX_RATIO = 16.0  # most elongated axes box drawn; beyond it pixels stretch
-_DPI = 100
+_DPI = 100  # of pages without images
 
 
 def _canonical(values: np.ndarray) -> np.ndarray:
@@ -158,6 +201,66 @@ def color_limits(per_layer_values: Sequence[np.ndarray], scale: str) -> list[tup
     return [_guarded(lo, hi) for lo, hi in ranges]
 
 
+def symlog_threshold(values: np.ndarray) -> float:
+    """Threshold ``t`` of a symmetric-log colour scale: linear within ``±t``, logarithmic beyond.
+
+    ``t`` is the :data:`SYMLOG_PERCENTILE`-th percentile of the non-zero finite magnitudes
+    ``|x|``, raised to ``max |x| · 10^-SYMLOG_DECADES`` if smaller: most values fall on the
+    logarithmic part, which spans their own orders of magnitude (at most
+    :data:`SYMLOG_DECADES`), while the smallest tenth and exact zeros share the linear part.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The values that share one colour scale (one layer, or all layers of a global scale).
+
+    Returns
+    -------
+    float
+        ``t > 0``; 1 if no value is finite and non-zero.
+    """
+    magnitudes = np.abs(np.asarray(values, dtype=np.float64).ravel())
+    magnitudes = magnitudes[np.isfinite(magnitudes) & (magnitudes > 0)]
+    if not magnitudes.size:
+        return 1.0
+    floor = float(magnitudes.max()) * 10.0**-SYMLOG_DECADES
+    return max(float(np.percentile(magnitudes, SYMLOG_PERCENTILE)), floor)
+
+
+def color_norms(per_layer_values: Sequence[np.ndarray], scale: str, symlog: bool = False) -> list[Normalize]:
+    """The colour normalisation of every layer of one sample.
+
+    Parameters
+    ----------
+    per_layer_values : sequence of numpy.ndarray
+        The values of each layer for one sample.
+    scale : {"layerscale", "layernorm", "globalscale", "globalnorm"}
+        Colour limits, see :func:`color_limits`.
+    symlog : bool, default False
+        ``False``: linear :class:`~matplotlib.colors.Normalize`. ``True``:
+        :class:`~matplotlib.colors.SymLogNorm` (base 10, ``linscale`` 1) with the threshold of
+        :func:`symlog_threshold` over the values sharing the limits: each layer for the
+        ``layer`` scales, all layers together for the ``global`` ones.
+
+    Returns
+    -------
+    list of matplotlib.colors.Normalize
+        One per layer, with ``vmin``/``vmax`` from :func:`color_limits`.
+    """
+    limits = color_limits(per_layer_values, scale)
+    if not symlog:
+        return [Normalize(vmin, vmax) for vmin, vmax in limits]
+    if scale.startswith("global"):
+        shared = symlog_threshold(np.concatenate([np.ravel(v) for v in per_layer_values]))
+        thresholds = [shared] * len(limits)
+    else:
+        thresholds = [symlog_threshold(v) for v in per_layer_values]
+    return [
+        SymLogNorm(t, linscale=1.0, vmin=vmin, vmax=vmax, base=10)
+        for t, (vmin, vmax) in zip(thresholds, limits, strict=True)
+    ]
+
+
 def _colormap(cmap: str | Colormap) -> Colormap:
     if isinstance(cmap, Colormap):
         return cmap
@@ -182,6 +285,102 @@ def _default_title(pattern: Pattern, sample: int) -> str:
     return " — ".join(parts)
 
 
+def _norm_name(norm: Normalize) -> str:
+    return "symmetric log" if isinstance(norm, SymLogNorm) else "linear"
+
+
+def norm_description(norm: Normalize) -> str:
+    """How a colour normalisation maps values: ``"linear"`` or ``"symmetric log (linear within ±t)"``."""
+    if isinstance(norm, SymLogNorm):
+        return f"symmetric log (linear within ±{norm.linthresh:.2g})"
+    return "linear"
+
+
+@dataclass(frozen=True)
+class _Report:
+    """Everything one report draws, checked and resolved."""
+
+    pattern: Pattern
+    sample: int
+    scale: str
+    colormap: Colormap
+    title: str
+    norms: list[Normalize]
+    model: str | None
+    input_image: np.ndarray | None
+    summary: bool
+
+    @property
+    def symlog(self) -> bool:
+        """Whether colours are on a symmetric-log scale."""
+        return isinstance(self.norms[0], SymLogNorm)
+
+    def scale_text(self, norm: Normalize | None = None) -> str:
+        """The subtitle naming the colour scale (of one page's ``norm``, or of the report)."""
+        if norm is not None:
+            kind = norm_description(norm)
+        elif self.symlog and self.scale.startswith("layer"):
+            kind = "symmetric log (linear within ±t, t per layer: see the table)"
+        else:
+            kind = norm_description(self.norms[0])
+        return f"colour scale: {self.scale}, {kind} — colormap {self.colormap.name}"
+
+
+def _resolve(
+    pattern: Pattern,
+    sample: int,
+    scale: str,
+    cmap: str | Colormap,
+    title: str | None,
+    symlog: bool,
+    model: str | None,
+    input_image: np.ndarray | None,
+    summary: bool,
+) -> _Report:
+    """Check the arguments of :func:`render_pattern` and resolve their defaults."""
+    if not pattern.layout.layers:
+        raise ValueError("the pattern has no layers to render")
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; valid scales are {', '.join(SCALES)}")
+    colormap = _colormap(cmap)
+    sample = operator.index(sample)
+    if not -pattern.n_samples <= sample < pattern.n_samples:
+        raise IndexError(f"sample {sample} out of range for a pattern of {pattern.n_samples} samples")
+    sample %= pattern.n_samples
+    if input_image is not None:
+        input_image = np.asarray(input_image, dtype=np.float64)
+        if not 1 <= input_image.ndim <= 3 or input_image.size == 0:
+            raise ValueError(
+                "input_image must be a non-empty (C, H, W), (H, W) or (L,) array, "
+                f"got shape {input_image.shape}"
+            )
+    elif pattern.domain == "activations":
+        input_image = pattern.layer(0)[sample]
+    return _Report(
+        pattern=pattern,
+        sample=sample,
+        scale=scale,
+        colormap=colormap.with_extremes(bad=BACKGROUND),
+        title=_default_title(pattern, sample) if title is None else title,
+        norms=color_norms([values[sample] for values in pattern.layers()], scale, symlog),
+        model=model,
+        input_image=input_image,
+        summary=summary,
+    )
+
+
+# --- pages -----------------------------------------------------------------------------------------------
+
+
+def _page(report: _Report, subtitle: str, dpi: float = _DPI) -> Figure:
+    """An empty page with the report's title and a subtitle below it; ``dpi`` of its raster images."""
+    fig = Figure(figsize=(_PAGE, _PAGE), dpi=dpi)
+    if report.title:
+        fig.suptitle(report.title, fontsize=12, y=1 - 0.22 / _PAGE, va="top")
+    fig.text(0.5, 1 - 0.5 / _PAGE, subtitle, fontsize=9, color="0.3", ha="center", va="top")
+    return fig
+
+
 def _axes_rect(height: int, width: int) -> tuple[float, float, float, float]:
     """Figure-fraction rectangle of an axes box with the image's aspect, top-aligned."""
     area_w = _PAGE - _MARGINS["left"] - _MARGINS["right"]
@@ -193,50 +392,84 @@ def _axes_rect(height: int, width: int) -> tuple[float, float, float, float]:
     return left / _PAGE, bottom / _PAGE, box_w / _PAGE, box_h / _PAGE
 
 
-def _label_tiles(ax, channels: int, height: int, width: int, cols: int, tile_inches: float) -> None:
-    """Write channel indices at the top-left corners of the tiles (see :data:`MAX_TILE_LABELS`)."""
+_SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _power_of_ten(value: float, _position: int | None = None) -> str:
+    """Tick label ``10ⁿ`` of a power of ten, in plain text (mathtext looks alike and is far slower)."""
+    return "10" + str(round(math.log10(value))).translate(_SUPERSCRIPTS)
+
+
+def _signed_power_of_ten(value: float, _position: int | None = None) -> str:
+    """Tick label of a symmetric-log axis: ``0``, ``±10ⁿ`` at decades, else 3 significant digits."""
+    if value == 0:
+        return "0"
+    exponent = math.log10(abs(value))
+    if not math.isclose(exponent, round(exponent), abs_tol=1e-9):
+        return f"{value:.3g}".replace("-", "−")
+    return ("−" if value < 0 else "") + _power_of_ten(abs(value))
+
+
+def _whole_pixel_dpi(columns: int, inches: float) -> float:
+    """Figure dpi at which an image ``columns`` values wide fills ``inches`` with whole pixels per value.
+
+    Images are resampled (``interpolation="nearest"``) at their figure's dpi. Each value gets
+    ``ceil(MIN_IMAGE_PIXELS / columns)`` pixels across, so that the image is at least
+    :data:`MIN_IMAGE_PIXELS` wide, its values are blocks of one size, and small layers are
+    stored at no more pixels than that needs; at most :data:`MAX_IMAGE_DPI`.
+    """
+    per_value = max(1, math.ceil(MIN_IMAGE_PIXELS / columns))
+    return min(per_value * columns / inches, MAX_IMAGE_DPI)
+
+
+def _layer_dpi(values: np.ndarray) -> float:
+    """The dpi of the page of a layer: whole pixels per value of its :func:`layer_image`."""
+    height, columns = layer_image(values).shape
+    return _whole_pixel_dpi(columns, _axes_rect(height, columns)[2] * _PAGE)
+
+
+def _label_tiles(
+    ax, channels: int, height: int, width: int, cols: int, per_inch: tuple[float, float]
+) -> None:
+    """Write channel indices at the top-left corners of the tiles (see :data:`MAX_TILE_LABELS`).
+
+    ``per_inch`` is the image's columns and rows per inch on the page. The labels' pale
+    backgrounds are one collection of rectangles (cheaper to draw than a box per label).
+    """
     rows = math.ceil(channels / cols)
     step = 1 if channels <= MAX_TILE_LABELS else cols * math.ceil(rows / MAX_TILE_LABELS)
-    size = min(max(tile_inches * 72 * 0.25, 3.0), 6.0)
+    size = min(max((width + 1) / per_inch[0] * 72 * 0.25, 3.0), 6.0)
+    pad = 0.1 * size / 72  # inches
+    boxes = []
     for channel in range(0, channels, step):
         row, col = divmod(channel, cols)
-        ax.text(
-            col * (width + 1) - 0.5 + 0.15 * width,
-            row * (height + 1) - 0.5 + 0.05 * height,
-            str(channel),
-            fontsize=size,
-            color="black",
-            ha="left",
-            va="top",
-            bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "alpha": 0.6, "linewidth": 0},
-        )
+        x = col * (width + 1) - 0.5 + 0.15 * width
+        y = row * (height + 1) - 0.5 + 0.05 * height
+        ax.text(x, y, str(channel), fontsize=size, color="black", ha="left", va="top")
+        box_w = (len(str(channel)) * 0.64 * size / 72 + 2 * pad) * per_inch[0]
+        box_h = (0.8 * size / 72 + 2 * pad) * per_inch[1]
+        left, top = x - pad * per_inch[0], y - pad * per_inch[1]
+        boxes.append([(left, top), (left + box_w, top), (left + box_w, top + box_h), (left, top + box_h)])
+    ax.add_collection(PolyCollection(boxes, facecolors="white", alpha=0.6, edgecolors="none"), autolim=False)
 
 
-def _draw_layer(
-    fig: Figure, layer: Layer, values: np.ndarray, limits: tuple[float, float], cmap: Colormap
-) -> None:
-    """Draw one layer of one sample on an empty page: one image, its title and colourbar."""
+def _draw_layer(fig: Figure, layer: Layer, values: np.ndarray, norm: Normalize, cmap: Colormap) -> None:
+    """Draw one layer of one sample on a page: one image, its title and colourbar."""
     canonical = _canonical(values)
     image = layer_image(values)
     rect = _axes_rect(*image.shape)
     ax = fig.add_axes(rect)
-    shown = ax.imshow(
-        image,
-        cmap=cmap.with_extremes(bad=BACKGROUND),
-        vmin=limits[0],
-        vmax=limits[1],
-        interpolation="nearest",
-        aspect="auto",
-    )
+    shown = ax.imshow(image, cmap=cmap, norm=norm, interpolation="nearest", aspect="auto")
     shape = ", ".join(str(n) for n in layer.shape)
-    ax.set_title(f"{layer.name} — {layer.kind} — shape ({shape})", fontsize=11)
+    ax.set_title(f"{layer.name} — {layer.kind} — shape ({shape})", fontsize=11, y=1.0, pad=6)
     ax.tick_params(labelsize=8)
     if canonical.ndim == 3:
         ax.set_xticks([])
         ax.set_yticks([])
         channels, height, width = canonical.shape
         cols = _mosaic_grid(channels, height, width)[1]
-        _label_tiles(ax, channels, height, width, cols, rect[2] * _PAGE * (width + 1) / image.shape[1])
+        per_inch = (image.shape[1] / (rect[2] * _PAGE), image.shape[0] / (rect[3] * _PAGE))
+        _label_tiles(ax, channels, height, width, cols, per_inch)
     else:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         fitting = max(1, int(rect[3] * _PAGE * 72 / 14))  # y tick labels of 8 pt that fit the box
@@ -254,7 +487,325 @@ def _draw_layer(
             ax.set_ylabel("channel", fontsize=8)
     cbar_w = 0.6 * (_PAGE - _MARGINS["left"] - _MARGINS["right"]) / _PAGE
     cax = fig.add_axes((0.5 - cbar_w / 2, rect[1] - 0.75 / _PAGE, cbar_w, 0.15 / _PAGE))
-    fig.colorbar(shown, cax=cax, orientation="horizontal").ax.tick_params(labelsize=8)
+    colorbar = fig.colorbar(shown, cax=cax, orientation="horizontal")
+    colorbar.ax.tick_params(labelsize=8)
+    colorbar.ax.xaxis.get_offset_text().set_fontsize(8)
+    if isinstance(norm, SymLogNorm):
+        _symlog_ticks(colorbar, norm)
+
+
+def _symlog_ticks(colorbar, norm: SymLogNorm) -> None:
+    """Label a symmetric-log colourbar: ``±10ⁿ`` at decades, or linear ticks if fewer than 3 decades fit."""
+    if sum(norm.vmin <= tick <= norm.vmax for tick in colorbar.get_ticks()) >= 3:
+        colorbar.formatter = FuncFormatter(_signed_power_of_ten)
+        return
+    ticks = MaxNLocator(nbins=4).tick_values(norm.vmin, norm.vmax)
+    colorbar.set_ticks(ticks[(ticks >= norm.vmin) & (ticks <= norm.vmax)])
+    colorbar.formatter = ScalarFormatter()
+
+
+def _layer_subtitle(report: _Report, index: int) -> str:
+    """The subtitle of a layer page; Laplacian spectra add the layer's coefficients and frequencies."""
+    text = report.scale_text(report.norms[index])
+    eigenvalues = report.pattern.eigenvalues
+    if eigenvalues is None:
+        return text
+    positions = report.pattern.layout.slice(index)
+    if positions.start >= len(eigenvalues):
+        return f"{text} — coefficients not computed (k = {len(eigenvalues)})"
+    last = min(positions.stop, len(eigenvalues)) - 1
+    return (
+        f"{text} — coefficients {positions.start}–{last}, "
+        f"λ {eigenvalue(eigenvalues[positions.start])}–{eigenvalue(eigenvalues[last])}"
+    )
+
+
+# --- summary pages ---------------------------------------------------------------------------------------
+
+# Summary pages, in inches from the top of the page (the bottom margin from the bottom).
+_HEADING = 0.8  # the page's heading
+_TOP = 1.45  # the input image and the facts beside it
+_PANEL = 2.5  # the largest side of the input image
+_INFO_LEFT = 4.2  # left edge of the facts
+_TABLE_TOP = 4.3  # the table's heading on the first page; its rows begin 0.3 lower
+_CONTINUED_TOP = 1.2  # the rows of a continued table
+_TABLE_BOTTOM = 0.45
+_MONO = "DejaVu Sans Mono"
+_MONO_ADVANCE = 0.602  # advance width of a DejaVu Sans Mono character, in em
+_LINE = 1.45  # table row pitch, in font sizes
+
+
+def _info_lines(report: _Report, rows: list[LayerSummary]) -> list[tuple[str, str]]:
+    """The key-value block of the first summary page."""
+    pattern, sample = report.pattern, report.sample
+
+    def known(column: np.ndarray | None) -> int | None:
+        return None if column is None or column[sample] < 0 else int(column[sample])
+
+    label, prediction = known(pattern.labels), known(pattern.predictions)
+    verdict = (
+        "" if label is None or prediction is None else (" (correct)" if label == prediction else " (wrong)")
+    )
+    identity = f"{sample}" + ("" if pattern.sample_ids is None else f" (id {pattern.sample_ids[sample]})")
+    lines = [
+        ("sample", identity),
+        ("true label", "unknown" if label is None else str(label)),
+        ("prediction", ("unknown" if prediction is None else str(prediction)) + verdict),
+        ("model", report.model or "not given"),
+        ("transform", TRANSFORM_NAMES[pattern.domain]),
+        ("layers", f"{len(rows)} ({pattern.layout.n_nodes:,} nodes)"),
+        ("colour scale", report.scale),
+        ("colour norm", _norm_name(report.norms[0])),
+        ("colormap", report.colormap.name),
+    ]
+    if report.symlog and report.scale.startswith("global"):
+        lines.append(("symlog t", number(report.norms[0].linthresh, 2)))
+    if pattern.eigenvalues is not None:
+        k, eigenvalues = len(pattern.eigenvalues), pattern.eigenvalues
+        span = f"λ {eigenvalue(eigenvalues[0])} to {eigenvalue(eigenvalues[-1])}"
+        lines.append(("frequencies", f"{k:,} of {pattern.layout.n_nodes:,} ({span})"))
+    residual = residual_share(pattern, sample)
+    if residual is not None:
+        lines.append(("residual ‖s‖²", f"{number(residual[0])} ({100 * residual[1]:.3g} % of ‖s‖²)"))
+    if rows and rows[0].significant_digits is not None:
+        worst = min(rows, key=lambda row: row.significant_digits)
+        lines.append(("precision", f"≥ {worst.significant_digits:.3g} digits (fewest: {worst.name})"))
+    return lines
+
+
+def _panel_box(height: int, width: int, size: float) -> tuple[float, float]:
+    """Width and height (inches) of an image box of the image's aspect inside a ``size`` square."""
+    ratio = min(max(height / width, 1 / _MAX_RATIO), _MAX_RATIO)
+    return (size, size * ratio) if ratio <= 1 else (size / ratio, size)
+
+
+def _input_picture(image: np.ndarray) -> np.ndarray:
+    """What the summary page draws of an input: ``(H, W, 3)`` RGB for 3 channels, else :func:`layer_image`."""
+    return image.transpose(1, 2, 0) if image.ndim == 3 and image.shape[0] == 3 else layer_image(image)
+
+
+def _summary_dpi(image: np.ndarray | None) -> float:
+    """The dpi of the first summary page: whole pixels per value of the input image."""
+    if image is None:
+        return _DPI
+    drawn = _input_picture(image)
+    return _whole_pixel_dpi(drawn.shape[1], _panel_box(drawn.shape[0], drawn.shape[1], _PANEL)[0])
+
+
+def _draw_input(fig: Figure, image: np.ndarray | None, cmap: Colormap) -> None:
+    """The input image panel of the first summary page (RGB, grey or a mosaic), with a colourbar."""
+    left = _MARGINS["left"]
+    if image is None:
+        ax = fig.add_axes((left / _PAGE, 1 - (_TOP + _PANEL) / _PAGE, _PANEL / _PAGE, _PANEL / _PAGE))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title("input", fontsize=10, y=1.0, pad=5)
+        note = "not given\n(the pattern holds the\ninput layer's spectrum)"
+        ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", fontsize=9, color="0.4")
+        return
+    drawn = _input_picture(image)
+    width, height = _panel_box(drawn.shape[0], drawn.shape[1], _PANEL)
+    ax = fig.add_axes((left / _PAGE, 1 - (_TOP + height) / _PAGE, width / _PAGE, height / _PAGE))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    shape = ", ".join(str(n) for n in image.shape)
+    limits = _guarded(*(_finite_range(drawn) or (0.0, 0.0)))
+    if drawn.ndim == 3:
+        rgb = np.clip((drawn - limits[0]) / (limits[1] - limits[0]), 0, 1)
+        ax.imshow(rgb, interpolation="nearest", aspect="auto")
+        ax.set_title(f"input ({shape}) as RGB", fontsize=10, y=1.0, pad=5)
+        return
+    grey = image.ndim < 3 or image.shape[0] == 1
+    shown = ax.imshow(
+        drawn,
+        cmap=matplotlib.colormaps["gray"].with_extremes(bad=BACKGROUND) if grey else cmap,
+        norm=Normalize(*limits),
+        interpolation="nearest",
+        aspect="auto",
+    )
+    ax.set_title(f"input ({shape})", fontsize=10, y=1.0, pad=5)
+    cax = fig.add_axes(
+        ((left + width + 0.08) / _PAGE, 1 - (_TOP + height) / _PAGE, 0.1 / _PAGE, height / _PAGE)
+    )
+    fig.colorbar(shown, cax=cax).ax.tick_params(labelsize=7)
+
+
+def _table_lines(report: _Report, rows: list[LayerSummary]) -> tuple[str, list[str]]:
+    """The header and rows of the summary table as fixed-width lines."""
+    thresholds = None
+    if report.symlog and report.scale.startswith("layer"):
+        thresholds = [norm.linthresh for norm in report.norms]
+    columns = table_columns(rows, thresholds)
+    cells = [table_row(row, columns, None if thresholds is None else thresholds[row.index]) for row in rows]
+    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
+    left_aligned = {"layer", "kind", "shape"}
+
+    def line(values: list[str]) -> str:
+        return "  ".join(
+            value.ljust(width) if column in left_aligned else value.rjust(width)
+            for column, value, width in zip(columns, values, widths, strict=True)
+        )
+
+    return line(columns), [line(values) for values in cells]
+
+
+def _draw_table(fig: Figure, header: str, lines: list[str], top: float, fontsize: float) -> None:
+    """Fixed-width table lines from ``top`` (inches below the page top), a grey band every other row."""
+    pitch = fontsize * _LINE / 72 / _PAGE  # figure fraction
+    left = _MARGINS["left"] / _PAGE
+    right = left + (len(header) + 1) * _MONO_ADVANCE * fontsize / 72 / _PAGE
+    y = 1 - top / _PAGE
+    text = {"family": _MONO, "fontsize": fontsize, "va": "center", "ha": "left", "parse_math": False}
+    fig.text(left, y - pitch / 2, header, weight="bold", **text)
+    fig.add_artist(
+        Line2D([left, right], [y - pitch] * 2, color="0.3", linewidth=0.6, transform=fig.transFigure)
+    )
+    bands = [
+        [
+            (left, y - (i + 1) * pitch),
+            (right, y - (i + 1) * pitch),
+            (right, y - (i + 2) * pitch),
+            (left, y - (i + 2) * pitch),
+        ]
+        for i in range(0, len(lines), 2)
+    ]
+    fig.add_artist(PolyCollection(bands, facecolors="0.93", edgecolors="none", transform=fig.transFigure))
+    for i, row in enumerate(lines):
+        fig.text(left, y - (i + 1.5) * pitch, row, **text)
+
+
+def _text_size(characters: int, inches: float, largest: float) -> float:
+    """Font size (points) fitting ``characters`` monospace characters in ``inches``, at most ``largest``."""
+    return min(largest, inches * 72 / (_MONO_ADVANCE * max(characters, 1)))
+
+
+def _summary_pages(report: _Report) -> Iterator[Figure]:
+    """The summary page and, for long tables, its continuation pages."""
+    rows = layer_summaries(report.pattern, report.sample)
+    header, lines = _table_lines(report, rows)
+    fontsize = _text_size(len(header), _PAGE - _MARGINS["left"] - _MARGINS["right"], 8.0)
+    pitch = fontsize * _LINE / 72
+    left = _MARGINS["left"] / _PAGE
+
+    def fitting(top: float) -> int:
+        return max(1, int((_PAGE - top - _TABLE_BOTTOM) / pitch) - 1)  # one row for the header
+
+    fig = _page(report, report.scale_text(), _summary_dpi(report.input_image))
+    fig.text(left, 1 - _HEADING / _PAGE, "Summary", fontsize=13, weight="bold", va="top")
+    _draw_input(fig, report.input_image, report.colormap)
+    info = _info_lines(report, rows)
+    key_width = max(len(key) for key, _ in info)
+    info = [f"{key.ljust(key_width)}  {value}" for key, value in info]
+    fig.text(
+        _INFO_LEFT / _PAGE,
+        1 - (_TOP + 0.05) / _PAGE,
+        "\n".join(info),
+        family=_MONO,
+        fontsize=_text_size(max(map(len, info)), _PAGE - _MARGINS["right"] - _INFO_LEFT, 8.0),
+        va="top",
+        ha="left",
+        linespacing=1.5,
+        parse_math=False,
+    )
+    fig.text(left, 1 - _TABLE_TOP / _PAGE, f"Layers ({len(rows)})", fontsize=11, weight="bold", va="top")
+    count = fitting(_TABLE_TOP + 0.3)
+    _draw_table(fig, header, lines[:count], _TABLE_TOP + 0.3, fontsize)
+    yield fig
+    done = count
+    while done < len(lines):
+        count = fitting(_CONTINUED_TOP)
+        fig = _page(report, report.scale_text())
+        last = min(done + count, len(lines)) - 1
+        heading = f"Summary (continued): layers {done}–{last} of {len(lines)}"
+        fig.text(left, 1 - _HEADING / _PAGE, heading, fontsize=13, weight="bold", va="top")
+        _draw_table(fig, header, lines[done : done + count], _CONTINUED_TOP, fontsize)
+        yield fig
+        done += count
+
+
+# --- the Laplacian frequency page ------------------------------------------------------------------------
+
+
+def _draw_frequencies(fig: Figure, report: _Report) -> None:
+    """Plot ``|ŝ|`` against the eigenvalue on a log axis, leaving out uncomputed (NaN) and zero values."""
+    pattern = report.pattern
+    eigenvalues, magnitudes, zeros = frequency_points(pattern, report.sample)
+    area = (_MARGINS["left"], _MARGINS["bottom"], _PAGE - _MARGINS["left"] - _MARGINS["right"])
+    height = _PAGE - _MARGINS["top"] - _MARGINS["bottom"]
+    ax = fig.add_axes((area[0] / _PAGE, area[1] / _PAGE, area[2] / _PAGE, height / _PAGE))
+    ax.plot(eigenvalues, magnitudes, linestyle="none", marker=".", markersize=3, color="C0")
+    ax.set_yscale("log")
+    if magnitudes.size:  # whole decades, so that at least two powers of ten are labelled
+        low, high = math.floor(np.log10(magnitudes.min())), math.ceil(np.log10(magnitudes.max()))
+        ax.set_ylim(10.0**low, 10.0 ** max(high, low + 1))
+    ax.yaxis.set_major_locator(LogLocator(base=10))
+    ax.yaxis.set_major_formatter(FuncFormatter(_power_of_ten))
+    ax.yaxis.set_minor_locator(NullLocator())  # minor ticks on a log axis are many and slow to draw
+    ax.grid(True, which="major", color="0.85", linewidth=0.5)
+    ax.set_title("Laplacian spectrum — |ŝ| against frequency", fontsize=11, y=1.0, pad=6)
+    ax.set_xlabel("eigenvalue λ of L = D − W (frequency)", fontsize=9)
+    ax.set_ylabel("|ŝ| (log scale)", fontsize=9)
+    ax.tick_params(labelsize=8)
+    k, n = len(pattern.eigenvalues), pattern.layout.n_nodes
+    notes = [f"{len(magnitudes):,} coefficients drawn of {k:,} computed ({n:,} nodes)"]
+    if k < n:
+        notes.append(f"the {n - k:,} not computed (NaN) are left out")
+    if zeros:
+        notes.append(f"{zeros:,} exactly zero are left out (log axis)")
+    residual = residual_share(pattern, report.sample)
+    if residual is not None:
+        notes.append(f"residual energy {number(residual[0])} ({100 * residual[1]:.3g} % of ‖s‖²)")
+    fig.text(
+        0.5, 0.8 / _PAGE, "\n".join(notes), fontsize=9, color="0.3", ha="center", va="top", linespacing=1.5
+    )
+
+
+def _frequency_subtitle(report: _Report) -> str:
+    """The subtitle of the frequency page: its log axis, and the colour scale of the layer pages."""
+    kind = f"{report.scale}, {_norm_name(report.norms[0])}"
+    return f"magnitude axis: log — layer pages: colour scale {kind}, colormap {report.colormap.name}"
+
+
+# --- the report ------------------------------------------------------------------------------------------
+
+
+def _pages(report: _Report) -> Iterator[Figure]:
+    pattern = report.pattern
+    if report.summary:
+        yield from _summary_pages(report)
+        if pattern.eigenvalues is not None:
+            fig = _page(report, _frequency_subtitle(report))
+            _draw_frequencies(fig, report)
+            yield fig
+    for index, (layer, values) in enumerate(zip(pattern.layout.layers, pattern.layers(), strict=True)):
+        fig = _page(report, _layer_subtitle(report, index), _layer_dpi(values[report.sample]))
+        _draw_layer(fig, layer, values[report.sample], report.norms[index], report.colormap)
+        yield fig
+
+
+def page_figures(
+    pattern: Pattern,
+    sample: int = 0,
+    scale: str = "layerscale",
+    cmap: str | Colormap = "viridis",
+    title: str | None = None,
+    *,
+    symlog: bool = False,
+    model: str | None = None,
+    input_image: np.ndarray | None = None,
+    summary: bool = True,
+) -> Iterator[Figure]:
+    """The pages :func:`render_pattern` writes, as figures built one at a time.
+
+    Arguments are checked at once; see :func:`render_pattern` for their meaning.
+
+    Returns
+    -------
+    iterator of matplotlib.figure.Figure
+        Summary page(s), the Laplacian frequency page (Laplacian spectra), then one page
+        per layer; only the layer pages if ``summary`` is ``False``.
+    """
+    return _pages(_resolve(pattern, sample, scale, cmap, title, symlog, model, input_image, summary))
 
 
 def render_pattern(
@@ -264,8 +815,13 @@ def render_pattern(
     scale: str = "layerscale",
     cmap: str | Colormap = "viridis",
     title: str | None = None,
+    *,
+    symlog: bool = False,
+    model: str | None = None,
+    input_image: np.ndarray | None = None,
+    summary: bool = True,
 ) -> Path:
-    """Render one sample of a pattern to a multi-page PDF, one page per layer.
+    """Render one sample of a pattern to a multi-page PDF report.
 
     Parameters
     ----------
@@ -276,12 +832,25 @@ def render_pattern(
     sample : int, default 0
         Sample of the batch to draw; negative indices count from the end.
     scale : {"layerscale", "layernorm", "globalscale", "globalnorm"}, default "layerscale"
-        Colour scale; see :func:`color_limits`.
+        Colour limits; see :func:`color_limits`.
     cmap : str or matplotlib.colors.Colormap, default "viridis"
         Matplotlib colormap. The ``norm`` scales suit diverging maps such as ``"RdBu_r"``.
     title : str or None
         Overall title above every page. ``None`` builds one from the sample index, its
         id, label and prediction where known, and the pattern's domain; ``""`` shows none.
+    symlog : bool, default False
+        Map colours on a symmetric-log scale (for spectra spanning many orders of
+        magnitude), linear within ``±t`` with ``t`` from :func:`symlog_threshold`; see
+        :func:`color_norms`. Every page's subtitle names the scale and ``t``.
+    model : str or None
+        Model name shown on the summary page.
+    input_image : numpy.ndarray or None
+        The sample's input, ``(C, H, W)``, ``(H, W)`` or ``(L,)``, for the summary page
+        (3 channels are drawn as RGB). ``None`` uses layer 0 of an activations pattern; a
+        spectrum holds only the input's spectrum, so its summary then shows no image.
+    summary : bool, default True
+        Begin with the summary page(s) and, for Laplacian spectra, the frequency page.
+        ``False`` writes only the layer pages, one per layer.
 
     Returns
     -------
@@ -291,29 +860,14 @@ def render_pattern(
     Raises
     ------
     ValueError
-        For an unknown ``scale`` or ``cmap``, or a pattern without layers.
+        For an unknown ``scale`` or ``cmap``, a pattern without layers, or an
+        ``input_image`` of more than three dimensions.
     IndexError
         If ``sample`` is out of range.
     """
-    if not pattern.layout.layers:
-        raise ValueError("the pattern has no layers to render")
-    if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; valid scales are {', '.join(SCALES)}")
-    colormap = _colormap(cmap)
-    sample = operator.index(sample)
-    if not -pattern.n_samples <= sample < pattern.n_samples:
-        raise IndexError(f"sample {sample} out of range for a pattern of {pattern.n_samples} samples")
-    sample %= pattern.n_samples
-    if title is None:
-        title = _default_title(pattern, sample)
-    per_layer = [values[sample] for values in pattern.layers()]
-    limits = color_limits(per_layer, scale)
+    report = _resolve(pattern, sample, scale, cmap, title, symlog, model, input_image, summary)
     path = Path(path)
-    with atomic_output(path) as temporary, PdfPages(temporary, metadata={"Title": title}) as pdf:
-        for layer, values, layer_limits in zip(pattern.layout.layers, per_layer, limits, strict=True):
-            fig = Figure(figsize=(_PAGE, _PAGE), dpi=_DPI)
-            if title:
-                fig.suptitle(title, fontsize=12, y=1 - 0.3 / _PAGE, va="top")
-            _draw_layer(fig, layer, values, layer_limits, colormap)
+    with atomic_output(path) as temporary, PdfPages(temporary, metadata={"Title": report.title}) as pdf:
+        for fig in _pages(report):
             pdf.savefig(fig)
     return path

@@ -1,7 +1,8 @@
-"""Tests of nsp_pipeline.render: PDF pages, the drawn images, colour limits and failures."""
+"""Tests of nsp_pipeline.render and nsp_pipeline.report: the pages, their data, colour scales and failures."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import sys
@@ -11,14 +12,29 @@ import matplotlib
 import numpy as np
 import pytest
 from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.colors import SymLogNorm
 from matplotlib.figure import Figure
 
 import nsp_pipeline.render as render
 from nsp_pipeline.layout import Layer, Layout
 from nsp_pipeline.pattern import Pattern
-from nsp_pipeline.render import SCALES, color_limits, layer_image, render_pattern
+from nsp_pipeline.render import (
+    SCALES,
+    SYMLOG_DECADES,
+    SYMLOG_PERCENTILE,
+    color_limits,
+    color_norms,
+    layer_image,
+    page_figures,
+    render_pattern,
+    symlog_threshold,
+)
+from nsp_pipeline.report import MAX_NAME, frequency_points, layer_summaries, residual_share
 
 SHAPES = [(1, 4, 4), (3, 5, 5), (70, 2, 2), (10,), (4, 7)]
+
+#: Per-sample layer shapes of nsp_pipeline.architectures.DigitsCNN at granularity "children".
+DIGITS_CNN = [(1, 8, 8), (8, 8, 8), (8, 8, 8), (8, 4, 4), (16, 4, 4), (16, 4, 4), (16, 2, 2), (64,), (10,)]
 
 
 def make_pattern(shapes, n_samples=2, seed=0, **metadata) -> Pattern:
@@ -31,6 +47,30 @@ def make_pattern(shapes, n_samples=2, seed=0, **metadata) -> Pattern:
     return Pattern(layout, values, **metadata)
 
 
+def causal_spectrum(shapes, n_samples=2, seed=0) -> Pattern:
+    """A synthetic causal spectrum: values over many orders of magnitude, precision diagnostics."""
+    activations = make_pattern(shapes, n_samples, seed, labels=[3] * n_samples, predictions=[5] * n_samples)
+    rng = np.random.default_rng(seed + 1)
+    values = activations.values * 10.0 ** rng.integers(-3, 6, size=activations.values.shape)
+    shape = (n_samples, len(shapes))
+    diagnostics = {"significant_digits": rng.uniform(3, 16, shape), "below_noise": rng.uniform(0, 0.2, shape)}
+    return activations.with_values(values, "standard", diagnostics=diagnostics)
+
+
+def laplacian_spectrum(shapes, k=None, n_samples=2, seed=0) -> Pattern:
+    """A synthetic Laplacian spectrum; partial (NaN beyond k, with residual energy) if k is given."""
+    activations = make_pattern(shapes, n_samples, seed)
+    n = activations.layout.n_nodes
+    k = n if k is None else k
+    values = activations.values.copy()
+    values[:, k:] = np.nan
+    values[:, 3] = 0.0  # an exactly zero coefficient: no place on a log axis
+    eigenvalues = np.sort(np.random.default_rng(seed).uniform(0, 12, k))
+    eigenvalues[0] = -1e-15  # roundoff around the zero eigenvalue
+    diagnostics = {"residual_energy": np.arange(1.0, n_samples + 1)} if k < n else {}
+    return activations.with_values(values, "laplacian", eigenvalues, diagnostics)
+
+
 def pdf_pages(data: bytes) -> int:
     """Page objects in a PDF (``/Type /Page``, not ``/Type /Pages``)."""
     return len(re.findall(rb"/Type\s*/Page\b", data))
@@ -38,6 +78,45 @@ def pdf_pages(data: bytes) -> int:
 
 def pdf_images(data: bytes) -> int:
     return len(re.findall(rb"/Subtype\s*/Image\b", data))
+
+
+def texts(figure: Figure) -> list[str]:
+    """Every text on a page: figure texts, axes titles and axes texts."""
+    found = [t.get_text() for t in figure.texts]
+    for ax in figure.axes:
+        found += [ax.get_title(), *(t.get_text() for t in ax.texts)]
+    return [text for text in found if text]
+
+
+def subtitle(figure: Figure) -> str:
+    (line,) = [t.get_text() for t in figure.texts if t.get_text().startswith(("colour scale:", "magnitude"))]
+    return line
+
+
+def layer_pages(figures: list[Figure], n_layers: int) -> list[Figure]:
+    """The layer pages: the last ``n_layers`` pages."""
+    pages = figures[len(figures) - n_layers :]
+    assert all(page.axes[0].images and "shape (" in page.axes[0].get_title() for page in pages)
+    return pages
+
+
+def table_lines(figures: list[Figure]) -> list[str]:
+    """The rows of the summary table, over all summary pages (lines starting with a layer index)."""
+    return [t.strip() for figure in figures for t in texts(figure) if re.match(r" *\d+ ", t)]
+
+
+def info_block(figure: Figure) -> str:
+    """The facts beside the input image on the first summary page."""
+    (block,) = [t for t in texts(figure) if t.startswith("sample ") and "\n" in t]
+    return block
+
+
+def assert_in_order(line: str, tokens: list[str]) -> None:
+    position = 0
+    for token in tokens:
+        found = line.find(token, position)
+        assert found >= 0, f"{token!r} not found after column {position} in {line!r}"
+        position = found + len(token)
 
 
 @pytest.fixture
@@ -60,17 +139,26 @@ def captured(monkeypatch):
 # --- the PDF ---------------------------------------------------------------------------------------------
 
 
-def test_pdf_has_one_page_per_layer(tmp_path):
-    shapes = [*SHAPES, (2, 3, 2, 2), (6, 1, 1), (1234,)]
+def test_pdf_has_summary_then_one_page_per_layer(tmp_path):
+    shapes = [(1, 4, 4), (2, 3, 2, 2), (6, 1, 1), (4, 7), (1234,)]
     pattern = make_pattern(shapes)
     path = tmp_path / "sub" / "pattern.pdf"
     out = render_pattern(pattern, str(path))
     assert out == path and path.is_file()
     data = path.read_bytes()
     assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
-    assert pdf_pages(data) == len(shapes)
-    assert pdf_images(data) >= len(shapes)  # each layer is a raster image
+    assert pdf_pages(data) == 1 + len(shapes)  # one summary page
+    assert pdf_images(data) >= 1 + len(shapes)  # the input and each layer are raster images
     assert list(tmp_path.rglob(".*.tmp")) == []
+    assert len(list(page_figures(pattern, summary=False))) == len(shapes)
+
+
+def test_render_writes_the_pages_of_page_figures(tmp_path, captured):
+    pattern = laplacian_spectrum(SHAPES, k=40)
+    path = render_pattern(pattern, tmp_path / "p.pdf", sample=1, scale="globalnorm", symlog=True, model="M")
+    assert pdf_pages(path.read_bytes()) == 1 + 1 + len(SHAPES)  # summary, frequencies, layers
+    built = list(page_figures(pattern, sample=1, scale="globalnorm", symlog=True, model="M"))
+    assert [texts(figure) for figure in captured] == [texts(figure) for figure in built]
 
 
 @pytest.mark.parametrize(
@@ -78,28 +166,58 @@ def test_pdf_has_one_page_per_layer(tmp_path):
     list(zip(SCALES, ["viridis", "RdBu_r", "tab20c", matplotlib.colormaps["magma"]], strict=True)),
 )
 def test_every_scale_and_colormap(tmp_path, scale, cmap):
-    path = render_pattern(make_pattern([(3, 5, 5)]), tmp_path / "p.pdf", scale=scale, cmap=cmap)
+    path = render_pattern(
+        make_pattern([(3, 5, 5)]), tmp_path / "p.pdf", scale=scale, cmap=cmap, summary=False
+    )
     assert pdf_pages(path.read_bytes()) == 1
 
 
+@pytest.mark.parametrize(
+    ("pattern", "symlog"),
+    [
+        (make_pattern(SHAPES), False),
+        (causal_spectrum(SHAPES), True),
+        (laplacian_spectrum(SHAPES), False),
+        (laplacian_spectrum(SHAPES, 9), True),
+    ],
+    ids=["activations", "standard-symlog", "laplacian", "partial-laplacian-symlog"],
+)
+def test_every_page_has_a_title_a_scale_and_layer_pages_a_colourbar(pattern, symlog):
+    figures = list(page_figures(pattern, scale="layernorm", symlog=symlog))
+    n_layers = len(SHAPES)
+    expected = 1 + n_layers + (pattern.domain == "laplacian")
+    assert len(figures) == expected
+    scale_name = "symmetric log" if symlog else "linear"
+    for figure in figures:
+        assert figure.get_suptitle().startswith("sample 0") and pattern.domain in figure.get_suptitle()
+        assert "layernorm" in subtitle(figure) and scale_name in subtitle(figure)
+    assert "Summary" in texts(figures[0])
+    if pattern.domain == "laplacian":
+        assert figures[1].axes[0].get_title() == "Laplacian spectrum — |ŝ| against frequency"
+        assert figures[1].axes[0].get_yscale() == "log"
+    for figure, layer in zip(layer_pages(figures, n_layers), pattern.layout.layers, strict=True):
+        shape = ", ".join(map(str, layer.shape))
+        assert figure.axes[0].get_title() == f"{layer.name} — {layer.kind} — shape ({shape})"
+        image = figure.axes[0].images[0]
+        assert image.colorbar is not None and image.colorbar.ax is figure.axes[1]
+        assert len(figure.axes) == 2  # the image and its colourbar
+
+
 @pytest.mark.parametrize("scale", SCALES)
-def test_pages_use_color_limits_of_scale(captured, tmp_path, scale):
+def test_pages_use_color_limits_of_scale(scale):
     pattern = make_pattern([(3, 5, 5), (10,), (4, 7)], n_samples=2)
-    render_pattern(pattern, tmp_path / "p.pdf", sample=1, scale=scale)
+    figures = layer_pages(list(page_figures(pattern, sample=1, scale=scale)), 3)
     expected = color_limits([pattern.layer(i)[1] for i in range(3)], scale)
-    assert [figure.axes[0].images[0].get_clim() for figure in captured] == expected
-    colorbars = [figure.axes[1].images or figure.axes[1].collections for figure in captured]
-    assert all(colorbars)  # the second axes is the colourbar
+    assert [figure.axes[0].images[0].get_clim() for figure in figures] == expected
 
 
-def test_pages_show_layer_image(tmp_path, captured):
+def test_pages_show_layer_image():
     shapes = [*SHAPES, (6, 1, 1)]
     pattern = make_pattern(
         shapes, n_samples=3, sample_ids=[7, 8, 9], labels=[1, -1, 4], predictions=[2, 3, 4]
     )
-    render_pattern(pattern, tmp_path / "p.pdf", sample=1, cmap="RdBu_r")
-    assert len(captured) == len(shapes)
-    for i, (figure, layer) in enumerate(zip(captured, pattern.layout.layers, strict=True)):
+    figures = layer_pages(list(page_figures(pattern, sample=1, cmap="RdBu_r")), len(shapes))
+    for i, figure in enumerate(figures):
         values = pattern.layer(i)[1]
         ax = figure.axes[0]
         assert len(ax.images) == 1  # one imshow per page, however many channels
@@ -107,28 +225,39 @@ def test_pages_show_layer_image(tmp_path, captured):
         np.testing.assert_array_equal(np.ma.filled(image.get_array(), np.nan), layer_image(values))
         assert image.get_interpolation() == "nearest"
         assert image.get_cmap().name.startswith("RdBu_r")
-        shape = ", ".join(map(str, layer.shape))
-        assert ax.get_title() == f"{layer.name} — {layer.kind} — shape ({shape})"
         suptitle = figure.get_suptitle()
         assert "sample 1" in suptitle and "id 8" in suptitle and "prediction 3" in suptitle
         assert "label" not in suptitle  # label -1 means unknown
         assert "activations" in suptitle
-        assert len(figure.axes) == 2  # image and one colourbar
 
 
-def test_explicit_title_and_no_title(tmp_path, captured):
+def test_images_hold_whole_pixels_per_value():
+    pattern = make_pattern([(1, 8, 8), (3, 5, 5), (10,), (4, 7), (5000,)])
+    figures = list(page_figures(pattern))
+    for figure in [figures[0], *layer_pages(figures, 5)]:
+        ax = figure.axes[0]
+        columns = ax.images[0].get_array().shape[1]
+        pixels = ax.get_position().width * figure.get_figwidth() * figure.dpi
+        if figure.dpi < render.MAX_IMAGE_DPI:
+            assert pixels >= render.MIN_IMAGE_PIXELS - 1e-6
+            assert pixels / columns == pytest.approx(round(pixels / columns))
+        else:
+            assert columns == 1000  # 5000 values wrap in rows of 1000: more than fits at the cap
+
+
+def test_explicit_title_and_no_title():
     pattern = make_pattern([(3, 5, 5)])
-    render_pattern(pattern, tmp_path / "a.pdf", title="my title")
-    render_pattern(pattern, tmp_path / "b.pdf", title="")
-    assert captured[0].get_suptitle() == "my title"
-    assert captured[1].get_suptitle() == ""
+    assert {f.get_suptitle() for f in page_figures(pattern, title="my title")} == {"my title"}
+    figures = list(page_figures(pattern, title=""))
+    assert {f.get_suptitle() for f in figures} == {""}
+    assert "Summary" in texts(figures[0]) and figures[1].axes[0].get_title()  # page headings remain
 
 
 @pytest.mark.parametrize("channels", [1, 3, 64, 70, 512])
-def test_tile_labels(tmp_path, captured, channels):
+def test_tile_labels(channels):
     height, width = 2, 3
-    render_pattern(make_pattern([(channels, height, width)]), tmp_path / "p.pdf")
-    ax = captured[0].axes[0]
+    (figure,) = page_figures(make_pattern([(channels, height, width)]), summary=False)
+    ax = figure.axes[0]
     cols = (ax.images[0].get_array().shape[1] + 1) // (width + 1)
     labels = [int(text.get_text()) for text in ax.texts]
     if channels <= 64:
@@ -139,6 +268,228 @@ def test_tile_labels(tmp_path, captured, channels):
         x, y = text.get_position()
         top, left = (channel // cols) * (height + 1), (channel % cols) * (width + 1)
         assert left - 0.5 <= x < left + width - 0.5 and top - 0.5 <= y < top + height - 0.5
+    (backgrounds,) = ax.collections
+    assert len(backgrounds.get_paths()) == len(labels)  # one pale box behind each label
+
+
+# --- the summary page ------------------------------------------------------------------------------------
+
+
+def test_summary_facts():
+    pattern = make_pattern(
+        SHAPES, n_samples=3, sample_ids=[7, 8, 9], labels=[1, -1, 4], predictions=[2, 3, 4]
+    )
+    info = info_block(
+        next(page_figures(pattern, sample=2, scale="globalscale", cmap="magma", model="TinyNet"))
+    )
+    for key, value in [
+        ("sample", "2 (id 9)"),
+        ("true label", "4"),
+        ("prediction", "4 (correct)"),
+        ("model", "TinyNet"),
+        ("transform", "none (activations)"),
+        ("layers", f"5 ({pattern.layout.n_nodes:,} nodes)"),
+        ("colour scale", "globalscale"),
+        ("colour norm", "linear"),
+        ("colormap", "magma"),
+    ]:
+        assert re.search(rf"^{key} +{re.escape(value)}$", info, re.MULTILINE), key
+    info = info_block(next(page_figures(pattern, sample=1)))
+    assert re.search(r"^true label +unknown$", info, re.MULTILINE)
+    assert re.search(r"^model +not given$", info, re.MULTILINE)
+
+
+def test_summary_table_numbers_equal_numpy():
+    pattern = causal_spectrum(SHAPES, n_samples=2)
+    rows = layer_summaries(pattern, 1)
+    for i, row in enumerate(rows):
+        values = pattern.layer(i)[1]
+        assert (row.index, row.name, row.kind, row.shape) == (
+            i,
+            f"layer{i}",
+            pattern.layout.layers[i].kind,
+            SHAPES[i],
+        )
+        assert row.minimum == values.min() and row.maximum == values.max()
+        assert row.energy == pytest.approx(np.sum(values**2), rel=1e-12)
+        assert row.computed == values.size
+        assert row.significant_digits == pattern.diagnostics["significant_digits"][1, i]
+        assert row.below_noise == pattern.diagnostics["below_noise"][1, i]
+    lines = table_lines(list(page_figures(pattern, sample=1, model="m")))
+    assert len(lines) == len(SHAPES)
+    for i, line in enumerate(lines):
+        values = pattern.layer(i)[1]
+        digits = pattern.diagnostics["significant_digits"][1, i]
+        below = 100 * pattern.diagnostics["below_noise"][1, i]
+        tokens = [
+            f"{i} ",
+            f"layer{i}",
+            f"{values.min():.4g}",
+            f"{values.max():.4g}",
+            f"{np.sum(values**2):.4g}",
+        ]
+        assert_in_order(line, [*tokens, f"{digits:.3g}", f"{below:.3g} %"])
+
+
+def test_summary_of_a_partial_laplacian_spectrum():
+    k = 40
+    pattern = laplacian_spectrum(SHAPES, k=k)
+    rows = layer_summaries(pattern, 0)
+    offsets = pattern.layout.offsets
+    for i, row in enumerate(rows):
+        values = pattern.layer(i)[0].ravel()
+        finite = values[np.isfinite(values)]
+        assert row.computed == finite.size == max(0, min(k, offsets[i + 1]) - offsets[i])
+        if finite.size:
+            assert (row.minimum, row.maximum) == (finite.min(), finite.max())
+            assert row.energy == pytest.approx(np.sum(finite**2), rel=1e-12)
+            eigenvalues = pattern.eigenvalues[offsets[i] : min(k, offsets[i + 1])]
+            assert row.frequencies == (eigenvalues.min(), eigenvalues.max())
+        else:
+            assert math.isnan(row.minimum) and math.isnan(row.energy) and row.frequencies is None
+    spectrum = pattern.values[0, :k]
+    residual, share = residual_share(pattern, 0)
+    assert residual == 1.0 and share == pytest.approx(1.0 / (np.sum(spectrum**2) + 1.0))
+    figures = list(page_figures(pattern))
+    info = info_block(figures[0])
+    assert f"{k} of {pattern.layout.n_nodes} (λ 0 to" in info  # negative roundoff shows as 0
+    assert f"({100 * share:.3g} % of ‖s‖²)" in info
+    lines = table_lines(figures[:1])
+    assert "0–" in lines[0] and f"{rows[0].computed}/16" in lines[0]
+    assert_in_order(lines[-1], [f"{len(SHAPES) - 1} ", "—", "—", "—", "—", "0/28"])  # nothing computed
+    assert "coefficients not computed (k = 40)" in subtitle(figures[-1])
+    assert "coefficients 0–15, λ 0–" in subtitle(figures[2])
+
+
+def test_long_tables_continue_on_more_pages():
+    shapes = [(3, 2, 2)] * 70  # ResNet-18 at granularity "ops" has about 70 layers
+    pattern = make_pattern(shapes, n_samples=1)
+    *summaries, first_layer = itertools.islice(page_figures(pattern), 4)  # pages are built one by one
+    assert "shape (3, 2, 2)" in first_layer.axes[0].get_title()
+    assert [line.split()[0] for line in table_lines(summaries)] == [str(i) for i in range(70)]
+    for figure in summaries[1:]:
+        assert any(text.startswith("Summary (continued): layers") for text in texts(figure))
+        assert any(text.strip().startswith("#  layer") for text in texts(figure))  # the header again
+    for figure in summaries:  # legible: no smaller than 7 pt, every row inside the page
+        rows = [t for t in figure.texts if re.match(r" *\d+ ", t.get_text())]
+        assert min(t.get_fontsize() for t in rows) >= 7
+        assert min(t.get_position()[1] for t in rows) > 0.03
+
+
+def test_long_names_are_shortened_in_the_table():
+    layers = (
+        Layer("input", (2,), "input"),
+        Layer("features_" * 8 + "end", (3,), "VeryLongOperationKindName" * 2),
+    )
+    pattern = Pattern(Layout(layers), np.arange(5.0))
+    (_, line) = table_lines(list(page_figures(pattern))[:1])
+    name = next(part for part in line.split() if part.startswith("features"))
+    assert name == "features_featu…_features_end" and len(name) == MAX_NAME
+
+
+def test_summary_input_image():
+    activations = make_pattern([(1, 8, 8), (4,)], n_samples=2)
+    ax = next(page_figures(activations, sample=1)).axes[0]
+    np.testing.assert_array_equal(ax.images[0].get_array(), activations.layer(0)[1][0])
+    assert ax.images[0].get_cmap().name.startswith("gray") and ax.images[0].colorbar is not None
+    spectrum = activations.with_values(activations.values * 2, "standard")
+    summary = next(page_figures(spectrum))
+    assert not summary.axes[0].images and any("not given" in text for text in texts(summary))
+    given = np.arange(64.0).reshape(1, 8, 8)
+    summary = next(page_figures(spectrum, input_image=given))
+    np.testing.assert_array_equal(summary.axes[0].images[0].get_array(), given[0])
+    rgb = np.random.default_rng(0).normal(size=(3, 4, 5))
+    shown = next(page_figures(spectrum, input_image=rgb)).axes[0].images[0].get_array()
+    expected = (rgb - rgb.min()) / (rgb.max() - rgb.min())
+    np.testing.assert_allclose(shown, expected.transpose(1, 2, 0))
+    with pytest.raises(ValueError, match=r"input_image .* got shape \(1, 3, 4, 5\)"):
+        page_figures(spectrum, input_image=rgb[None])
+
+
+# --- the Laplacian frequency page ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [None, 40])
+def test_frequency_page_plots_magnitude_against_eigenvalue(k):
+    pattern = laplacian_spectrum(SHAPES, k=k, n_samples=2)
+    figure = list(page_figures(pattern, sample=1))[1]
+    (line,) = figure.axes[0].lines
+    n = len(pattern.eigenvalues)
+    coefficients = pattern.values[1, :n]
+    drawn = coefficients != 0  # finite: the first n are computed
+    np.testing.assert_array_equal(line.get_xdata(), pattern.eigenvalues[drawn])
+    np.testing.assert_array_equal(line.get_ydata(), np.abs(coefficients[drawn]))
+    assert frequency_points(pattern, 1)[2] == 1  # the zero coefficient is counted, not drawn
+    notes = texts(figure)
+    assert any(f"{drawn.sum()} coefficients drawn of {n} computed" in text for text in notes)
+    assert any("1 exactly zero are left out" in text for text in notes)
+    if k is not None:
+        assert any("not computed (NaN) are left out" in text and "% of ‖s‖²" in text for text in notes)
+    low, high = figure.axes[0].get_ylim()
+    assert low <= np.abs(coefficients[drawn]).min() and high >= np.abs(coefficients[drawn]).max()
+
+
+def test_frequency_points_need_eigenvalues():
+    with pytest.raises(ValueError, match="no eigenvalues"):
+        frequency_points(make_pattern(SHAPES), 0)
+
+
+# --- symmetric-log colour scale --------------------------------------------------------------------------
+
+
+def test_symlog_threshold_rule():
+    values = np.concatenate([np.zeros(5), np.geomspace(1e-3, 1e3, 101), [np.nan, -np.inf]])
+    magnitudes = np.geomspace(1e-3, 1e3, 101)
+    assert symlog_threshold(values) == np.percentile(magnitudes, SYMLOG_PERCENTILE)
+    wide = np.array([1e-12] * 50 + [1.0] * 50)  # most small values: the floor applies
+    assert symlog_threshold(wide) == pytest.approx(10.0**-SYMLOG_DECADES)
+    assert symlog_threshold(np.zeros(4)) == 1.0
+    assert symlog_threshold(np.array([np.nan])) == 1.0
+
+
+def test_color_norms():
+    per_layer = [np.array([-1e4, 1.0, 2.0, 1e-2]), np.array([0.0, 3.0, 5e-3]), np.zeros(3)]
+    linear = color_norms(per_layer, "layernorm")
+    assert [(n.vmin, n.vmax) for n in linear] == color_limits(per_layer, "layernorm")
+    assert not any(isinstance(n, SymLogNorm) for n in linear)
+    for scale in SCALES:
+        norms = color_norms(per_layer, scale, symlog=True)
+        assert all(isinstance(n, SymLogNorm) for n in norms)
+        assert [(n.vmin, n.vmax) for n in norms] == color_limits(per_layer, scale)
+        thresholds = [n.linthresh for n in norms]
+        if scale.startswith("layer"):
+            assert thresholds == [symlog_threshold(v) for v in per_layer]
+        else:
+            assert thresholds == [symlog_threshold(np.concatenate(per_layer))] * 3
+
+
+def test_symlog_pages_say_so():
+    pattern = causal_spectrum(SHAPES)
+    figures = list(page_figures(pattern, scale="layernorm", symlog=True))
+    assert "symmetric log (linear within ±t, t per layer: see the table)" in subtitle(figures[0])
+    info = info_block(figures[0])
+    assert re.search(r"^colour norm +symmetric log$", info, re.MULTILINE)
+    lines = table_lines(figures[:1])
+    for i, (figure, line) in enumerate(zip(layer_pages(figures, len(SHAPES)), lines, strict=True)):
+        norm = figure.axes[0].images[0].norm
+        t = symlog_threshold(pattern.layer(i)[0])
+        assert isinstance(norm, SymLogNorm) and norm.linthresh == t
+        assert f"symmetric log (linear within ±{t:.2g})" in subtitle(figure)
+        assert line.endswith(f"{t:.2g}")  # the table's last column
+    shared = list(page_figures(pattern, scale="globalnorm", symlog=True))
+    t = symlog_threshold(pattern.values[0])
+    assert all(f"globalnorm, symmetric log (linear within ±{t:.2g})" in subtitle(f) for f in shared)
+
+
+def test_narrow_symlog_colourbar_keeps_tick_labels():
+    pattern = make_pattern([(2,), (8,)], n_samples=1)
+    narrow = pattern.with_values(
+        np.concatenate([[1.0, -1e3], 18840.0 + np.linspace(0, 1, 8)])[None], "standard"
+    )
+    for figure in layer_pages(list(page_figures(narrow, symlog=True)), 2):
+        colorbar = figure.axes[0].images[0].colorbar
+        norm = colorbar.norm
+        assert sum(norm.vmin <= tick <= norm.vmax for tick in colorbar.get_ticks()) >= 3
 
 
 # --- layer_image -----------------------------------------------------------------------------------------
@@ -195,7 +546,7 @@ def test_empty_layers_draw_one_nan_pixel(tmp_path):
         image = layer_image(np.zeros(shape))
         assert image.shape == (1, 1) and np.isnan(image).all()
     path = render_pattern(make_pattern([(2, 2), *shapes]), tmp_path / "p.pdf")
-    assert pdf_pages(path.read_bytes()) == 1 + len(shapes)
+    assert pdf_pages(path.read_bytes()) == 1 + 1 + len(shapes)
 
 
 # --- color_limits ----------------------------------------------------------------------------------------
@@ -253,8 +604,10 @@ def test_bad_arguments_raise_clear_errors_and_write_nothing(tmp_path):
     for sample in (2, -3):
         with pytest.raises(IndexError, match=rf"sample {sample} out of range .* 2 samples"):
             render_pattern(pattern, path, sample=sample)
+    with pytest.raises(ValueError, match="input_image"):
+        render_pattern(pattern, path, input_image=np.zeros((1, 1, 2, 2)))
     assert list(tmp_path.iterdir()) == []
-    render_pattern(pattern, path, sample=-1)  # negative indices count from the end
+    render_pattern(pattern, path, sample=-1, summary=False)  # negative indices count from the end
     assert path.is_file()
 
 
@@ -271,7 +624,7 @@ def test_crash_mid_render_leaves_no_file(tmp_path, monkeypatch):
     monkeypatch.setattr(render, "_draw_layer", draw_then_crash)
     path = tmp_path / "p.pdf"
     with pytest.raises(RuntimeError, match="boom"):
-        render_pattern(make_pattern(SHAPES), path)
+        render_pattern(make_pattern(SHAPES), path, summary=False)
     assert len(pages) == 2  # it did crash in the middle
     assert list(tmp_path.iterdir()) == []
 
@@ -279,7 +632,7 @@ def test_crash_mid_render_leaves_no_file(tmp_path, monkeypatch):
 def test_rendering_never_imports_pyplot(tmp_path, monkeypatch):
     assert not any(getattr(value, "__name__", "") == "matplotlib.pyplot" for value in vars(render).values())
     monkeypatch.delitem(sys.modules, "matplotlib.pyplot", raising=False)
-    render_pattern(make_pattern([(2, 3, 3), (5,)]), tmp_path / "p.pdf")
+    render_pattern(laplacian_spectrum([(2, 3, 3), (5,)], k=10), tmp_path / "p.pdf", symlog=True)
     assert "matplotlib.pyplot" not in sys.modules
 
 
@@ -294,11 +647,22 @@ def test_pattern_without_layers_is_refused(tmp_path):
 
 def test_render_speed_and_size(tmp_path):
     pattern = make_pattern([(64, 12, 12), (512, 4, 4)], n_samples=1)
-    render_pattern(make_pattern([(70, 2, 2)]), tmp_path / "warmup.pdf")  # fonts and caches
     start = time.perf_counter()
     path = render_pattern(pattern, tmp_path / "p.pdf")
     elapsed = time.perf_counter() - start
     size = path.stat().st_size
     print(f"\nrender (64, 12, 12) + (512, 4, 4): {elapsed:.3f} s, {size / 1024:.0f} KiB")
-    assert pdf_pages(path.read_bytes()) == 2
+    assert pdf_pages(path.read_bytes()) == 1 + 2
     assert size < 150_000  # raster images, not 17,408 vector rectangles
+
+
+def test_digits_cnn_report_time_and_size(tmp_path):
+    """A report of the default model's layout (DigitsCNN): its largest kind, a Laplacian spectrum."""
+    pattern = laplacian_spectrum(DIGITS_CNN, n_samples=1)
+    start = time.perf_counter()
+    path = render_pattern(pattern, tmp_path / "p.pdf", symlog=True, model="DigitsCNN")
+    elapsed = time.perf_counter() - start
+    size = path.stat().st_size
+    print(f"\nDigitsCNN Laplacian report: {elapsed:.3f} s, {size / 1024:.0f} KiB")
+    assert pdf_pages(path.read_bytes()) == 1 + 1 + len(DIGITS_CNN)
+    assert size < 200_000
