@@ -134,7 +134,12 @@ def parser() -> argparse.ArgumentParser:
     render.add_argument("out", help="PDF file")
     render.add_argument("--scale", choices=SCALES, default="layerscale")
     render.add_argument("--cmap", default="viridis", help="any matplotlib colormap")
-    render.set_defaults(run=lambda a: stages.render_file(a.pattern, a.out, a.scale, a.cmap))
+    render.add_argument("--symlog", action="store_true", help="symmetric-log colour scale")
+    render.add_argument("--model", help="model name for the summary page")
+    render.add_argument("--input", help="the sample's activations file (its input image, for spectra)")
+    render.set_defaults(
+        run=lambda a: stages.render_file(a.pattern, a.out, a.scale, a.cmap, a.symlog, a.model, a.input)
+    )
 
     summary = sub.add_parser("summarize", help="CSV tables of samples and of layer energies")
     summary.add_argument("activations", nargs="+", help="activations files")

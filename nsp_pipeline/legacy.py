@@ -153,4 +153,4 @@ class Visualizer:
         activations: Activations, pdf_filepath: str, scale: str = "layerscale", cmap_style: str = "viridis"
     ) -> None:
         """Write one page per layer of ``activations`` (or a spectrum) to ``pdf_filepath``."""
-        render_pattern(activations.pattern, pdf_filepath, scale=scale, cmap=cmap_style)
+        render_pattern(activations.pattern, pdf_filepath, scale=scale, cmap=cmap_style, summary=False)

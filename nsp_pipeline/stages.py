@@ -271,9 +271,33 @@ def _warn_about_precision(spectra: Pattern) -> None:
 
 
 def render_file(
-    pattern_path: PathLike, pdf_out: PathLike, scale: str = "layerscale", cmap: str = "viridis"
+    pattern_path: PathLike,
+    pdf_out: PathLike,
+    scale: str = "layerscale",
+    cmap: str = "viridis",
+    symlog: bool = False,
+    model: str | None = None,
+    input_path: PathLike | None = None,
 ) -> None:
-    """Render an activations or spectrum file as a PDF, a page per layer."""
+    """Render an activations or spectrum file as a PDF: a summary page, then a page per layer.
+
+    Parameters
+    ----------
+    pattern_path, pdf_out : path
+        The pattern file and the PDF to write.
+    scale, cmap : str
+        Colour scale (``layerscale``, ``layernorm``, ``globalscale``, ``globalnorm``) and colormap.
+    symlog : bool
+        Symmetric-log colour scale (for spectra spanning many orders of magnitude).
+    model : str, optional
+        Model name for the summary page.
+    input_path : path, optional
+        The sample's activations file, whose layer 0 (the input) the summary page of a spectrum shows.
+    """
     from nsp_pipeline.render import render_pattern
 
-    render_pattern(storage.read_pattern(pattern_path), pdf_out, scale=scale, cmap=cmap)
+    input_image = None if input_path is None else storage.read_pattern(input_path).layer(0)[0]
+    pattern = storage.read_pattern(pattern_path)
+    render_pattern(
+        pattern, pdf_out, scale=scale, cmap=cmap, symlog=symlog, model=model, input_image=input_image
+    )

@@ -47,7 +47,7 @@ OPTIONS = {
     "compute-operator": ("graph", "out", "--transform", "--model", "--max-nodes", "--k"),
     "extract-activations": ("model", "--config", "--dataset", "--samples", "--out-dir", "--granularity"),
     "transform": ("operator", "activations", "--out-dir"),
-    "render": ("pattern", "out", "--scale", "--cmap"),
+    "render": ("pattern", "out", "--scale", "--cmap", "--symlog", "--model", "--input"),
     "summarize": ("activations", "--out", "--layers"),
 }
 
@@ -259,7 +259,7 @@ def test_operator_files_equal_direct_operators(chain, direct):
 def test_pdf_has_a_page_per_layer(chain, direct):
     n_layers = len(direct["pattern"].layout.layers)
     assert n_layers == 9  # input and the 8 children of DigitsCNN
-    assert pdf_pages(chain["pdf"]) == n_layers
+    assert pdf_pages(chain["pdf"]) == n_layers + 2  # a summary page and the frequency page first
 
 
 def test_summary_rows(chain, direct):
@@ -465,3 +465,14 @@ def test_layer_table(chain, direct):
     shares = [float(row["energy_share"]) for row in rows]
     np.testing.assert_allclose(sum(shares), 1.0, rtol=1e-12)
     assert total > 0
+
+
+def test_render_spectrum_with_symlog_and_input(chain, direct, tmp_path):
+    """A causal spectrum with the symmetric-log scale, its model name and the sample's input image."""
+    out = tmp_path / "standard.pdf"
+    spectrum, activations = chain["spectra"]["standard"][0], chain["activations"][0]
+    options = ("--scale", "layernorm", "--symlog", "--model", "tiny", "--input", activations)
+    assert run("render", spectrum, out, *options) == 0
+    assert pdf_pages(out) == len(direct["pattern"].layout) + 1
+    raw = out.read_bytes()
+    assert raw.startswith(b"%PDF") and not list(tmp_path.glob(".*.tmp"))

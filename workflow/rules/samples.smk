@@ -79,6 +79,9 @@ for plan in ANALYSES:
             params:
                 scale=config["render"]["scale"],
                 cmap=config["render"]["cmap"],
+                symlog=config["render"]["symlog"],
+                model=plan.model,
+                inputs=[f"{plan.folder}/activations/{s}.h5" for s in samples for p in PATTERNS],
             log:
                 f"results/logs/render/{tag}.log",
             benchmark:

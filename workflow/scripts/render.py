@@ -4,5 +4,7 @@ from nsp_pipeline.logs import log_to
 from nsp_pipeline.stages import render_file
 
 with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
-    for pattern, pdf in zip(snakemake.input.patterns, snakemake.output.pdfs, strict=True):  # noqa: F821
-        render_file(pattern, pdf, snakemake.params.scale, snakemake.params.cmap)  # noqa: F821
+    params = snakemake.params  # noqa: F821
+    files = zip(snakemake.input.patterns, snakemake.output.pdfs, params.inputs, strict=True)  # noqa: F821
+    for pattern, pdf, activations in files:
+        render_file(pattern, pdf, params.scale, params.cmap, params.symlog, params.model, activations)
