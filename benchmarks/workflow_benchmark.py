@@ -34,6 +34,7 @@ IMPORTS = {
     "transform_standard": ["nsp_pipeline.stages"],
     "transform_laplacian": ["nsp_pipeline.stages"],
     "render": ["nsp_pipeline.stages", "nsp_pipeline.render"],
+    "render_averages": ["nsp_pipeline.dataset_report"],
     "summarize": ["nsp_pipeline.summary"],
     "summarize_sweep": ["nsp_pipeline.summary"],
 }
