@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,8 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
 
     A crash or exception never leaves a file at ``path`` that looks complete: the
     temporary file is removed on error, and the rename is atomic on POSIX filesystems.
+    The block may also create a folder at the temporary path: it replaces a folder at ``path``
+    (removed just before the rename), so a folder of outputs appears complete or not at all.
 
     Parameters
     ----------
@@ -30,6 +33,11 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     temporary = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     try:
         yield temporary
+        if temporary.is_dir() and final.is_dir():
+            shutil.rmtree(final)
         os.replace(temporary, final)
     finally:
-        temporary.unlink(missing_ok=True)
+        if temporary.is_dir():
+            shutil.rmtree(temporary)
+        else:
+            temporary.unlink(missing_ok=True)

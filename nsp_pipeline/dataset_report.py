@@ -633,28 +633,31 @@ def render_summary_averages(
     """Render the average patterns stored in a summary file, as :func:`render_averages` does.
 
     For a workflow rule of its own: the summary is computed once, the averages rendered after.
+    The folder is filled under a temporary name and renamed when complete (it replaces an
+    existing one), so an interrupted job never leaves a folder with only some of the files.
     """
     with h5py.File(hdf5_path, "r", locking=False) as file:
         names = [str(name) for name in file.attrs["patterns"]]
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     prefix = f"{title}: " if title else ""
     written = []
-    for name in names:
-        average, class_average = read_averages(hdf5_path, name)
-        written.append(
-            render_pattern(
-                average,
-                directory / f"{name}_all.pdf",
-                scale=scale,
-                cmap=cmap,
-                title=f"{prefix}{name}, average",
-            )
-        )
-        for row, label in enumerate(class_average.labels):
-            path = directory / f"{name}_class_{label}.pdf"
-            heading = f"{prefix}{name}, average of class {label}"
+    with atomic_output(directory) as folder:
+        folder.mkdir()
+        for name in names:
+            average, class_average = read_averages(hdf5_path, name)
             written.append(
-                render_pattern(class_average, path, sample=row, scale=scale, cmap=cmap, title=heading)
+                render_pattern(
+                    average,
+                    folder / f"{name}_all.pdf",
+                    scale=scale,
+                    cmap=cmap,
+                    title=f"{prefix}{name}, average",
+                )
             )
-    return written
+            for row, label in enumerate(class_average.labels):
+                path = folder / f"{name}_class_{label}.pdf"
+                heading = f"{prefix}{name}, average of class {label}"
+                written.append(
+                    render_pattern(class_average, path, sample=row, scale=scale, cmap=cmap, title=heading)
+                )
+    return [directory / path.name for path in written]

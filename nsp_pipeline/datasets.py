@@ -33,6 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nsp_pipeline.errors import shortened
+
 DIGITS_SIZE = 1797
 DIGITS_TEST_SIZE = 360
 DIGITS_SPLITS = ("train", "test", "all")
@@ -109,9 +111,10 @@ def load_dataset(spec: Mapping, input_shape: tuple[int, ...] | None = None) -> D
     if inputs.ndim == 3:
         inputs = inputs.unsqueeze(1)
     if not torch.isfinite(inputs).all():
-        bad = int((~torch.isfinite(inputs)).flatten(1).any(1).sum())
+        bad = torch.nonzero((~torch.isfinite(inputs)).flatten(1).any(1)).flatten().tolist()
         raise DatasetError(
-            f"{_describe(spec, name)}: {bad} samples contain NaN or Inf; expected finite inputs"
+            f"{_describe(spec, name)}: {len(bad)} samples contain NaN or Inf (positions "
+            f"{shortened(bad)}); expected finite inputs"
         )
     if input_shape is not None:
         inputs = _fit(inputs, tuple(input_shape), _describe(spec, name))
@@ -143,7 +146,7 @@ def dataset_size(spec: Mapping) -> int:
         return len(_image_files(path))
     suffix = _array_suffix(path)
     if suffix == ".npy":
-        shape = _read(path, lambda: np.load(path, mmap_mode="r", allow_pickle=False).shape)
+        shape = _read(path, lambda: _load_npy(path, mmap_mode="r").shape)
     elif suffix == ".npz":
         shape = _read(path, lambda: _npz_shape(path, spec.get("inputs_key", "inputs")))
     else:
@@ -256,6 +259,17 @@ def _existing(spec: Mapping, key: str) -> Path:
     return path
 
 
+def _load_npy(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    """A ``.npy`` array (never pickled objects), refusing files without NumPy's header."""
+    with open(path, "rb") as handle:
+        if handle.read(6) != b"\x93NUMPY":
+            raise DatasetError(
+                f"{path} cannot be read as .npy data (it has no NumPy header); expected an array saved "
+                "by numpy.save"
+            )
+    return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+
+
 def _read(path: Path, read):
     try:
         return read()
@@ -331,7 +345,7 @@ def _load_array(spec: Mapping):
     labels_key = spec.get("labels_key", "labels")
     labels = None
     if suffix == ".npy":
-        inputs = _read(path, lambda: np.load(path, allow_pickle=False))
+        inputs = _read(path, lambda: _load_npy(path))
     elif suffix == ".npz":
         inputs, labels = _read(path, lambda: _npz_arrays(path, inputs_key, labels_key, "labels_key" in spec))
     else:
@@ -340,7 +354,7 @@ def _load_array(spec: Mapping):
         )
     if "labels" in spec:
         labels_path = _existing(spec, "labels")
-        labels = _read(labels_path, lambda: np.load(labels_path, allow_pickle=False))
+        labels = _read(labels_path, lambda: _load_npy(labels_path))
     if inputs.dtype.kind not in "biuf":
         raise DatasetError(f"{path}: inputs have dtype {inputs.dtype}; expected real numbers")
     if inputs.ndim < 2:
@@ -420,7 +434,9 @@ def _load_images(spec: Mapping, input_shape: tuple[int, ...] | None):
                 else:
                     array = np.asarray(image.convert("L" if grayscale else "RGB"), dtype=np.float32) / 255.0
         except (OSError, UnidentifiedImageError) as error:
-            raise DatasetError(f"image {file} cannot be read ({error})") from error
+            raise DatasetError(
+                f"image {file} cannot be read ({error}); expected a complete {'/'.join(IMAGE_SUFFIXES)} image"
+            ) from error
         tensor = torch.from_numpy(array[None] if grayscale else array.transpose(2, 0, 1).copy())
         if size is not None and tuple(tensor.shape[1:]) != size:
             tensor = F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False)[0]

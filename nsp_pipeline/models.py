@@ -332,6 +332,7 @@ def _torch_load(path: Path, expected: str):
     except _TORCH_READ_ERRORS as error:
         lines = str(error).splitlines() or [type(error).__name__]
         reason = next((line.strip() for line in lines if "WeightsUnpickler error" in line), lines[0])
+        reason = reason.split(" Please use `torch.serialization", 1)[0]  # not advice to follow blindly
         raise ModelError(
             f"{path} cannot be loaded as {expected} with weights_only=True ({reason}); expected tensors "
             "saved with torch.save (a pickled whole model needs a 'pickle' entry with 'trusted: true')"

@@ -24,6 +24,7 @@ import numpy as np
 
 from nsp_pipeline import storage
 from nsp_pipeline.atomic import atomic_output
+from nsp_pipeline.errors import NonFiniteError, ProvenanceError, shortened
 from nsp_pipeline.laplacian import DEFAULT_MAX_NODES
 from nsp_pipeline.pattern import Pattern, concatenate
 from nsp_pipeline.transforms import causal_operator_of, compute_operator, transform
@@ -153,12 +154,19 @@ def compute_operator_file(
     Returns
     -------
     str
-        How the operator was computed; also stored as the file's ``method`` attribute.
+        How the operator was computed; also stored as the file's ``method`` attribute. The
+        file also records the graph's ``graph_sha256`` and its ``model_checksum``.
+
+    Raises
+    ------
+    ProvenanceError
+        If ``model_path`` is not the model the graph was built from.
     """
-    from nsp_pipeline.provenance import provenance
+    from nsp_pipeline.provenance import model_checksum, provenance
 
     graph = storage.read_graph(graph_path)
     graph_sha256 = storage.read_header(graph_path)["content_sha256"]
+    graph_model = storage.read_provenance(graph_path).get("model_checksum", "")
     settings = {"transform": transform_type, "max_nodes": max_nodes, "k": k}
     if transform_type == "standard":
         recorded = None
@@ -166,12 +174,20 @@ def compute_operator_file(
             from nsp_pipeline.capture import trace
 
             model, example = _reference_input(model_path, None)
+            if graph_model and model_checksum(model) != graph_model:
+                raise ProvenanceError(
+                    f"model {model_path} (checksum {model_checksum(model)[:12]}...) is not the model of "
+                    f"graph {graph_path} (checksum {graph_model[:12]}...); give the graph's own model"
+                )
             recorded = trace(model, example, graph.granularity)
         operator, method = causal_operator_of(graph, recorded)
     else:
         operator = compute_operator(graph, transform_type, max_nodes=max_nodes, k=k)
         method = f"{k} lowest eigenpairs" if operator.is_partial else "full eigendecomposition"
-    attributes = provenance(settings, graph_sha256=graph_sha256) | {"method": method}
+    attributes = provenance(settings, graph_sha256=graph_sha256) | {
+        "model_checksum": graph_model,
+        "method": method,
+    }
     writers = {
         "CausalOperator": storage.write_causal_operator,
         "FactorizedCausalOperator": storage.write_factorized_causal_operator,
@@ -206,6 +222,11 @@ def extract_activations(
         Layer granularity (must match the graph's).
     threads : int, optional
         Threads of torch's CPU kernels (``None``: torch's default).
+
+    Raises
+    ------
+    NonFiniteError
+        If the model gives NaN or Inf activations for a sample (nothing is written).
     """
     import torch
 
@@ -227,6 +248,14 @@ def extract_activations(
     pattern = trace(model, data.inputs[index], granularity).pattern(
         labels=data.labels[index.numpy()], sample_ids=data.ids[index.numpy()]
     )
+    finite = np.isfinite(pattern.values)
+    if not finite.all():
+        samples = [positions[row] for row in np.flatnonzero(~finite.all(axis=1))]
+        raise NonFiniteError(
+            f"model {model_path} gives NaN or Inf activations for samples {shortened(samples)} of dataset "
+            f"{data.name!r}, in layers {_non_finite_layers(pattern)}; expected finite activations "
+            "(the model overflows or takes e.g. log(0); rescale the inputs or fix the model)"
+        )
     attributes = provenance({"dataset": dict(dataset), "granularity": granularity}, model, dataset=data.name)
     for row, path in enumerate(activations_out):
         storage.write_pattern(path, pattern.sample(row), attributes)
@@ -240,21 +269,49 @@ def transform_files(
 
     Causal spectra whose layers keep fewer than 3 significant digits in float64 are written
     all the same, with their per-layer digits in the file; a warning names the layers.
+
+    Raises
+    ------
+    NonFiniteError
+        If an activations file holds NaN or Inf values.
+    ProvenanceError
+        If an activations file comes from another model than the operator's graph.
     """
     if len(activations_paths) != len(spectra_out):
         raise ValueError(f"{len(activations_paths)} activations files but {len(spectra_out)} output files")
-    patterns = [storage.read_pattern(path) for path in activations_paths]
+    operator_model = storage.read_provenance(operator_path).get("model_checksum", "")
+    patterns, sources = [], []
+    for path in activations_paths:
+        pattern, source = storage.read_pattern(path), storage.read_provenance(path)
+        if pattern.domain == "activations" and not np.isfinite(pattern.values).all():
+            raise NonFiniteError(
+                f"{path} holds NaN or Inf activations in layers {_non_finite_layers(pattern)}; "
+                "expected finite activations, extract them again"
+            )
+        if operator_model and source.get("model_checksum") != operator_model:
+            raise ProvenanceError(
+                f"{path} holds activations of model {source.get('model_checksum', '')[:12]}... but "
+                f"operator {operator_path} belongs to model {operator_model[:12]}... (its graph's "
+                "model_checksum); use the operator computed from this model's graph"
+            )
+        patterns.append(pattern)
+        sources.append(source)
     operator = storage.read_operator(operator_path)
     try:
         spectra = transform(concatenate(patterns), operator)
     except ValueError as error:
         raise ValueError(f"transforming {activations_paths[0]} ... with {operator_path}: {error}") from None
     operator_sha256 = storage.read_header(operator_path)["content_sha256"]
-    for row, (source, path) in enumerate(zip(activations_paths, spectra_out, strict=True)):
-        attributes = storage.read_provenance(source) | {"operator_sha256": operator_sha256}
-        storage.write_pattern(path, spectra.sample(row), attributes)
+    for row, (source, path) in enumerate(zip(sources, spectra_out, strict=True)):
+        storage.write_pattern(path, spectra.sample(row), source | {"operator_sha256": operator_sha256})
     _warn_about_precision(spectra)
     log.info("%s spectra of %d samples with %s", spectra.domain, len(spectra_out), operator_path)
+
+
+def _non_finite_layers(pattern: Pattern) -> str:
+    """Names of the layers where a pattern has NaN or Inf values, for a message."""
+    layers = zip(pattern.layout.layers, pattern.layers(), strict=True)
+    return shortened([layer.name for layer, values in layers if not np.isfinite(values).all()])
 
 
 def _warn_about_precision(spectra: Pattern) -> None:

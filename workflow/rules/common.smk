@@ -6,8 +6,6 @@ from dataclasses import dataclass
 import matplotlib
 from snakemake.utils import validate
 
-from nsp_pipeline.datasets import dataset_size, select_samples
-
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -28,6 +26,12 @@ def check_config():
                         f"expected one of the {section}: {sorted(config[section])}"
                     )
     for name, entry in config["models"].items():
+        if "pickle" in entry and entry.get("trusted") is not True:
+            raise ValueError(
+                f"config: models.{name} is a pickled model ({entry['pickle']}) without 'trusted: true'; "
+                "unpickling runs whatever code the file holds, so add 'trusted: true' only if you made "
+                "the file or trust its source (or save a state_dict and use 'module', 'class' and 'weights')"
+            )
         if "train" in entry and entry.get("train_data") not in config["datasets"]:
             raise ValueError(
                 f"config: models.{name} has 'train' but its train_data {entry.get('train_data')!r} "
@@ -48,6 +52,9 @@ def check_config():
 
 check_config()
 
+# Imported after the checks above, so that a bad config fails before torch's import (seconds).
+from nsp_pipeline.datasets import DatasetError, dataset_size, select_samples
+
 
 @dataclass(frozen=True)
 class Analysis:
@@ -65,6 +72,23 @@ class Analysis:
         return f"results/{self.model}/{self.dataset}"
 
 
+def selected(key, dataset, size):
+    """Positions a sample selection of the config (``samples`` or ``render.samples``) picks."""
+    selection = config["render"].get("samples", config["samples"]) if key == "render.samples" else config[key]
+    try:
+        return select_samples(size, selection)
+    except DatasetError as error:
+        raise ValueError(f"config: {key} for dataset {dataset!r}: {error}") from None
+
+
+def size_of(dataset):
+    """Number of samples of a dataset of the config, with the dataset named in its errors."""
+    try:
+        return dataset_size(config["datasets"][dataset])
+    except DatasetError as error:
+        raise ValueError(f"config: datasets.{dataset}: {error}") from None
+
+
 def plan_analyses():
     """Every (model, dataset) combination of the config's analyses (lists sweep a product)."""
     sizes, plans = {}, {}
@@ -74,10 +98,10 @@ def plan_analyses():
             if (model, dataset) in plans:
                 continue
             if dataset not in sizes:
-                sizes[dataset] = dataset_size(config["datasets"][dataset])
-            positions = select_samples(sizes[dataset], config["samples"])
+                sizes[dataset] = size_of(dataset)
+            positions = selected("samples", dataset, sizes[dataset])
             samples = tuple(f"{position:05d}" for position in positions)
-            rendered = set(select_samples(sizes[dataset], config["render"].get("samples", config["samples"])))
+            rendered = set(selected("render.samples", dataset, sizes[dataset]))
             batches = tuple(samples[start : start + per_job] for start in range(0, len(samples), per_job))
             chosen = tuple(name for name, position in zip(samples, positions) if position in rendered)
             render_batches = tuple(chosen[start : start + per_job] for start in range(0, len(chosen), per_job))
