@@ -93,6 +93,7 @@ def plan_analyses():
     """Every (model, dataset) combination of the config's analyses (lists sweep a product)."""
     sizes, plans = {}, {}
     per_job = config["batching"]["samples_per_job"]
+    render_per_job = min(per_job, config["render"]["samples_per_job"])  # PDFs are slower per sample
     for analysis in config["analyses"]:
         for model, dataset in itertools.product(as_list(analysis["model"]), as_list(analysis["dataset"])):
             if (model, dataset) in plans:
@@ -104,7 +105,9 @@ def plan_analyses():
             rendered = set(selected("render.samples", dataset, sizes[dataset]))
             batches = tuple(samples[start : start + per_job] for start in range(0, len(samples), per_job))
             chosen = tuple(name for name, position in zip(samples, positions) if position in rendered)
-            render_batches = tuple(chosen[start : start + per_job] for start in range(0, len(chosen), per_job))
+            render_batches = tuple(
+                chosen[start : start + render_per_job] for start in range(0, len(chosen), render_per_job)
+            )
             plans[model, dataset] = Analysis(model, dataset, samples, batches, chosen, render_batches)
     return list(plans.values())
 
