@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import error_line, run
 from oracles import assert_close_to_scale, dense_zeta
 from threadpoolctl import threadpool_limits
 
@@ -50,19 +51,6 @@ OPTIONS = {
     "render": ("pattern", "out", "--scale", "--cmap", "--symlog", "--model", "--input"),
     "summarize": ("activations", "--out", "--layers"),
 }
-
-
-def run(*argv) -> int:
-    return cli.main(["-q", *(str(arg) for arg in argv)])
-
-
-def error_line(capsys) -> str:
-    """The single line the CLI printed on stderr, checked to be ``error: ...``."""
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.endswith("\n"), err
-    assert err.count("\n") == 1, f"expected one line on stderr, got:\n{err}"
-    assert "Traceback" not in err
-    return err.strip()
 
 
 def pdf_pages(path: Path) -> int:

@@ -31,8 +31,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from cli_helpers import error_line, run
 
-from nsp_pipeline import cli, storage
+from nsp_pipeline import storage
 from nsp_pipeline.atomic import atomic_output
 from nsp_pipeline.dataset_report import read_averages
 from nsp_pipeline.models import build_model, load_model
@@ -496,18 +497,6 @@ def test_bad_config_stops_snakemake_before_any_job(config_runs, case, expected):
 
 
 # --------------------------------------------------------------------------- bad inputs (command line)
-
-
-def run(*argv) -> int:
-    return cli.main(["-q", *(str(arg) for arg in argv)])
-
-
-def error_line(capsys) -> str:
-    """The single line the CLI printed on stderr, checked to be ``error: ...``."""
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.endswith("\n"), err
-    assert err.count("\n") == 1, f"expected one line on stderr, got:\n{err}"
-    return err.strip()
 
 
 @pytest.fixture(scope="module")
