@@ -529,6 +529,28 @@ def test_mnist_tutorial_network_ops_counts():
 Spec = list[tuple[str, list[str], Callable]]
 
 
+def assert_parent_blocks(block, layout, index, name, parents, parent_ids, fn, unit_fn, values, incl) -> None:
+    """Each parent's block of a layer's in-edges equals the Jacobian pattern of its function.
+
+    ``incl``: the pattern of ``unit_fn`` (unit weights) at random probes; otherwise of ``fn`` at the
+    reference values ``values`` of the parents.
+    """
+    for k, (parent, parent_id) in enumerate(zip(parents, parent_ids)):
+        if incl:
+            probe = probes(tuple(values[parent].shape[1:]), seed=index)
+            gen = torch.Generator().manual_seed(k)
+            args = [
+                probe
+                if q == parent
+                else torch.randn(len(probe), *values[q].shape[1:], generator=gen).double()
+                for q in parents
+            ]
+            expected = jacobian_pattern(unit_fn, args, wrt=k)
+        else:
+            expected = jacobian_pattern(fn, [values[q] for q in parents], wrt=k)
+        assert_same_pattern(block[:, layout.slice(parent_id)], expected, f"{name} <- {parent}")
+
+
 def check_ops(model: nn.Module, spec: Spec, unit_spec: Spec, x: torch.Tensor, incl: bool) -> None:
     """For each layer and each parent, the block of in-edges equals the op's Jacobian pattern.
 
@@ -544,20 +566,7 @@ def check_ops(model: nn.Module, spec: Spec, unit_spec: Spec, x: torch.Tensor, in
         assert graph.layout.layers[index].parents == tuple(sorted(parent_ids))
         assert_only_from(graph, index, parent_ids)
         block = graph.layer_block(index)
-        for k, (parent, parent_id) in enumerate(zip(parents, parent_ids)):
-            if incl:
-                probe = probes(tuple(values[parent].shape[1:]), seed=index)
-                gen = torch.Generator().manual_seed(k)
-                args = [
-                    probe
-                    if q == parent
-                    else torch.randn(len(probe), *values[q].shape[1:], generator=gen).double()
-                    for q in parents
-                ]
-                expected = jacobian_pattern(unit_fn, args, wrt=k)
-            else:
-                expected = jacobian_pattern(fn, [values[q] for q in parents], wrt=k)
-            assert_same_pattern(block[:, graph.layout.slice(parent_id)], expected, f"{name} <- {parent}")
+        assert_parent_blocks(block, graph.layout, index, name, parents, parent_ids, fn, unit_fn, values, incl)
         with torch.no_grad():
             values[name] = fn(*(values[q] for q in parents))
     with torch.no_grad():

@@ -20,10 +20,8 @@ from oracles import assert_close_to_scale, dense_zeta
 from test_edges import (
     DataDependent,
     assert_only_from,
-    assert_same_pattern,
+    assert_parent_blocks,
     double_copy,
-    jacobian_pattern,
-    probes,
     randomize_with_zeros,
     unit_copy,
 )
@@ -156,20 +154,7 @@ def check_merged(model: nn.Module, spec: Spec, unit_spec: Spec, x: torch.Tensor,
         assert graph.layout.layers[index].parents == tuple(sorted(parent_ids))
         assert_only_from(graph, index, parent_ids)
         block = graph.layer_block(index)
-        for k, (parent, parent_id) in enumerate(zip(parents, parent_ids)):
-            if incl:
-                probe = probes(tuple(values[parent].shape[1:]), seed=index)
-                gen = torch.Generator().manual_seed(k)
-                args = [
-                    probe
-                    if q == parent
-                    else torch.randn(len(probe), *values[q].shape[1:], generator=gen).double()
-                    for q in parents
-                ]
-                expected = jacobian_pattern(unit_fn, args, wrt=k)
-            else:
-                expected = jacobian_pattern(fn, [values[q] for q in parents], wrt=k)
-            assert_same_pattern(block[:, graph.layout.slice(parent_id)], expected, f"{name} <- {parent}")
+        assert_parent_blocks(block, graph.layout, index, name, parents, parent_ids, fn, unit_fn, values, incl)
         with torch.no_grad():
             values[name] = fn(*(values[q] for q in parents))
         np.testing.assert_allclose(recorded.layer(name), values[name].numpy(), rtol=1e-12, atol=1e-14)
