@@ -105,9 +105,7 @@ def parser() -> argparse.ArgumentParser:
     operator.add_argument("graph", help="graph file")
     operator.add_argument("out", help="operator file (.h5)")
     operator.add_argument("--transform", choices=TRANSFORM_TYPES, default="standard")
-    operator.add_argument(
-        "--model", help="standard: the model artifact, traced for the factorised operator"
-    )
+    operator.add_argument("--model", help="standard: the model artifact, traced for the factorised operator")
     operator.add_argument("--max-nodes", type=int, default=DEFAULT_MAX_NODES, help="Laplacian size limit")
     operator.add_argument("--k", type=int, help="Laplacian: only the k lowest frequencies (partial spectrum)")
     operator.set_defaults(

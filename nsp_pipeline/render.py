@@ -18,8 +18,9 @@ hundreds of channels stay fast to draw and small on disk:
 - ``(C, L)``: one row per channel;
 - ``(L,)``: a strip, wrapped into rows of a round width (100, 200, 500, ...) when long.
 
-Images are resampled (``interpolation="nearest"``) to whole pixels per value, at least
-:data:`MIN_IMAGE_PIXELS` across. Colours map linearly or on a symmetric-log scale
+Images are embedded as blocks of whole pixels per value, at least
+:data:`~nsp_pipeline.canvas.MIN_IMAGE_PIXELS` across their longer side, and never resampled
+(:class:`~nsp_pipeline.canvas.PixelImage`). Colours map linearly or on a symmetric-log scale
 (:func:`color_norms`).
 
 Every page has a title and a subtitle naming the colour scale; every layer page has a
@@ -46,8 +47,8 @@ from matplotlib.collections import PolyCollection
 from matplotlib.colors import Colormap, Normalize, SymLogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator, ScalarFormatter
 
+from nsp_pipeline import canvas
 from nsp_pipeline.atomic import atomic_output
 from nsp_pipeline.layout import Layer
 from nsp_pipeline.pattern import Pattern
@@ -70,6 +71,12 @@ SCALES = ("layerscale", "layernorm", "globalscale", "globalnorm")
 #: first tile of each row of tiles (of every k-th row if there are more rows than this).
 MAX_TILE_LABELS = 64
 
+#: ``gid`` of the channel indices written on the tiles of a mosaic.
+TILE_LABEL = "tile-label"
+
+#: ``gid`` of the points of the Laplacian frequency page.
+FREQUENCY_POINTS = "frequency-points"
+
 #: Colour of the gaps between tiles and of the padding after a wrapped strip (NaN pixels).
 BACKGROUND = "0.8"
 
@@ -79,16 +86,10 @@ SYMLOG_PERCENTILE = 10.0
 #: ... but at most this many decades below the largest magnitude.
 SYMLOG_DECADES = 6
 
-#: Images are resampled to at least this many pixels across, whole pixels per value ...
-MIN_IMAGE_PIXELS = 400
-
-#: ... at no more than this resolution (wider images lose columns); see :func:`_whole_pixel_dpi`.
-MAX_IMAGE_DPI = 300.0
-
 _PAGE = 8.0  # page width and height, inches
 _MARGINS = {"left": 0.9, "right": 0.4, "top": 1.0, "bottom": 1.3}  # inches
 _MAX_RATIO = 16.0  # most elongated axes box drawn; beyond it pixels stretch
-_DPI = 100  # of pages without images
+_DPI = 100  # of pages saved to raster formats (PDF pages embed images at their own resolution)
 
 
 def _canonical(values: np.ndarray) -> np.ndarray:
@@ -372,9 +373,9 @@ def _resolve(
 # --- pages -----------------------------------------------------------------------------------------------
 
 
-def _page(report: _Report, subtitle: str, dpi: float = _DPI) -> Figure:
-    """An empty page with the report's title and a subtitle below it; ``dpi`` of its raster images."""
-    fig = Figure(figsize=(_PAGE, _PAGE), dpi=dpi)
+def _page(report: _Report, subtitle: str) -> Figure:
+    """An empty page with the report's title and a subtitle below it."""
+    fig = Figure(figsize=(_PAGE, _PAGE), dpi=_DPI)
     if report.title:
         fig.suptitle(report.title, fontsize=12, y=1 - 0.22 / _PAGE, va="top")
     fig.text(0.5, 1 - 0.5 / _PAGE, subtitle, fontsize=9, color="0.3", ha="center", va="top")
@@ -392,116 +393,69 @@ def _axes_rect(height: int, width: int) -> tuple[float, float, float, float]:
     return left / _PAGE, bottom / _PAGE, box_w / _PAGE, box_h / _PAGE
 
 
-_SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-
-
-def _power_of_ten(value: float, _position: int | None = None) -> str:
-    """Tick label ``10ⁿ`` of a power of ten, in plain text (mathtext looks alike and is far slower)."""
-    return "10" + str(round(math.log10(value))).translate(_SUPERSCRIPTS)
-
-
-def _signed_power_of_ten(value: float, _position: int | None = None) -> str:
-    """Tick label of a symmetric-log axis: ``0``, ``±10ⁿ`` at decades, else 3 significant digits."""
-    if value == 0:
-        return "0"
-    exponent = math.log10(abs(value))
-    if not math.isclose(exponent, round(exponent), abs_tol=1e-9):
-        return f"{value:.3g}".replace("-", "−")
-    return ("−" if value < 0 else "") + _power_of_ten(abs(value))
-
-
-def _whole_pixel_dpi(columns: int, inches: float) -> float:
-    """Figure dpi at which an image ``columns`` values wide fills ``inches`` with whole pixels per value.
-
-    Images are resampled (``interpolation="nearest"``) at their figure's dpi. Each value gets
-    ``ceil(MIN_IMAGE_PIXELS / columns)`` pixels across, so that the image is at least
-    :data:`MIN_IMAGE_PIXELS` wide, its values are blocks of one size, and small layers are
-    stored at no more pixels than that needs; at most :data:`MAX_IMAGE_DPI`.
-    """
-    per_value = max(1, math.ceil(MIN_IMAGE_PIXELS / columns))
-    return min(per_value * columns / inches, MAX_IMAGE_DPI)
-
-
-def _layer_dpi(values: np.ndarray) -> float:
-    """The dpi of the page of a layer: whole pixels per value of its :func:`layer_image`."""
-    height, columns = layer_image(values).shape
-    return _whole_pixel_dpi(columns, _axes_rect(height, columns)[2] * _PAGE)
-
-
 def _label_tiles(
-    ax, channels: int, height: int, width: int, cols: int, per_inch: tuple[float, float]
+    fig: Figure, rect: canvas.Rect, image_shape: tuple[int, int], tile: tuple[int, int, int, int]
 ) -> None:
     """Write channel indices at the top-left corners of the tiles (see :data:`MAX_TILE_LABELS`).
 
-    ``per_inch`` is the image's columns and rows per inch on the page. The labels' pale
-    backgrounds are one collection of rectangles (cheaper to draw than a box per label).
+    ``image_shape`` is the mosaic's ``(rows, columns)`` of values, ``tile`` the layer's
+    ``(channels, height, width, tile columns)``. The labels' pale backgrounds are one
+    collection of rectangles (cheaper to draw than a box per label).
     """
+    channels, height, width, cols = tile
     rows = math.ceil(channels / cols)
     step = 1 if channels <= MAX_TILE_LABELS else cols * math.ceil(rows / MAX_TILE_LABELS)
-    size = min(max((width + 1) / per_inch[0] * 72 * 0.25, 3.0), 6.0)
-    pad = 0.1 * size / 72  # inches
+    left, bottom, box_w, box_h = rect
+    value_w, value_h = box_w / image_shape[1], box_h / image_shape[0]  # one value, in figure fractions
+    size = min(max((width + 1) * value_w * _PAGE * 72 * 0.25, 3.0), 6.0)
+    pad = 0.1 * size / 72 / _PAGE  # figure fraction
     boxes = []
     for channel in range(0, channels, step):
         row, col = divmod(channel, cols)
-        x = col * (width + 1) - 0.5 + 0.15 * width
-        y = row * (height + 1) - 0.5 + 0.05 * height
-        ax.text(x, y, str(channel), fontsize=size, color="black", ha="left", va="top")
-        box_w = (len(str(channel)) * 0.64 * size / 72 + 2 * pad) * per_inch[0]
-        box_h = (0.8 * size / 72 + 2 * pad) * per_inch[1]
-        left, top = x - pad * per_inch[0], y - pad * per_inch[1]
-        boxes.append([(left, top), (left + box_w, top), (left + box_w, top + box_h), (left, top + box_h)])
-    ax.add_collection(PolyCollection(boxes, facecolors="white", alpha=0.6, edgecolors="none"), autolim=False)
+        x = left + (col * (width + 1) + 0.15 * width) * value_w
+        y = bottom + box_h - (row * (height + 1) + 0.05 * height) * value_h
+        fig.text(x, y, str(channel), fontsize=size, ha="left", va="top", gid=TILE_LABEL, parse_math=False)
+        x0, y0 = x - pad, y + pad
+        x1 = x0 + len(str(channel)) * 0.64 * size / 72 / _PAGE + 2 * pad
+        y1 = y0 - 0.8 * size / 72 / _PAGE - 2 * pad
+        boxes.append([(x0, y0), (x1, y0), (x1, y1), (x0, y1)])
+    backgrounds = PolyCollection(
+        boxes, facecolors="white", alpha=0.6, edgecolors="none", transform=fig.transFigure
+    )
+    fig.add_artist(backgrounds)
 
 
 def _draw_layer(fig: Figure, layer: Layer, values: np.ndarray, norm: Normalize, cmap: Colormap) -> None:
-    """Draw one layer of one sample on a page: one image, its title and colourbar."""
+    """Draw one layer of one sample on a page: one image with its heading, ticks and colourbar."""
     canonical = _canonical(values)
     image = layer_image(values)
     rect = _axes_rect(*image.shape)
-    ax = fig.add_axes(rect)
-    shown = ax.imshow(image, cmap=cmap, norm=norm, interpolation="nearest", aspect="auto")
+    canvas.draw_image(fig, rect, image, cmap, norm, canvas.LAYER_IMAGE)
+    canvas.draw_frame(fig, rect)
     shape = ", ".join(str(n) for n in layer.shape)
-    ax.set_title(f"{layer.name} — {layer.kind} — shape ({shape})", fontsize=11, y=1.0, pad=6)
-    ax.tick_params(labelsize=8)
+    canvas.draw_title(fig, rect, f"{layer.name} — {layer.kind} — shape ({shape})")
+    rows, columns = image.shape
     if canonical.ndim == 3:
-        ax.set_xticks([])
-        ax.set_yticks([])
         channels, height, width = canonical.shape
-        cols = _mosaic_grid(channels, height, width)[1]
-        per_inch = (image.shape[1] / (rect[2] * _PAGE), image.shape[0] / (rect[3] * _PAGE))
-        _label_tiles(ax, channels, height, width, cols, per_inch)
+        _label_tiles(
+            fig, rect, image.shape, (channels, height, width, _mosaic_grid(channels, height, width)[1])
+        )
     else:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        fitting = max(1, int(rect[3] * _PAGE * 72 / 14))  # y tick labels of 8 pt that fit the box
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(image.shape[0], fitting, 8)))
+        x_ticks = canvas.integer_ticks(columns, 8)
+        canvas.draw_ticks(fig, rect, "bottom", (x_ticks + 0.5) / columns, [str(t) for t in x_ticks])
+        y_label = "channel"
         if canonical.ndim == 1:
-            ax.set_xlabel("neuron", fontsize=8)
-            if image.shape[0] == 1:
-                ax.set_yticks([])
-            else:
-                row_width = image.shape[1]
-                ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{round(y) * row_width}"))
-                ax.set_ylabel("first neuron of row", fontsize=8)
-        else:
-            ax.set_xlabel("position", fontsize=8)
-            ax.set_ylabel("channel", fontsize=8)
-    cbar_w = 0.6 * (_PAGE - _MARGINS["left"] - _MARGINS["right"]) / _PAGE
-    cax = fig.add_axes((0.5 - cbar_w / 2, rect[1] - 0.75 / _PAGE, cbar_w, 0.15 / _PAGE))
-    colorbar = fig.colorbar(shown, cax=cax, orientation="horizontal")
-    colorbar.ax.tick_params(labelsize=8)
-    colorbar.ax.xaxis.get_offset_text().set_fontsize(8)
-    if isinstance(norm, SymLogNorm):
-        _symlog_ticks(colorbar, norm)
-
-
-def _symlog_ticks(colorbar, norm: SymLogNorm) -> None:
-    """Label a symmetric-log colourbar: ``±10ⁿ`` at decades, or linear ticks if fewer than 3 decades fit."""
-    if sum(norm.vmin <= tick <= norm.vmax for tick in colorbar.get_ticks()) >= 3:
-        colorbar.formatter = FuncFormatter(_signed_power_of_ten)
-        return
-    ticks = MaxNLocator(nbins=4).tick_values(norm.vmin, norm.vmax)
-    colorbar.set_ticks(ticks[(ticks >= norm.vmin) & (ticks <= norm.vmax)])
-    colorbar.formatter = ScalarFormatter()
+            y_label = "first neuron of row" if rows > 1 else None
+        if y_label is not None:
+            fitting = max(1, int(rect[3] * _PAGE * 72 / 14))  # y tick labels of 8 pt that fit the box
+            y_ticks = canvas.integer_ticks(rows, min(rows, fitting, 8))
+            step = columns if canonical.ndim == 1 else 1
+            canvas.draw_ticks(fig, rect, "left", 1 - (y_ticks + 0.5) / rows, [str(t * step) for t in y_ticks])
+            canvas.draw_axis_label(fig, rect, "left", y_label, offset=0.45)
+        canvas.draw_axis_label(fig, rect, "bottom", "neuron" if canonical.ndim == 1 else "position")
+    bar_w = 0.6 * (_PAGE - _MARGINS["left"] - _MARGINS["right"]) / _PAGE
+    bar = (0.5 - bar_w / 2, rect[1] - 0.75 / _PAGE, bar_w, 0.15 / _PAGE)
+    canvas.draw_colourbar(fig, bar, norm, cmap)
 
 
 def _layer_subtitle(report: _Report, index: int) -> str:
@@ -584,50 +538,43 @@ def _input_picture(image: np.ndarray) -> np.ndarray:
     return image.transpose(1, 2, 0) if image.ndim == 3 and image.shape[0] == 3 else layer_image(image)
 
 
-def _summary_dpi(image: np.ndarray | None) -> float:
-    """The dpi of the first summary page: whole pixels per value of the input image."""
-    if image is None:
-        return _DPI
-    drawn = _input_picture(image)
-    return _whole_pixel_dpi(drawn.shape[1], _panel_box(drawn.shape[0], drawn.shape[1], _PANEL)[0])
-
-
 def _draw_input(fig: Figure, image: np.ndarray | None, cmap: Colormap) -> None:
     """The input image panel of the first summary page (RGB, grey or a mosaic), with a colourbar."""
     left = _MARGINS["left"]
     if image is None:
-        ax = fig.add_axes((left / _PAGE, 1 - (_TOP + _PANEL) / _PAGE, _PANEL / _PAGE, _PANEL / _PAGE))
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title("input", fontsize=10, y=1.0, pad=5)
+        rect = (left / _PAGE, 1 - (_TOP + _PANEL) / _PAGE, _PANEL / _PAGE, _PANEL / _PAGE)
+        canvas.draw_frame(fig, rect)
+        canvas.draw_title(fig, rect, "input", fontsize=10)
         note = "not given\n(the pattern holds the\ninput layer's spectrum)"
-        ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", fontsize=9, color="0.4")
+        fig.text(
+            rect[0] + rect[2] / 2,
+            rect[1] + rect[3] / 2,
+            note,
+            ha="center",
+            va="center",
+            fontsize=9,
+            color="0.4",
+        )
         return
     drawn = _input_picture(image)
     width, height = _panel_box(drawn.shape[0], drawn.shape[1], _PANEL)
-    ax = fig.add_axes((left / _PAGE, 1 - (_TOP + height) / _PAGE, width / _PAGE, height / _PAGE))
-    ax.set_xticks([])
-    ax.set_yticks([])
+    rect = (left / _PAGE, 1 - (_TOP + height) / _PAGE, width / _PAGE, height / _PAGE)
     shape = ", ".join(str(n) for n in image.shape)
     limits = _guarded(*(_finite_range(drawn) or (0.0, 0.0)))
     if drawn.ndim == 3:
         rgb = np.clip((drawn - limits[0]) / (limits[1] - limits[0]), 0, 1)
-        ax.imshow(rgb, interpolation="nearest", aspect="auto")
-        ax.set_title(f"input ({shape}) as RGB", fontsize=10, y=1.0, pad=5)
+        canvas.draw_image(fig, rect, rgb, None, None, canvas.LAYER_IMAGE)
+        canvas.draw_frame(fig, rect)
+        canvas.draw_title(fig, rect, f"input ({shape}) as RGB", fontsize=10)
         return
     grey = image.ndim < 3 or image.shape[0] == 1
-    shown = ax.imshow(
-        drawn,
-        cmap=matplotlib.colormaps["gray"].with_extremes(bad=BACKGROUND) if grey else cmap,
-        norm=Normalize(*limits),
-        interpolation="nearest",
-        aspect="auto",
-    )
-    ax.set_title(f"input ({shape})", fontsize=10, y=1.0, pad=5)
-    cax = fig.add_axes(
-        ((left + width + 0.08) / _PAGE, 1 - (_TOP + height) / _PAGE, 0.1 / _PAGE, height / _PAGE)
-    )
-    fig.colorbar(shown, cax=cax).ax.tick_params(labelsize=7)
+    colormap = matplotlib.colormaps["gray"].with_extremes(bad=BACKGROUND) if grey else cmap
+    norm = Normalize(*limits)
+    canvas.draw_image(fig, rect, drawn, colormap, norm, canvas.LAYER_IMAGE)
+    canvas.draw_frame(fig, rect)
+    canvas.draw_title(fig, rect, f"input ({shape})", fontsize=10)
+    bar = ((left + width + 0.08) / _PAGE, rect[1], 0.1 / _PAGE, rect[3])
+    canvas.draw_colourbar(fig, bar, norm, colormap, vertical=True, fontsize=7)
 
 
 def _table_lines(report: _Report, rows: list[LayerSummary]) -> tuple[str, list[str]]:
@@ -690,7 +637,7 @@ def _summary_pages(report: _Report) -> Iterator[Figure]:
     def fitting(top: float) -> int:
         return max(1, int((_PAGE - top - _TABLE_BOTTOM) / pitch) - 1)  # one row for the header
 
-    fig = _page(report, report.scale_text(), _summary_dpi(report.input_image))
+    fig = _page(report, report.scale_text())
     fig.text(left, 1 - _HEADING / _PAGE, "Summary", fontsize=13, weight="bold", va="top")
     _draw_input(fig, report.input_image, report.colormap)
     info = _info_lines(report, rows)
@@ -730,22 +677,13 @@ def _draw_frequencies(fig: Figure, report: _Report) -> None:
     """Plot ``|ŝ|`` against the eigenvalue on a log axis, leaving out uncomputed (NaN) and zero values."""
     pattern = report.pattern
     eigenvalues, magnitudes, zeros = frequency_points(pattern, report.sample)
-    area = (_MARGINS["left"], _MARGINS["bottom"], _PAGE - _MARGINS["left"] - _MARGINS["right"])
+    width = _PAGE - _MARGINS["left"] - _MARGINS["right"]
     height = _PAGE - _MARGINS["top"] - _MARGINS["bottom"]
-    ax = fig.add_axes((area[0] / _PAGE, area[1] / _PAGE, area[2] / _PAGE, height / _PAGE))
-    ax.plot(eigenvalues, magnitudes, linestyle="none", marker=".", markersize=3, color="C0")
-    ax.set_yscale("log")
-    if magnitudes.size:  # whole decades, so that at least two powers of ten are labelled
-        low, high = math.floor(np.log10(magnitudes.min())), math.ceil(np.log10(magnitudes.max()))
-        ax.set_ylim(10.0**low, 10.0 ** max(high, low + 1))
-    ax.yaxis.set_major_locator(LogLocator(base=10))
-    ax.yaxis.set_major_formatter(FuncFormatter(_power_of_ten))
-    ax.yaxis.set_minor_locator(NullLocator())  # minor ticks on a log axis are many and slow to draw
-    ax.grid(True, which="major", color="0.85", linewidth=0.5)
-    ax.set_title("Laplacian spectrum — |ŝ| against frequency", fontsize=11, y=1.0, pad=6)
-    ax.set_xlabel("eigenvalue λ of L = D − W (frequency)", fontsize=9)
-    ax.set_ylabel("|ŝ| (log scale)", fontsize=9)
-    ax.tick_params(labelsize=8)
+    rect = (_MARGINS["left"] / _PAGE, _MARGINS["bottom"] / _PAGE, width / _PAGE, height / _PAGE)
+    canvas.draw_log_scatter(fig, rect, eigenvalues, magnitudes, FREQUENCY_POINTS)
+    canvas.draw_title(fig, rect, "Laplacian spectrum — |ŝ| against frequency")
+    canvas.draw_axis_label(fig, rect, "bottom", "eigenvalue λ of L = D − W (frequency)", fontsize=9)
+    canvas.draw_axis_label(fig, rect, "left", "|ŝ| (log scale)", fontsize=9, offset=0.5)
     k, n = len(pattern.eigenvalues), pattern.layout.n_nodes
     notes = [f"{len(magnitudes):,} coefficients drawn of {k:,} computed ({n:,} nodes)"]
     if k < n:
@@ -778,7 +716,7 @@ def _pages(report: _Report) -> Iterator[Figure]:
             _draw_frequencies(fig, report)
             yield fig
     for index, (layer, values) in enumerate(zip(pattern.layout.layers, pattern.layers(), strict=True)):
-        fig = _page(report, _layer_subtitle(report, index), _layer_dpi(values[report.sample]))
+        fig = _page(report, _layer_subtitle(report, index))
         _draw_layer(fig, layer, values[report.sample], report.norms[index], report.colormap)
         yield fig
 

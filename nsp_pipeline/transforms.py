@@ -55,9 +55,7 @@ def compute_operator(
     raise ValueError(f"unknown transform type {type!r}; expected one of {TRANSFORM_TYPES}")
 
 
-def causal_operator_of(
-    graph: NeuronGraph | None, recorded: Trace | None = None
-) -> tuple[Operator, str]:
+def causal_operator_of(graph: NeuronGraph | None, recorded: Trace | None = None) -> tuple[Operator, str]:
     """The causal operator: factorised if the trace allows it, else the sparse closure of ``graph``.
 
     Parameters

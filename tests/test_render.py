@@ -8,14 +8,16 @@ import re
 import sys
 import time
 
+import h5py
 import matplotlib
 import numpy as np
 import pytest
-from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.backends.backend_pdf import PdfPages, RendererPdf
 from matplotlib.colors import SymLogNorm
 from matplotlib.figure import Figure
 
 import nsp_pipeline.render as render
+from nsp_pipeline import canvas, stages, storage
 from nsp_pipeline.layout import Layer, Layout
 from nsp_pipeline.pattern import Pattern
 from nsp_pipeline.render import (
@@ -81,11 +83,24 @@ def pdf_images(data: bytes) -> int:
 
 
 def texts(figure: Figure) -> list[str]:
-    """Every text on a page: figure texts, axes titles and axes texts."""
-    found = [t.get_text() for t in figure.texts]
-    for ax in figure.axes:
-        found += [ax.get_title(), *(t.get_text() for t in ax.texts)]
-    return [text for text in found if text]
+    """Every text on a page."""
+    return [t.get_text() for t in figure.texts if t.get_text()]
+
+
+def parts(figure: Figure, gid: str) -> list:
+    """The artists of a page with ``gid`` (see nsp_pipeline.canvas)."""
+    return figure.findobj(lambda artist: artist.get_gid() == gid, include_self=False)
+
+
+def main_image(figure: Figure) -> canvas.PixelImage:
+    """The one image of a layer page (or the input of the first summary page)."""
+    (image,) = parts(figure, canvas.LAYER_IMAGE)
+    return image
+
+
+def image_title(figure: Figure) -> str:
+    (title,) = parts(figure, canvas.IMAGE_TITLE)
+    return title.get_text()
 
 
 def subtitle(figure: Figure) -> str:
@@ -96,7 +111,7 @@ def subtitle(figure: Figure) -> str:
 def layer_pages(figures: list[Figure], n_layers: int) -> list[Figure]:
     """The layer pages: the last ``n_layers`` pages."""
     pages = figures[len(figures) - n_layers :]
-    assert all(page.axes[0].images and "shape (" in page.axes[0].get_title() for page in pages)
+    assert all(parts(page, canvas.LAYER_IMAGE) and "shape (" in image_title(page) for page in pages)
     return pages
 
 
@@ -193,14 +208,50 @@ def test_every_page_has_a_title_a_scale_and_layer_pages_a_colourbar(pattern, sym
         assert "layernorm" in subtitle(figure) and scale_name in subtitle(figure)
     assert "Summary" in texts(figures[0])
     if pattern.domain == "laplacian":
-        assert figures[1].axes[0].get_title() == "Laplacian spectrum — |ŝ| against frequency"
-        assert figures[1].axes[0].get_yscale() == "log"
+        assert image_title(figures[1]) == "Laplacian spectrum — |ŝ| against frequency"
+        assert "|ŝ| (log scale)" in texts(figures[1])
     for figure, layer in zip(layer_pages(figures, n_layers), pattern.layout.layers, strict=True):
         shape = ", ".join(map(str, layer.shape))
-        assert figure.axes[0].get_title() == f"{layer.name} — {layer.kind} — shape ({shape})"
-        image = figure.axes[0].images[0]
-        assert image.colorbar is not None and image.colorbar.ax is figure.axes[1]
-        assert len(figure.axes) == 2  # the image and its colourbar
+        assert image_title(figure) == f"{layer.name} — {layer.kind} — shape ({shape})"
+        (bar,) = parts(figure, canvas.COLOURBAR)
+        np.testing.assert_array_equal(bar.get_array(), np.linspace(0, 1, 256)[None])  # the whole colormap
+        assert bar.cmap is main_image(figure).cmap
+        assert len(parts(figure, canvas.COLOURBAR_TICK)) >= 3
+        assert not figure.axes  # drawn without matplotlib Axes (see nsp_pipeline.canvas)
+
+
+def test_pdf_images_are_the_hdf5_values_in_colour(tmp_path, monkeypatch):
+    """Read a pattern file back with h5py and compare with the pixels handed to the PDF writer."""
+    shapes = [(1, 6, 6), (5, 3, 4), (130,), (4, 7)]
+    pattern = make_pattern(shapes, n_samples=3)
+    stored = tmp_path / "pattern.h5"
+    storage.write_pattern(stored, pattern, {"note": "test"})
+    drawn = []  # (gid, pixels) of every image, in the order written
+    original = RendererPdf.draw_image
+
+    def open_group(self, name, gid=None):
+        if name == "pixel-image":
+            drawn.append([gid])
+
+    def draw_image(self, gc, x, y, im, transform=None):
+        drawn[-1].append(im.copy())
+        original(self, gc, x, y, im, transform)
+
+    monkeypatch.setattr(RendererPdf, "open_group", open_group)
+    monkeypatch.setattr(RendererPdf, "draw_image", draw_image)
+    stages.render_file(stored, tmp_path / "p.pdf", scale="layernorm", cmap="coolwarm")
+    layer_images = [pixels for gid, pixels in drawn if gid == canvas.LAYER_IMAGE][1:]  # after the input
+    assert len(layer_images) == len(shapes)
+    cmap = matplotlib.colormaps["coolwarm"].with_extremes(bad=render.BACKGROUND)
+    with h5py.File(stored, "r") as f:
+        for index, pixels in enumerate(layer_images):
+            values = f[f"layers/{index:03d}"][0]  # sample 0, as stored
+            bound = np.abs(values).max()  # layernorm: -max|x| .. max|x|
+            image = layer_image(values)
+            colours = cmap(matplotlib.colors.Normalize(-bound, bound)(image), bytes=True)
+            block = canvas.block_size(image.shape)
+            expected = np.repeat(np.repeat(colours, block, axis=0), block, axis=1)
+            np.testing.assert_array_equal(pixels[::-1], expected)  # backends take row 0 at the bottom
 
 
 @pytest.mark.parametrize("scale", SCALES)
@@ -208,7 +259,7 @@ def test_pages_use_color_limits_of_scale(scale):
     pattern = make_pattern([(3, 5, 5), (10,), (4, 7)], n_samples=2)
     figures = layer_pages(list(page_figures(pattern, sample=1, scale=scale)), 3)
     expected = color_limits([pattern.layer(i)[1] for i in range(3)], scale)
-    assert [figure.axes[0].images[0].get_clim() for figure in figures] == expected
+    assert [main_image(figure).get_clim() for figure in figures] == expected
 
 
 def test_pages_show_layer_image():
@@ -219,12 +270,9 @@ def test_pages_show_layer_image():
     figures = layer_pages(list(page_figures(pattern, sample=1, cmap="RdBu_r")), len(shapes))
     for i, figure in enumerate(figures):
         values = pattern.layer(i)[1]
-        ax = figure.axes[0]
-        assert len(ax.images) == 1  # one imshow per page, however many channels
-        image = ax.images[0]
-        np.testing.assert_array_equal(np.ma.filled(image.get_array(), np.nan), layer_image(values))
-        assert image.get_interpolation() == "nearest"
-        assert image.get_cmap().name.startswith("RdBu_r")
+        image = main_image(figure)  # one image per page, however many channels
+        np.testing.assert_array_equal(image.get_array(), layer_image(values))
+        assert image.cmap.name.startswith("RdBu_r")
         suptitle = figure.get_suptitle()
         assert "sample 1" in suptitle and "id 8" in suptitle and "prediction 3" in suptitle
         assert "label" not in suptitle  # label -1 means unknown
@@ -232,17 +280,17 @@ def test_pages_show_layer_image():
 
 
 def test_images_hold_whole_pixels_per_value():
-    pattern = make_pattern([(1, 8, 8), (3, 5, 5), (10,), (4, 7), (5000,)])
+    pattern = make_pattern([(1, 8, 8), (3, 5, 5), (10,), (4, 7), (5000,), (600, 3)])
     figures = list(page_figures(pattern))
-    for figure in [figures[0], *layer_pages(figures, 5)]:
-        ax = figure.axes[0]
-        columns = ax.images[0].get_array().shape[1]
-        pixels = ax.get_position().width * figure.get_figwidth() * figure.dpi
-        if figure.dpi < render.MAX_IMAGE_DPI:
-            assert pixels >= render.MIN_IMAGE_PIXELS - 1e-6
-            assert pixels / columns == pytest.approx(round(pixels / columns))
-        else:
-            assert columns == 1000  # 5000 values wrap in rows of 1000: more than fits at the cap
+    for figure in [figures[0], *layer_pages(figures, 6)]:
+        image = main_image(figure)
+        values = image.get_array()
+        block = canvas.block_size(values.shape)
+        assert image.pixels.shape[:2] == (values.shape[0] * block, values.shape[1] * block)
+        assert max(image.pixels.shape[:2]) >= canvas.MIN_IMAGE_PIXELS or block == 1
+        colours = image.cmap(image.norm(values), bytes=True)
+        np.testing.assert_array_equal(image.pixels[::block, ::block], colours)  # one colour per block
+        np.testing.assert_array_equal(image.pixels[block - 1 :: block, block - 1 :: block], colours)
 
 
 def test_explicit_title_and_no_title():
@@ -250,25 +298,29 @@ def test_explicit_title_and_no_title():
     assert {f.get_suptitle() for f in page_figures(pattern, title="my title")} == {"my title"}
     figures = list(page_figures(pattern, title=""))
     assert {f.get_suptitle() for f in figures} == {""}
-    assert "Summary" in texts(figures[0]) and figures[1].axes[0].get_title()  # page headings remain
+    assert "Summary" in texts(figures[0]) and image_title(figures[1])  # page headings remain
 
 
 @pytest.mark.parametrize("channels", [1, 3, 64, 70, 512])
 def test_tile_labels(channels):
     height, width = 2, 3
     (figure,) = page_figures(make_pattern([(channels, height, width)]), summary=False)
-    ax = figure.axes[0]
-    cols = (ax.images[0].get_array().shape[1] + 1) // (width + 1)
-    labels = [int(text.get_text()) for text in ax.texts]
+    image = main_image(figure)
+    rows, columns = image.get_array().shape
+    cols = (columns + 1) // (width + 1)
+    tile_labels = parts(figure, render.TILE_LABEL)
+    labels = [int(text.get_text()) for text in tile_labels]
     if channels <= 64:
         assert labels == list(range(channels))
     else:
         assert labels == list(range(0, channels, cols))  # first tile of every row
-    for text, channel in zip(ax.texts, labels, strict=True):
-        x, y = text.get_position()
-        top, left = (channel // cols) * (height + 1), (channel % cols) * (width + 1)
-        assert left - 0.5 <= x < left + width - 0.5 and top - 0.5 <= y < top + height - 0.5
-    (backgrounds,) = ax.collections
+    left, bottom, box_w, box_h = image.rect
+    for text, channel in zip(tile_labels, labels, strict=True):
+        x, y = text.get_position()  # figure fractions -> image columns and rows
+        column, row = (x - left) / box_w * columns, (bottom + box_h - y) / box_h * rows
+        top, first = (channel // cols) * (height + 1), (channel % cols) * (width + 1)
+        assert first <= column < first + width and top <= row < top + height
+    (backgrounds,) = [c for c in figure.artists if isinstance(c, matplotlib.collections.PolyCollection)]
     assert len(backgrounds.get_paths()) == len(labels)  # one pale box behind each label
 
 
@@ -365,7 +417,7 @@ def test_long_tables_continue_on_more_pages():
     shapes = [(3, 2, 2)] * 70  # ResNet-18 at granularity "ops" has about 70 layers
     pattern = make_pattern(shapes, n_samples=1)
     *summaries, first_layer = itertools.islice(page_figures(pattern), 4)  # pages are built one by one
-    assert "shape (3, 2, 2)" in first_layer.axes[0].get_title()
+    assert "shape (3, 2, 2)" in image_title(first_layer)
     assert [line.split()[0] for line in table_lines(summaries)] == [str(i) for i in range(70)]
     for figure in summaries[1:]:
         assert any(text.startswith("Summary (continued): layers") for text in texts(figure))
@@ -389,17 +441,17 @@ def test_long_names_are_shortened_in_the_table():
 
 def test_summary_input_image():
     activations = make_pattern([(1, 8, 8), (4,)], n_samples=2)
-    ax = next(page_figures(activations, sample=1)).axes[0]
-    np.testing.assert_array_equal(ax.images[0].get_array(), activations.layer(0)[1][0])
-    assert ax.images[0].get_cmap().name.startswith("gray") and ax.images[0].colorbar is not None
+    summary = next(page_figures(activations, sample=1))
+    np.testing.assert_array_equal(main_image(summary).get_array(), activations.layer(0)[1][0])
+    assert main_image(summary).cmap.name.startswith("gray") and len(parts(summary, canvas.COLOURBAR)) == 1
     spectrum = activations.with_values(activations.values * 2, "standard")
     summary = next(page_figures(spectrum))
-    assert not summary.axes[0].images and any("not given" in text for text in texts(summary))
+    assert not parts(summary, canvas.LAYER_IMAGE) and any("not given" in text for text in texts(summary))
     given = np.arange(64.0).reshape(1, 8, 8)
     summary = next(page_figures(spectrum, input_image=given))
-    np.testing.assert_array_equal(summary.axes[0].images[0].get_array(), given[0])
+    np.testing.assert_array_equal(main_image(summary).get_array(), given[0])
     rgb = np.random.default_rng(0).normal(size=(3, 4, 5))
-    shown = next(page_figures(spectrum, input_image=rgb)).axes[0].images[0].get_array()
+    shown = main_image(next(page_figures(spectrum, input_image=rgb))).get_array()
     expected = (rgb - rgb.min()) / (rgb.max() - rgb.min())
     np.testing.assert_allclose(shown, expected.transpose(1, 2, 0))
     with pytest.raises(ValueError, match=r"input_image .* got shape \(1, 3, 4, 5\)"):
@@ -413,7 +465,7 @@ def test_summary_input_image():
 def test_frequency_page_plots_magnitude_against_eigenvalue(k):
     pattern = laplacian_spectrum(SHAPES, k=k, n_samples=2)
     figure = list(page_figures(pattern, sample=1))[1]
-    (line,) = figure.axes[0].lines
+    (line,) = parts(figure, render.FREQUENCY_POINTS)
     n = len(pattern.eigenvalues)
     coefficients = pattern.values[1, :n]
     drawn = coefficients != 0  # finite: the first n are computed
@@ -425,8 +477,11 @@ def test_frequency_page_plots_magnitude_against_eigenvalue(k):
     assert any("1 exactly zero are left out" in text for text in notes)
     if k is not None:
         assert any("not computed (NaN) are left out" in text and "% of ‖s‖²" in text for text in notes)
-    low, high = figure.axes[0].get_ylim()
-    assert low <= np.abs(coefficients[drawn]).min() and high >= np.abs(coefficients[drawn]).max()
+    left, bottom, width, height = (0.9 / 8, 1.3 / 8, 6.7 / 8, 5.7 / 8)  # the plot's box on the page
+    placed = figure.transFigure.inverted().transform(line.get_transform().transform(line.get_xydata()))
+    assert np.all((placed >= (left, bottom)) & (placed <= (left + width, bottom + height)))  # all in the box
+    order = np.argsort(line.get_ydata())
+    assert np.all(np.diff(placed[order, 1]) >= -1e-12)  # larger |ŝ| drawn higher
 
 
 def test_frequency_points_need_eigenvalues():
@@ -471,7 +526,7 @@ def test_symlog_pages_say_so():
     assert re.search(r"^colour norm +symmetric log$", info, re.MULTILINE)
     lines = table_lines(figures[:1])
     for i, (figure, line) in enumerate(zip(layer_pages(figures, len(SHAPES)), lines, strict=True)):
-        norm = figure.axes[0].images[0].norm
+        norm = main_image(figure).norm
         t = symlog_threshold(pattern.layer(i)[0])
         assert isinstance(norm, SymLogNorm) and norm.linthresh == t
         assert f"symmetric log (linear within ±{t:.2g})" in subtitle(figure)
@@ -487,9 +542,7 @@ def test_narrow_symlog_colourbar_keeps_tick_labels():
         np.concatenate([[1.0, -1e3], 18840.0 + np.linspace(0, 1, 8)])[None], "standard"
     )
     for figure in layer_pages(list(page_figures(narrow, symlog=True)), 2):
-        colorbar = figure.axes[0].images[0].colorbar
-        norm = colorbar.norm
-        assert sum(norm.vmin <= tick <= norm.vmax for tick in colorbar.get_ticks()) >= 3
+        assert len(parts(figure, canvas.COLOURBAR_TICK)) >= 3
 
 
 # --- layer_image -----------------------------------------------------------------------------------------
