@@ -55,7 +55,7 @@ Rect = tuple[float, float, float, float]  # left, bottom, width, height as figur
 
 #: Images are embedded at least this many pixels across their longer side, as blocks of
 #: whole pixels per value (viewers that smooth scaled images then blur only block edges).
-MIN_IMAGE_PIXELS = 400
+MIN_IMAGE_PIXELS = 256
 
 
 def block_size(shape: tuple[int, ...]) -> int:
@@ -118,9 +118,7 @@ class PixelImage(Artist):
         if not self.get_visible():
             return
         left, bottom, width, height = self.rect
-        corners = self.get_figure(root=True).transFigure.transform(
-            [(left, bottom), (left + width, bottom + height)]
-        )
+        corners = self.figure.transFigure.transform([(left, bottom), (left + width, bottom + height)])
         (x0, y0), (x1, y1) = corners
         renderer.open_group("pixel-image", gid=self.get_gid())
         gc = renderer.new_gc()

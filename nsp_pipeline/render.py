@@ -603,7 +603,7 @@ def _draw_table(fig: Figure, header: str, lines: list[str], top: float, fontsize
     right = left + (len(header) + 1) * _MONO_ADVANCE * fontsize / 72 / _PAGE
     y = 1 - top / _PAGE
     text = {"family": _MONO, "fontsize": fontsize, "va": "center", "ha": "left", "parse_math": False}
-    fig.text(left, y - pitch / 2, header, weight="bold", **text)
+    fig.text(left, y - pitch / 2, header, **text)
     fig.add_artist(
         Line2D([left, right], [y - pitch] * 2, color="0.3", linewidth=0.6, transform=fig.transFigure)
     )

@@ -87,7 +87,8 @@ def test_pixel_image_blocks_and_orientation_on_a_raster_page():
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="red")
     figure = Figure(figsize=(3, 2), dpi=100)
     image = canvas.draw_image(figure, (0, 0, 1, 1), values, cmap, Normalize(0, 5), canvas.LAYER_IMAGE)
-    assert image.pixels.shape == (2 * 134, 3 * 134, 4)  # 400 pixels across the longer side at least
+    block = -(-canvas.MIN_IMAGE_PIXELS // 3)  # whole pixels per value, the longer side at least that wide
+    assert image.pixels.shape == (2 * block, 3 * block, 4)
     FigureCanvasAgg(figure).draw()
     page = np.asarray(figure.canvas.buffer_rgba())
     assert page.shape[:2] == (200, 300)
