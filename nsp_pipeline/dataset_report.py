@@ -56,6 +56,7 @@ import math
 import numbers
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -441,7 +442,8 @@ def plot_statistics(statistics: Mapping[str, ClassStatistics], path: PathLike, t
         Context put before every plot title.
     """
     prefix = f"{title}: " if title else ""
-    with atomic_output(path) as temporary, PdfPages(temporary, metadata={"Title": title}) as pdf:
+    metadata = {"Title": title, "CreationDate": None}  # no timestamp: reruns give the same bytes
+    with atomic_output(path) as temporary, PdfPages(temporary, metadata=metadata) as pdf:
         pdf.savefig(_energy_page(statistics, prefix))
         for name, stats in statistics.items():
             pdf.savefig(_class_energy_page(name, stats, prefix))
@@ -568,12 +570,27 @@ def _top_k_page(name: str, stats: ClassStatistics, prefix: str) -> Figure:
 # --------------------------------------------------------------------------- averages
 
 
+def _render_all(
+    jobs: list[tuple[Pattern, Path, int, str]], scale: str, cmap: str, processes: int
+) -> list[Path]:
+    """Render ``(pattern, path, sample, title)`` jobs, in ``processes`` worker processes if more than 1."""
+    options = {"scale": scale, "cmap": cmap}
+    if processes <= 1 or len(jobs) <= 1:
+        return [render_pattern(p, path, sample=s, title=t, **options) for p, path, s, t in jobs]
+    with ProcessPoolExecutor(min(processes, len(jobs))) as pool:
+        futures = [
+            pool.submit(render_pattern, p, path, sample=s, title=t, **options) for p, path, s, t in jobs
+        ]
+        return [future.result() for future in futures]
+
+
 def render_averages(
     statistics: Mapping[str, ClassStatistics],
     directory: PathLike,
     title: str = "",
     scale: str = "layerscale",
     cmap: str = "viridis",
+    processes: int = 1,
 ) -> list[Path]:
     """Render every average pattern like a sample, one PDF each, a page per layer.
 
@@ -588,6 +605,11 @@ def render_averages(
         Context put before every page title.
     scale, cmap : str
         Colour scale and map (see :func:`nsp_pipeline.render.render_pattern`).
+    processes : int, default 1
+        Worker processes rendering PDFs side by side (1: all in this process). They start
+        the platform's default way; where that is "spawn" or "forkserver" (macOS, Windows,
+        Python 3.14 and later) they import the calling script again, which then needs an
+        ``if __name__ == "__main__":`` guard.
 
     Returns
     -------
@@ -596,31 +618,21 @@ def render_averages(
     """
     directory = Path(directory)
     prefix = f"{title}: " if title else ""
-    written = []
+    jobs = []
     for name, stats in statistics.items():
-        written.append(
-            render_pattern(
+        described = f"{prefix}{_described(name, stats)}"
+        jobs.append(
+            (
                 stats.average,
                 directory / f"{name}_all.pdf",
-                sample=0,
-                scale=scale,
-                cmap=cmap,
-                title=f"{prefix}{_described(name, stats)}, average of all {stats.n_samples} samples",
+                0,
+                f"{described}, average of all {stats.n_samples} samples",
             )
         )
         for row, label in enumerate(stats.classes):
-            written.append(
-                render_pattern(
-                    stats.class_average,
-                    directory / f"{name}_class_{label}.pdf",
-                    sample=row,
-                    scale=scale,
-                    cmap=cmap,
-                    title=f"{prefix}{_described(name, stats)}, average of class {label} "
-                    f"({stats.class_samples[row]} samples)",
-                )
-            )
-    return written
+            heading = f"{described}, average of class {label} ({stats.class_samples[row]} samples)"
+            jobs.append((stats.class_average, directory / f"{name}_class_{label}.pdf", row, heading))
+    return _render_all(jobs, scale, cmap, processes)
 
 
 def render_summary_averages(
@@ -629,35 +641,27 @@ def render_summary_averages(
     title: str = "",
     scale: str = "layerscale",
     cmap: str = "viridis",
+    processes: int = 1,
 ) -> list[Path]:
     """Render the average patterns stored in a summary file, as :func:`render_averages` does.
 
-    For a workflow rule of its own: the summary is computed once, the averages rendered after.
-    The folder is filled under a temporary name and renamed when complete (it replaces an
-    existing one), so an interrupted job never leaves a folder with only some of the files.
+    For a workflow rule of its own: the summary is computed once, the averages rendered after,
+    in ``processes`` worker processes. The folder is filled under a temporary name and renamed
+    when complete (it replaces an existing one), so an interrupted job never leaves a folder
+    with only some of the files.
     """
     with h5py.File(hdf5_path, "r", locking=False) as file:
         names = [str(name) for name in file.attrs["patterns"]]
     directory = Path(directory)
     prefix = f"{title}: " if title else ""
-    written = []
     with atomic_output(directory) as folder:
         folder.mkdir()
+        jobs = []
         for name in names:
             average, class_average = read_averages(hdf5_path, name)
-            written.append(
-                render_pattern(
-                    average,
-                    folder / f"{name}_all.pdf",
-                    scale=scale,
-                    cmap=cmap,
-                    title=f"{prefix}{name}, average",
-                )
-            )
+            jobs.append((average, folder / f"{name}_all.pdf", 0, f"{prefix}{name}, average"))
             for row, label in enumerate(class_average.labels):
-                path = folder / f"{name}_class_{label}.pdf"
                 heading = f"{prefix}{name}, average of class {label}"
-                written.append(
-                    render_pattern(class_average, path, sample=row, scale=scale, cmap=cmap, title=heading)
-                )
+                jobs.append((class_average, folder / f"{name}_class_{label}.pdf", row, heading))
+        written = _render_all(jobs, scale, cmap, processes)
     return [directory / path.name for path in written]

@@ -805,7 +805,8 @@ def render_pattern(
     """
     report = _resolve(pattern, sample, scale, cmap, title, symlog, model, input_image, summary)
     path = Path(path)
-    with atomic_output(path) as temporary, PdfPages(temporary, metadata={"Title": report.title}) as pdf:
+    metadata = {"Title": report.title, "CreationDate": None}  # no timestamp: reruns give the same bytes
+    with atomic_output(path) as temporary, PdfPages(temporary, metadata=metadata) as pdf:
         for fig in _pages(report):
             pdf.savefig(fig)
     return path

@@ -391,6 +391,18 @@ def test_render_averages_one_pdf_per_group(tmp_path, patterns, monkeypatch):
     assert calls[2][2]["title"] == "net: standard, average of class 2 (5 samples)"
 
 
+def test_averages_rendered_in_worker_processes_are_the_same_files(tmp_path):
+    """PDFs carry no timestamp, so a parallel render and a serial one give the same bytes."""
+    layout = make_layout([(2, 3, 3), (5,)])
+    values = np.random.default_rng(4).normal(size=(6, 23))
+    stats = {"activations": class_statistics(Pattern(layout, values, labels=[0, 1, 1, 2, 0, 2]))}
+    serial = render_averages(stats, tmp_path / "serial", scale="layernorm", processes=1)
+    parallel = render_averages(stats, tmp_path / "parallel", scale="layernorm", processes=2)
+    assert [path.name for path in parallel] == [path.name for path in serial] and len(serial) == 4
+    for one, other in zip(serial, parallel, strict=True):
+        assert one.read_bytes() == other.read_bytes()
+
+
 def test_rendered_averages_are_pdfs(tmp_path):
     """Real rendering of a partial spectrum (NaN coefficients) of one class: two PDFs."""
     layout = make_layout([(2, 3, 3), (5,)])

@@ -6,7 +6,8 @@
   layer and what was expected, and no output (nor any ``.tmp`` file) may be left behind.
 - A workflow whose activations job is SIGKILLed in the middle of its writes leaves only outputs
   that read back complete (checksums verified); rerunning ``snakemake`` finishes the work.
-- Two runs of the workflow (the second one killed and rerun) give bit-identical HDF5 datasets.
+- Two runs of the workflow (the second one killed and rerun) give bit-identical HDF5 datasets,
+  tables and PDFs.
 - Pickled code runs only for ``trusted: true`` entries; YAML tags for Python objects are refused;
   model and dataset names cannot lead outputs out of ``results/``.
 
@@ -854,8 +855,8 @@ def test_rerun_after_kill_completes(rerun, workflow):
 
 
 def test_reruns_are_bit_identical(workflow, rerun):
-    """Every HDF5 dataset, checksum, table and model artifact of the two runs agrees bit for bit."""
-    compared = 0
+    """Every HDF5 dataset, checksum, table, PDF and model artifact of the two runs agrees bit for bit."""
+    compared = pdfs = 0
     for path in output_files(workflow):
         if path.suffix == ".h5":
             first, second = hdf5_datasets(workflow / path), hdf5_datasets(rerun / path)
@@ -863,6 +864,8 @@ def test_reruns_are_bit_identical(workflow, rerun):
             differing = [name for name in first if first[name] != second[name]]
             assert differing == [], f"{path}: {differing} differ between runs"
             compared += 1
-        elif path.suffix in (".pt", ".csv"):
+        elif path.suffix in (".pt", ".csv", ".pdf"):  # PDFs carry no timestamp
             assert (workflow / path).read_bytes() == (rerun / path).read_bytes(), path
+            pdfs += path.suffix == ".pdf"
     assert compared == 14  # graph, 2 operators, 3 × 3 patterns, dataset and sweep summaries
+    assert pdfs > 0

@@ -142,9 +142,9 @@ rule render_averages:
         "results/logs/render_averages/{model}/{dataset}.log",
     benchmark:
         "results/benchmarks/render_averages/{model}/{dataset}.tsv"
-    threads: 1
+    threads: 4  # PDFs rendered side by side, one worker process per thread
     resources:
-        mem_mb=lambda wildcards, input, attempt: int((1000 + 10 * input.size_mb) * attempt),
+        mem_mb=lambda wildcards, input, threads, attempt: int((600 + 400 * threads + 10 * input.size_mb) * attempt),
         runtime=lambda wildcards, attempt: 30 * attempt,
     conda:
         "../envs/nsp-pipeline.yaml"
