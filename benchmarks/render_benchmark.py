@@ -8,6 +8,11 @@ sample for all three, and where the time of one report goes (building pages, wri
 finishing the file), against the goal of 0.5 s per report. CPU time (``time.process_time``)
 is what the report costs on an idle core; on a shared machine the wall time can be larger.
 
+The speed of these machines drifts, so the run also draws the layer pages the conventional
+way, as a baseline (an ``Axes`` with ``imshow`` and one with ``fig.colorbar`` per page, channel
+indices as axes texts: how ``nsp_pipeline.render`` drew them before ``nsp_pipeline.canvas``),
+and prints the ratio of the two, measured side by side.
+
 Usage: ``python benchmarks/render_benchmark.py [--samples 8] [--repeat 3]``
 """
 
@@ -15,17 +20,20 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import matplotlib
 from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
 
 from nsp_pipeline.analysis import analyze
 from nsp_pipeline.architectures import DigitsCNN
 from nsp_pipeline.datasets import load_dataset
-from nsp_pipeline.render import page_figures, render_pattern
+from nsp_pipeline.render import color_norms, layer_image, page_figures, render_pattern
 from nsp_pipeline.training import train_classifier
 
 GOAL = 0.5  # seconds per PDF of the default model
@@ -40,6 +48,32 @@ def reports(samples: int):
     patterns = {"activations": analysis.activations, **analysis.spectra}
     options = {"activations": {}, "standard": {"symlog": True}, "laplacian": {}}
     return patterns, options, test.inputs[:samples].numpy()
+
+
+def axes_layer_pages(pattern, sample: int, path: Path, symlog: bool) -> None:
+    """The baseline: the layer pages of ``sample`` drawn with matplotlib Axes, written to ``path``."""
+    norms = color_norms([values[sample] for values in pattern.layers()], "layernorm", symlog)
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.8")
+    with PdfPages(path) as pdf:
+        for layer, values, norm in zip(pattern.layout.layers, pattern.layers(), norms, strict=True):
+            fig = Figure(figsize=(8, 8))
+            fig.suptitle(f"sample {sample} — {pattern.domain}", fontsize=12)
+            fig.text(0.5, 0.94, f"colour scale: layernorm — colormap {cmap.name}", ha="center", fontsize=9)
+            ax = fig.add_axes((0.11, 0.2, 0.84, 0.68))
+            image = layer_image(values[sample])
+            shown = ax.imshow(image, cmap=cmap, norm=norm, interpolation="nearest", aspect="auto")
+            ax.set_title(f"{layer.name} — {layer.kind} — shape {layer.shape}", fontsize=11)
+            if len(layer.shape) == 3 and layer.shape[1:] != (1, 1):
+                channels, height, width = layer.shape
+                cols = (image.shape[1] + 1) // (width + 1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for channel in range(min(channels, 64)):
+                    row, col = divmod(channel, cols)
+                    ax.text(col * (width + 1), row * (height + 1), str(channel), fontsize=5, va="top")
+            colorbar_axes = fig.add_axes((0.2, 0.1, 0.6, 0.02))
+            fig.colorbar(shown, cax=colorbar_axes, orientation="horizontal")
+            pdf.savefig(fig)
 
 
 def split_times(pattern, sample: int, options: dict, image) -> tuple[float, float, float]:
@@ -103,6 +137,27 @@ def main() -> None:
             )
     print(
         f"all three reports of a sample: {per_sample:.2f} s ({per_sample / 3 / GOAL:.2f}x the goal per PDF)"
+    )
+    canvas_times, axes_times = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(args.repeat):
+            for kind, pattern in patterns.items():
+                for sample in range(args.samples):
+                    symlog = options[kind].get("symlog", False)
+                    start = time.process_time()
+                    canvas_pdf = Path(folder) / "canvas.pdf"
+                    render_pattern(
+                        pattern, canvas_pdf, sample, "layernorm", "RdBu_r", symlog=symlog, summary=False
+                    )
+                    canvas_times.append(time.process_time() - start)
+                    start = time.process_time()
+                    axes_layer_pages(pattern, sample, Path(folder) / "axes.pdf", symlog)
+                    axes_times.append(time.process_time() - start)
+    canvas, axes = statistics.median(canvas_times), statistics.median(axes_times)
+    print(
+        f"layer pages only, CPU per PDF, side by side: canvas {canvas * 1000:.0f} ms, Axes baseline "
+        f"{axes * 1000:.0f} ms: ratio {canvas / axes:.2f} (geometric mean of pairs "
+        f"{math.exp(statistics.fmean(math.log(c / a) for c, a in zip(canvas_times, axes_times))):.2f})"
     )
 
 
