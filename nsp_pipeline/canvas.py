@@ -13,6 +13,7 @@ data drawn on a page can be found again with :meth:`~matplotlib.figure.Figure.fi
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,10 +23,12 @@ from matplotlib.artist import Artist
 from matplotlib.collections import LineCollection
 from matplotlib.colors import Colormap, Normalize, SymLogNorm
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.scale import LogTransform
 from matplotlib.text import Text
+from matplotlib.textpath import TextToPath
 from matplotlib.ticker import MaxNLocator, SymmetricalLogLocator
 from matplotlib.transforms import Affine2D, IdentityTransform, blended_transform_factory
 
@@ -43,6 +46,9 @@ COLOURBAR_FACTOR = "colourbar-factor"
 
 #: ``gid`` of the heading above an image.
 IMAGE_TITLE = "image-title"
+
+#: How far a label of each horizontal alignment starts left of its anchor, in its widths.
+_SHIFT_X = {"left": 0.0, "center": 0.5, "right": 1.0}
 
 #: Most labelled ticks on a colourbar; decades of a symmetric-log bar are thinned to fit.
 MAX_COLOURBAR_TICKS = 9
@@ -186,6 +192,109 @@ def draw_title(fig: Figure, rect: Rect, text: str, fontsize: float = 11, pad: fl
     )
 
 
+_TEXT_TO_PATH = TextToPath()
+
+
+@functools.lru_cache(maxsize=4096)
+def _extent(text: str, fontsize: float) -> tuple[float, float, float]:
+    """Width, height and descent (points) of one line of ``text`` in the default font.
+
+    At least the height and descent of ``"lp"``, as :class:`~matplotlib.text.Text` lays out a
+    line, so that labels of one row share a baseline.
+    """
+    prop = FontProperties(size=fontsize)
+    width, height, descent = _TEXT_TO_PATH.get_text_width_height_descent(text, prop, ismath=False)
+    _, line_height, line_descent = _TEXT_TO_PATH.get_text_width_height_descent("lp", prop, ismath=False)
+    return width, max(height, line_height), max(descent, line_descent)
+
+
+class Labels(Artist):
+    """Short one-line labels in the default font, black, drawn by one artist.
+
+    A :class:`~matplotlib.text.Text` measures itself with FreeType on every draw, which is a
+    good part of the time to write a page with dozens of tick and tile labels. Here each
+    distinct label is measured once (cached) and handed straight to the renderer, aligned at
+    its anchor as ``ha``/``va`` say, as a Text would be. They stay real text in the PDF.
+
+    Parameters
+    ----------
+    positions : sequence of (float, float)
+        Anchor of each label, in figure fractions.
+    strings : sequence of str
+        The labels, one line each (drawn as is: no mathtext).
+    fontsize : float
+        Size in points.
+    ha : {"left", "center", "right"}
+        Horizontal alignment of every label at its anchor.
+    va : {"top", "center", "bottom", "baseline"}
+        Vertical alignment of every label at its anchor.
+    """
+
+    def __init__(
+        self,
+        positions: Sequence[tuple[float, float]],
+        strings: Sequence[str],
+        fontsize: float,
+        ha: str = "left",
+        va: str = "baseline",
+    ) -> None:
+        super().__init__()
+        if len(positions) != len(strings):
+            raise ValueError(f"{len(positions)} positions for {len(strings)} labels")
+        if ha not in _SHIFT_X or va not in ("top", "center", "bottom", "baseline"):
+            raise ValueError(f"unknown alignment ha={ha!r}, va={va!r}")
+        self.set_zorder(3)  # above images, frames and label backgrounds, as text is
+        self.positions = [(float(x), float(y)) for x, y in positions]
+        self.strings = [str(text) for text in strings]
+        self.fontsize, self.ha, self.va = float(fontsize), ha, va
+
+    def baselines(self, to_display, points_to_display: float) -> list[tuple[float, float]]:
+        """Where each label starts on its baseline, in display units."""
+        starts = []
+        for (x, y), text in zip(to_display.transform(self.positions), self.strings, strict=True):
+            width, height, descent = (points_to_display * value for value in _extent(text, self.fontsize))
+            lift = {
+                "top": descent - height,
+                "center": descent - height / 2,
+                "bottom": descent,
+                "baseline": 0.0,
+            }
+            starts.append((x - _SHIFT_X[self.ha] * width, y + lift[self.va]))
+        return starts
+
+    def draw(self, renderer) -> None:
+        """Draw every label at its anchor."""
+        if not self.get_visible() or not self.strings:
+            return
+        starts = self.baselines(self.figure.transFigure, renderer.points_to_pixels(1.0))
+        prop = FontProperties(size=self.fontsize)
+        renderer.open_group("labels", gid=self.get_gid())
+        gc = renderer.new_gc()
+        gc.set_foreground("black")
+        height = renderer.get_canvas_width_height()[1]
+        for (x, y), text in zip(starts, self.strings, strict=True):
+            renderer.draw_text(gc, x, height - y if renderer.flipy() else y, text, prop, 0.0)
+        gc.restore()
+        renderer.close_group("labels")
+        self.stale = False
+
+
+def draw_labels(
+    fig: Figure,
+    positions: Sequence[tuple[float, float]],
+    strings: Sequence[str],
+    fontsize: float,
+    ha: str,
+    va: str,
+    gid: str | None = None,
+) -> Labels:
+    """Add a :class:`Labels` artist with ``gid`` to ``fig``."""
+    labels = Labels(positions, strings, fontsize, ha, va)
+    labels.set_gid(gid)
+    fig.add_artist(labels)
+    return labels
+
+
 def draw_ticks(
     fig: Figure,
     rect: Rect,
@@ -194,7 +303,7 @@ def draw_ticks(
     labels: Sequence[str],
     fontsize: float = 8,
     gid: str | None = None,
-) -> list[Text]:
+) -> Labels:
     """Tick marks and labels outside one side of ``rect``.
 
     Parameters
@@ -213,31 +322,30 @@ def draw_ticks(
     fontsize : float, default 8
         Label size in points.
     gid : str or None
-        ``gid`` given to every label.
+        ``gid`` of the labels.
 
     Returns
     -------
-    list of matplotlib.text.Text
+    Labels
         The labels.
     """
     left, bottom, width, height = rect
     tick_x, tick_y = _TICK / fig.get_figwidth(), _TICK / fig.get_figheight()
-    segments, texts = [], []
-    for position, label in zip(positions, labels, strict=True):
-        if side == "bottom":
-            x = left + position * width
-            segments.append([(x, bottom), (x, bottom - tick_y)])
-            place = {"x": x, "y": bottom - 1.6 * tick_y, "ha": "center", "va": "top"}
-        else:
-            y = bottom + position * height
-            x = left if side == "left" else left + width
-            end = x - tick_x if side == "left" else x + tick_x
-            segments.append([(x, y), (end, y)])
-            label_x = x - 1.6 * tick_x if side == "left" else x + 1.6 * tick_x
-            place = {"x": label_x, "y": y, "ha": "right" if side == "left" else "left", "va": "center"}
-        texts.append(fig.text(s=label, fontsize=fontsize, gid=gid, parse_math=False, **place))
+    positions = np.asarray(positions, dtype=np.float64)
+    if side == "bottom":
+        x = left + positions * width
+        segments = [[(at, bottom), (at, bottom - tick_y)] for at in x]
+        anchors = [(at, bottom - 1.6 * tick_y) for at in x]
+        ha, va = "center", "top"
+    else:
+        y = bottom + positions * height
+        edge = left if side == "left" else left + width
+        sign = -1.0 if side == "left" else 1.0
+        segments = [[(edge, at), (edge + sign * tick_x, at)] for at in y]
+        anchors = [(edge + sign * 1.6 * tick_x, at) for at in y]
+        ha, va = ("right" if side == "left" else "left"), "center"
     fig.add_artist(LineCollection(segments, colors="black", linewidths=0.6, transform=fig.transFigure))
-    return texts
+    return draw_labels(fig, anchors, labels, fontsize, ha, va, gid)
 
 
 def draw_axis_label(

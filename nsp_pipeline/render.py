@@ -399,8 +399,9 @@ def _label_tiles(
     """Write channel indices at the top-left corners of the tiles (see :data:`MAX_TILE_LABELS`).
 
     ``image_shape`` is the mosaic's ``(rows, columns)`` of values, ``tile`` the layer's
-    ``(channels, height, width, tile columns)``. The labels' pale backgrounds are one
-    collection of rectangles (cheaper to draw than a box per label).
+    ``(channels, height, width, tile columns)``. The labels are one
+    :class:`~nsp_pipeline.canvas.Labels` artist, their pale backgrounds one collection of
+    rectangles.
     """
     channels, height, width, cols = tile
     rows = math.ceil(channels / cols)
@@ -409,12 +410,12 @@ def _label_tiles(
     value_w, value_h = box_w / image_shape[1], box_h / image_shape[0]  # one value, in figure fractions
     size = min(max((width + 1) * value_w * _PAGE * 72 * 0.25, 3.0), 6.0)
     pad = 0.1 * size / 72 / _PAGE  # figure fraction
-    boxes = []
+    anchors, boxes = [], []
     for channel in range(0, channels, step):
         row, col = divmod(channel, cols)
         x = left + (col * (width + 1) + 0.15 * width) * value_w
         y = bottom + box_h - (row * (height + 1) + 0.05 * height) * value_h
-        fig.text(x, y, str(channel), fontsize=size, ha="left", va="top", gid=TILE_LABEL, parse_math=False)
+        anchors.append((x, y))
         x0, y0 = x - pad, y + pad
         x1 = x0 + len(str(channel)) * 0.64 * size / 72 / _PAGE + 2 * pad
         y1 = y0 - 0.8 * size / 72 / _PAGE - 2 * pad
@@ -423,6 +424,8 @@ def _label_tiles(
         boxes, facecolors="white", alpha=0.6, edgecolors="none", transform=fig.transFigure
     )
     fig.add_artist(backgrounds)
+    strings = [str(channel) for channel in range(0, channels, step)]
+    canvas.draw_labels(fig, anchors, strings, size, "left", "top", TILE_LABEL)
 
 
 def _draw_layer(fig: Figure, layer: Layer, values: np.ndarray, norm: Normalize, cmap: Colormap) -> None:

@@ -115,5 +115,33 @@ def test_log_scatter_spans_whole_decades_around_the_points():
     # decades 10⁻⁴ .. 10²: log10(y) + 4 over 6 of the box's height
     np.testing.assert_allclose(placed[:, 1], 0.1 + 0.8 * (np.log10(y) + 4) / 6)
     assert np.all(np.diff(placed[:, 0]) > 0) and np.all((placed > 0.1) & (placed < 0.9))
-    labels = [t.get_text() for t in figure.texts]
+    labels = [
+        text for artist in figure.artists if isinstance(artist, canvas.Labels) for text in artist.strings
+    ]
     assert {"10⁻⁴", "10⁰", "10²"} <= set(labels)
+
+
+@pytest.mark.parametrize("ha", ["left", "center", "right"])
+@pytest.mark.parametrize("va", ["top", "center", "bottom", "baseline"])
+def test_labels_sit_where_matplotlib_texts_do(ha, va):
+    """Labels drawn straight to the renderer cover the same pixels as Text artists with the same alignment."""
+    strings, anchors = ["0", "−10⁴", "128", "ly"], [(0.2, 0.3), (0.5, 0.5), (0.8, 0.7), (0.4, 0.85)]
+
+    def ink(add) -> np.ndarray:
+        figure = Figure(figsize=(3, 3), dpi=200)
+        add(figure)
+        FigureCanvasAgg(figure).draw()
+        return np.asarray(figure.canvas.buffer_rgba())[..., 0] < 128
+
+    def as_texts(figure):
+        for (x, y), text in zip(anchors, strings, strict=True):
+            figure.text(x, y, text, fontsize=9, ha=ha, va=va)
+
+    expected = ink(as_texts)
+    drawn = ink(lambda figure: canvas.draw_labels(figure, anchors, strings, 9, ha, va))
+    assert expected.sum() > 100
+    rows, columns = np.nonzero(expected)
+    drawn_rows, drawn_columns = np.nonzero(drawn)
+    assert abs(rows.min() - drawn_rows.min()) <= 1 and abs(rows.max() - drawn_rows.max()) <= 1
+    assert abs(columns.min() - drawn_columns.min()) <= 1 and abs(columns.max() - drawn_columns.max()) <= 1
+    assert (expected != drawn).mean() < 0.002  # the same glyphs at the same places, up to antialiasing

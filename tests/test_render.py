@@ -216,7 +216,8 @@ def test_every_page_has_a_title_a_scale_and_layer_pages_a_colourbar(pattern, sym
         (bar,) = parts(figure, canvas.COLOURBAR)
         np.testing.assert_array_equal(bar.get_array(), np.linspace(0, 1, 256)[None])  # the whole colormap
         assert bar.cmap is main_image(figure).cmap
-        assert len(parts(figure, canvas.COLOURBAR_TICK)) >= 3
+        (ticks,) = parts(figure, canvas.COLOURBAR_TICK)
+        assert len(ticks.strings) >= 3
         assert not figure.axes  # drawn without matplotlib Axes (see nsp_pipeline.canvas)
 
 
@@ -308,20 +309,21 @@ def test_tile_labels(channels):
     image = main_image(figure)
     rows, columns = image.get_array().shape
     cols = (columns + 1) // (width + 1)
-    tile_labels = parts(figure, render.TILE_LABEL)
-    labels = [int(text.get_text()) for text in tile_labels]
+    (tile_labels,) = parts(figure, render.TILE_LABEL)
+    labels = [int(text) for text in tile_labels.strings]
     if channels <= 64:
         assert labels == list(range(channels))
     else:
         assert labels == list(range(0, channels, cols))  # first tile of every row
     left, bottom, box_w, box_h = image.rect
-    for text, channel in zip(tile_labels, labels, strict=True):
-        x, y = text.get_position()  # figure fractions -> image columns and rows
+    for (x, y), channel in zip(tile_labels.positions, labels, strict=True):
+        # figure fractions -> image columns and rows
         column, row = (x - left) / box_w * columns, (bottom + box_h - y) / box_h * rows
         top, first = (channel // cols) * (height + 1), (channel % cols) * (width + 1)
         assert first <= column < first + width and top <= row < top + height
     (backgrounds,) = [c for c in figure.artists if isinstance(c, matplotlib.collections.PolyCollection)]
     assert len(backgrounds.get_paths()) == len(labels)  # one pale box behind each label
+    assert tile_labels.get_zorder() > backgrounds.get_zorder() > main_image(figure).get_zorder()
 
 
 # --- the summary page ------------------------------------------------------------------------------------
@@ -542,7 +544,8 @@ def test_narrow_symlog_colourbar_keeps_tick_labels():
         np.concatenate([[1.0, -1e3], 18840.0 + np.linspace(0, 1, 8)])[None], "standard"
     )
     for figure in layer_pages(list(page_figures(narrow, symlog=True)), 2):
-        assert len(parts(figure, canvas.COLOURBAR_TICK)) >= 3
+        (ticks,) = parts(figure, canvas.COLOURBAR_TICK)
+        assert len(ticks.strings) >= 3
 
 
 # --- layer_image -----------------------------------------------------------------------------------------
