@@ -5,7 +5,7 @@ offset texts) even where a page shows a single image; for a report of many small
 is most of the rendering time. The parts here draw the same things from a handful of
 artists placed in figure fractions: an image is one :class:`PixelImage` (colours computed
 once, embedded without resampling), a frame one rectangle, all tick marks of a side one
-line collection, each label one text.
+line collection, all their labels one :class:`Labels` artist, a heading one text.
 
 Every part carries a ``gid`` (:data:`LAYER_IMAGE`, :data:`COLOURBAR`, ...) so that the
 data drawn on a page can be found again with :meth:`~matplotlib.figure.Figure.findobj`.
