@@ -52,6 +52,7 @@ HDF5 layout (``schema = "nsp-pipeline/dataset_summary"``, ``schema_version = 1``
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -570,18 +571,21 @@ def _top_k_page(name: str, stats: ClassStatistics, prefix: str) -> Figure:
 # --------------------------------------------------------------------------- averages
 
 
+def _render_job(job: tuple[Pattern, Path, int, str], scale: str, cmap: str) -> Path:
+    """Render one ``(pattern, path, sample, title)`` job (module level, so workers can run it)."""
+    pattern, path, sample, title = job
+    return render_pattern(pattern, path, sample=sample, scale=scale, cmap=cmap, title=title)
+
+
 def _render_all(
     jobs: list[tuple[Pattern, Path, int, str]], scale: str, cmap: str, processes: int
 ) -> list[Path]:
     """Render ``(pattern, path, sample, title)`` jobs, in ``processes`` worker processes if more than 1."""
-    options = {"scale": scale, "cmap": cmap}
+    render = functools.partial(_render_job, scale=scale, cmap=cmap)
     if processes <= 1 or len(jobs) <= 1:
-        return [render_pattern(p, path, sample=s, title=t, **options) for p, path, s, t in jobs]
+        return [render(job) for job in jobs]
     with ProcessPoolExecutor(min(processes, len(jobs))) as pool:
-        futures = [
-            pool.submit(render_pattern, p, path, sample=s, title=t, **options) for p, path, s, t in jobs
-        ]
-        return [future.result() for future in futures]
+        return list(pool.map(render, jobs))
 
 
 def render_averages(
