@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from nsp_pipeline import build_graph, causal_operator, trace, transform
-from nsp_pipeline.architectures import MnistTutorialNet
+from nsp_pipeline.model.architectures import MnistTutorialNet
 
 
 def best_of(repeat: int, function):

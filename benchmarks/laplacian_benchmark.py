@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nsp_pipeline import build_graph, laplacian_operator, trace
-from nsp_pipeline.architectures import MnistTutorialNet
+from nsp_pipeline.model.architectures import MnistTutorialNet
 
 
 class Cifar10CNN(nn.Module):
@@ -123,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(relativeCreated)8.0f ms %(name)s: %(message)s")
-        logging.getLogger("nsp_pipeline.graph_builder").setLevel(logging.WARNING)
+        logging.getLogger("nsp_pipeline.graph.build").setLevel(logging.WARNING)
 
     print(f"torch threads {torch.get_num_threads()}; k = {args.k}")
     report_partial("nsp tutorial MNIST network", MnistTutorialNet, args.k, args.full)

@@ -10,7 +10,7 @@ is what the report costs on an idle core; on a shared machine the wall time can 
 
 The speed of these machines drifts, so the run also draws the layer pages the conventional
 way, as a baseline (an ``Axes`` with ``imshow`` and one with ``fig.colorbar`` per page, channel
-indices as axes texts: how ``nsp_pipeline.render`` drew them before ``nsp_pipeline.canvas``),
+indices as axes texts: how ``nsp_pipeline.render.pages`` drew them before ``nsp_pipeline.render.canvas``),
 and prints the ratio of the two, measured side by side.
 
 Usage: ``python benchmarks/render_benchmark.py [--samples 8] [--repeat 3]``
@@ -30,11 +30,11 @@ import matplotlib
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from nsp_pipeline.analysis import analyze
-from nsp_pipeline.architectures import DigitsCNN
-from nsp_pipeline.datasets import load_dataset
-from nsp_pipeline.render import color_norms, layer_image, page_figures, render_pattern
-from nsp_pipeline.training import train_classifier
+from nsp_pipeline.analysis.analyze import analyze
+from nsp_pipeline.data.datasets import load_dataset
+from nsp_pipeline.model.architectures import DigitsCNN
+from nsp_pipeline.model.training import train_classifier
+from nsp_pipeline.render.pages import color_norms, layer_image, page_figures, render_pattern
 
 GOAL = 0.5  # seconds per PDF of the default model
 

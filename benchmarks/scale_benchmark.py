@@ -17,9 +17,9 @@ import tracemalloc
 import numpy as np
 import torch
 
-from nsp_pipeline.architectures import ARCHITECTURES, DigitsCNN
-from nsp_pipeline.capture import trace
-from nsp_pipeline.factorized import factorized_operator
+from nsp_pipeline.model.architectures import ARCHITECTURES, DigitsCNN
+from nsp_pipeline.model.capture import trace
+from nsp_pipeline.transforms.causal.builder import factorized_operator
 
 
 def best_time(repeat: int, function) -> tuple[float, object]:

@@ -25,18 +25,26 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: What the script of each stage imports before it starts working (besides nsp_pipeline.logs).
+#: What the script of each stage imports before it starts working (besides nsp_pipeline.pipeline.logs).
 IMPORTS = {
-    "export_model": ["nsp_pipeline.stages", "nsp_pipeline.models", "nsp_pipeline.training"],
-    "build_graph": ["nsp_pipeline.stages", "nsp_pipeline.graph_builder"],
-    "compute_inverse": ["nsp_pipeline.stages"],
-    "extract_activations": ["nsp_pipeline.stages", "nsp_pipeline.capture", "nsp_pipeline.datasets"],
-    "transform_standard": ["nsp_pipeline.stages"],
-    "transform_laplacian": ["nsp_pipeline.stages"],
-    "render": ["nsp_pipeline.stages", "nsp_pipeline.render"],
-    "render_averages": ["nsp_pipeline.dataset_report"],
-    "summarize": ["nsp_pipeline.summary"],
-    "summarize_sweep": ["nsp_pipeline.summary"],
+    "export_model": [
+        "nsp_pipeline.pipeline.stages",
+        "nsp_pipeline.model.artifact",
+        "nsp_pipeline.model.training",
+    ],
+    "build_graph": ["nsp_pipeline.pipeline.stages", "nsp_pipeline.graph.build"],
+    "compute_inverse": ["nsp_pipeline.pipeline.stages"],
+    "extract_activations": [
+        "nsp_pipeline.pipeline.stages",
+        "nsp_pipeline.model.capture",
+        "nsp_pipeline.data.datasets",
+    ],
+    "transform_standard": ["nsp_pipeline.pipeline.stages"],
+    "transform_laplacian": ["nsp_pipeline.pipeline.stages"],
+    "render": ["nsp_pipeline.pipeline.stages", "nsp_pipeline.render.pages"],
+    "render_averages": ["nsp_pipeline.analysis.dataset_statistics"],
+    "summarize": ["nsp_pipeline.pipeline.summaries"],
+    "summarize_sweep": ["nsp_pipeline.pipeline.summaries"],
 }
 
 
@@ -66,7 +74,8 @@ def import_seconds(modules: list[str], repeat: int = 3) -> float:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", f"import nsp_pipeline.logs, {', '.join(modules)}"], check=True)
+        command = f"import nsp_pipeline.pipeline.logs, {', '.join(modules)}"
+        subprocess.run([sys.executable, "-c", command], check=True)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

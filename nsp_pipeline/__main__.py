@@ -2,6 +2,6 @@
 
 import sys
 
-from nsp_pipeline.cli import main
+from nsp_pipeline.pipeline.cli import main
 
 sys.exit(main())

@@ -20,11 +20,11 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from nsp_pipeline.capture import trace
-from nsp_pipeline.graph_builder import graph_from_trace
-from nsp_pipeline.pattern import Pattern
-from nsp_pipeline.render import render_pattern
-from nsp_pipeline.transforms import TRANSFORM_TYPES, compute_operator, transform
+from nsp_pipeline.core.pattern import Pattern
+from nsp_pipeline.graph.build import graph_from_trace
+from nsp_pipeline.model.capture import trace
+from nsp_pipeline.render.pages import render_pattern
+from nsp_pipeline.transforms.api import TRANSFORM_TYPES, compute_operator, transform
 
 
 class Activations:
@@ -46,7 +46,7 @@ class Activations:
     layeractivations : list of torch.Tensor
         Each layer's values without the batch axis.
     pattern : Pattern
-        The same values as a :class:`~nsp_pipeline.pattern.Pattern`.
+        The same values as a :class:`~nsp_pipeline.core.pattern.Pattern`.
     """
 
     def __init__(self, network: nn.Module, input: torch.Tensor) -> None:

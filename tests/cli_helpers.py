@@ -1,6 +1,6 @@
 """Running ``python -m nsp_pipeline`` in-process in tests, and reading what it printed."""
 
-from nsp_pipeline import cli
+from nsp_pipeline.pipeline import cli
 
 
 def run(*argv) -> int:

@@ -5,10 +5,10 @@ import torch
 from torch import nn
 
 from nsp_pipeline import analyze, build_graph, causal_operator, trace
-from nsp_pipeline.architectures import DigitsCNN, ResNet18
-from nsp_pipeline.factorized import factorized_operator
-from nsp_pipeline.layout import Layer, Layout
-from nsp_pipeline.precision import EPSILON, layer_precision
+from nsp_pipeline.core.layout import Layer, Layout
+from nsp_pipeline.model.architectures import DigitsCNN, ResNet18
+from nsp_pipeline.transforms.causal.builder import factorized_operator
+from nsp_pipeline.transforms.causal.precision import EPSILON, layer_precision
 
 
 class Permuted(nn.Module):

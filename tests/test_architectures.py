@@ -7,17 +7,17 @@ import torch
 from oracles import assert_close_to_scale, dense_zeta
 from torch.fx.passes.shape_prop import ShapeProp
 
-from nsp_pipeline.architectures import (
+from nsp_pipeline.graph.build import build_graph
+from nsp_pipeline.model.architectures import (
     ARCHITECTURES,
     VGG11,
     MobileNetV2,
     ResNet18,
     round_channels,
 )
-from nsp_pipeline.capture import trace
-from nsp_pipeline.causal import causal_operator
-from nsp_pipeline.graph_builder import build_graph
-from nsp_pipeline.models import build_model
+from nsp_pipeline.model.artifact import build_model
+from nsp_pipeline.model.capture import trace
+from nsp_pipeline.transforms.causal.closure import causal_operator
 
 # Published parameter counts, and activations per sample at 224×224 in 'ops' granularity
 # (input included; every op, BatchNorm, ReLU, flatten and eval-mode dropout is a layer).

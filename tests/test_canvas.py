@@ -1,4 +1,4 @@
-"""Tests of nsp_pipeline.canvas: pixel images, tick choice and labels, colourbars, log plots."""
+"""Tests of nsp_pipeline.render.canvas: pixel images, tick choice and labels, colourbars, log plots."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize, SymLogNorm
 from matplotlib.figure import Figure
 
-from nsp_pipeline import canvas
+from nsp_pipeline.render import canvas
 
 
 def parsed(label: str, factor: str = "") -> float:

@@ -7,8 +7,8 @@ import torch
 from oracles import assert_close_to_scale, dense_zeta
 from torch import nn
 
-from nsp_pipeline.causal import causal_operator
-from nsp_pipeline.graph_builder import build_graph
+from nsp_pipeline.graph.build import build_graph
+from nsp_pipeline.transforms.causal.closure import causal_operator
 
 
 def networks():

@@ -2,7 +2,7 @@
 
 One module-scoped chain (export-model -> build-graph -> compute-operator -> extract-activations ->
 transform -> render -> summarize) runs in a temporary folder; its outputs are read back with
-:mod:`nsp_pipeline.storage` and compared with direct library calls on the same samples.
+:mod:`nsp_pipeline.io.hdf5` and compared with direct library calls on the same samples.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from oracles import assert_close_to_scale, dense_zeta
 from threadpoolctl import threadpool_limits
 
 import nsp_pipeline
-from nsp_pipeline import cli, storage
-from nsp_pipeline.datasets import load_dataset
-from nsp_pipeline.models import load_model
+from nsp_pipeline.data.datasets import load_dataset
+from nsp_pipeline.io import hdf5
+from nsp_pipeline.model.artifact import load_model
+from nsp_pipeline.pipeline import cli
 
 CONFIG = """\
 models:
@@ -202,7 +203,7 @@ def test_activations_equal_direct_trace(chain, direct):
     expected = direct["pattern"]
     data = direct["data"]
     for row, path in enumerate(chain["activations"]):
-        pattern = storage.read_pattern(path)
+        pattern = hdf5.read_pattern(path)
         assert pattern.domain == "activations"
         assert pattern.layout == expected.layout
         np.testing.assert_array_equal(pattern.values, expected.values[row : row + 1])
@@ -212,7 +213,7 @@ def test_activations_equal_direct_trace(chain, direct):
 
 
 def test_graph_equals_direct_build(chain, direct):
-    graph, expected = storage.read_graph(chain["graph"]), direct["graph"]
+    graph, expected = hdf5.read_graph(chain["graph"]), direct["graph"]
     assert graph.incl and graph.granularity == "children"
     assert graph.layout == expected.layout
     assert graph.n_nodes == expected.n_nodes and graph.n_edges == expected.n_edges > 0
@@ -224,7 +225,7 @@ def test_graph_equals_direct_build(chain, direct):
 def test_spectra_equal_direct_transform(chain, direct, kind):
     expected = direct["spectra"][kind]
     for row, path in enumerate(chain["spectra"][kind]):
-        spectrum = storage.read_pattern(path)
+        spectrum = hdf5.read_pattern(path)
         assert spectrum.domain == kind
         assert spectrum.layout == expected.layout
         assert_close(spectrum.values, expected.values[row : row + 1])
@@ -236,11 +237,11 @@ def test_spectra_equal_direct_transform(chain, direct, kind):
 
 
 def test_operator_files_equal_direct_operators(chain, direct):
-    causal = storage.read_causal_operator(chain["operators"]["standard"])
+    causal = hdf5.read_causal_operator(chain["operators"]["standard"])
     expected = direct["operators"]["standard"]
     for name in ("indptr", "indices", "row_map", "layer_rows"):
         np.testing.assert_array_equal(getattr(causal, name), getattr(expected, name))
-    laplacian = storage.read_laplacian_operator(chain["operators"]["laplacian"])
+    laplacian = hdf5.read_laplacian_operator(chain["operators"]["laplacian"])
     assert_close(laplacian.eigenvalues, direct["operators"]["laplacian"].eigenvalues)
 
 
@@ -263,19 +264,19 @@ def test_summary_rows(chain, direct):
 
 def test_provenance(chain, direct):
     checksum = json.loads(chain["metadata"].read_text())["checksum"]
-    attributes = storage.read_provenance(chain["activations"][0])
+    attributes = hdf5.read_provenance(chain["activations"][0])
     assert attributes["model_checksum"] == checksum
     assert attributes["torch_version"] == str(torch.__version__)
     assert attributes["nsp_pipeline_version"] == nsp_pipeline.__version__
     assert attributes["numpy_version"] == np.__version__
     assert attributes["dataset"] == direct["data"].name
-    assert storage.read_provenance(chain["graph"])["model_checksum"] == checksum
-    graph_sha = storage.read_header(chain["graph"])["content_sha256"]
+    assert hdf5.read_provenance(chain["graph"])["model_checksum"] == checksum
+    graph_sha = hdf5.read_header(chain["graph"])["content_sha256"]
     for kind, operator in chain["operators"].items():
-        assert storage.read_provenance(operator)["graph_sha256"] == graph_sha
-        spectrum = storage.read_provenance(chain["spectra"][kind][0])
+        assert hdf5.read_provenance(operator)["graph_sha256"] == graph_sha
+        spectrum = hdf5.read_provenance(chain["spectra"][kind][0])
         assert spectrum["model_checksum"] == checksum
-        assert spectrum["operator_sha256"] == storage.read_header(operator)["content_sha256"]
+        assert spectrum["operator_sha256"] == hdf5.read_header(operator)["content_sha256"]
 
 
 # --------------------------------------------------------------------------- build-graph incl=False
@@ -287,7 +288,7 @@ def test_exclude_zero_edges_with_reference(chain, direct, tmp_path):
         "build-graph", chain["model"], out, "--exclude-zero-edges",
         "--config", chain["config"], "--dataset", "digits", "--index", REFERENCE_INDEX,
     ) == 0  # fmt: skip
-    graph, full = storage.read_graph(out), storage.read_graph(chain["graph"])
+    graph, full = hdf5.read_graph(out), hdf5.read_graph(chain["graph"])
     assert not graph.incl
     assert graph.layout == full.layout
     assert 0 < graph.n_edges <= full.n_edges
@@ -405,13 +406,13 @@ def test_factorized_operator_from_model(chain, direct, tmp_path):
     out = tmp_path / "standard.h5"
     options = ("--transform", "standard", "--model", chain["model"])
     assert run("compute-operator", chain["graph"], out, *options) == 0
-    assert storage.read_header(out)["kind"] == "factorized_causal_operator"
-    assert storage.read_provenance(out)["method"] == "factorized"
+    assert hdf5.read_header(out)["kind"] == "factorized_causal_operator"
+    assert hdf5.read_provenance(out)["method"] == "factorized"
     assert run("transform", out, *chain["activations"], "--out-dir", tmp_path / "spectra") == 0
     zeta = dense_zeta(direct["graph"])
     expected = direct["spectra"]["standard"]
     for row, path in enumerate(chain["activations"]):
-        spectrum = storage.read_pattern(tmp_path / "spectra" / path.name)
+        spectrum = hdf5.read_pattern(tmp_path / "spectra" / path.name)
         assert_close_to_scale(spectrum.values[0], expected.values[row], zeta)
         digits = spectrum.diagnostics["significant_digits"]
         assert digits.shape == (1, len(expected.layout)) and np.all(digits > 3)
@@ -424,10 +425,10 @@ def test_partial_laplacian_records_residual_energy(chain, direct, tmp_path):
     k = int(gaps[gaps >= 12][0])  # not inside an eigenspace, whose basis would be arbitrary
     out = tmp_path / "laplacian.h5"
     assert run("compute-operator", chain["graph"], out, "--transform", "laplacian", "--k", k) == 0
-    assert storage.read_provenance(out)["method"] == f"{k} lowest eigenpairs"
+    assert hdf5.read_provenance(out)["method"] == f"{k} lowest eigenpairs"
     assert run("transform", out, *chain["activations"], "--out-dir", tmp_path / "spectra") == 0
     for row, path in enumerate(chain["activations"]):
-        spectrum = storage.read_pattern(tmp_path / "spectra" / path.name)
+        spectrum = hdf5.read_pattern(tmp_path / "spectra" / path.name)
         assert np.all(np.isnan(spectrum.values[0, k:]))
         np.testing.assert_allclose(spectrum.eigenvalues, full.eigenvalues[:k], atol=1e-8)
         signal = direct["pattern"].values[row]

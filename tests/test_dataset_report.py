@@ -1,4 +1,4 @@
-"""Tests of nsp_pipeline.dataset_report: statistics against plain loops, HDF5, PDF, atomicity."""
+"""Tests of nsp_pipeline.analysis.dataset_statistics: statistics against plain loops, HDF5, PDF, atomicity."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_pdf import PdfPages
 
-import nsp_pipeline.dataset_report as dataset_report
-from nsp_pipeline import storage
-from nsp_pipeline.dataset_report import (
+import nsp_pipeline.analysis.dataset_statistics as dataset_report
+from nsp_pipeline.analysis.dataset_statistics import (
     SCHEMA,
     TABLE_COLUMNS,
     TOP_K,
@@ -23,8 +22,9 @@ from nsp_pipeline.dataset_report import (
     top_k_nodes,
     write_dataset_summary,
 )
-from nsp_pipeline.layout import Layer, Layout
-from nsp_pipeline.pattern import Pattern
+from nsp_pipeline.core.layout import Layer, Layout
+from nsp_pipeline.core.pattern import Pattern
+from nsp_pipeline.io import hdf5
 
 #: Layers of the synthetic patterns: a mosaic, a 0-d layer, a strip, and 120 nodes in rows.
 SHAPES = [(1, 3, 3), (2, 5, 5), (), (7,), (4, 30)]
@@ -216,21 +216,21 @@ def patterns() -> dict[str, Pattern]:
 @pytest.fixture(scope="module")
 def written(tmp_path_factory, patterns):
     folder = tmp_path_factory.mktemp("written")
-    hdf5, plots = folder / "out" / "summary.h5", folder / "out" / "plots.pdf"
+    summary_file, plots = folder / "out" / "summary.h5", folder / "out" / "plots.pdf"
     stats = write_dataset_summary(
-        patterns, hdf5, plots, title="net × data", attributes={"model": "net", "dataset": "data"}
+        patterns, summary_file, plots, title="net × data", attributes={"model": "net", "dataset": "data"}
     )
-    return stats, hdf5, plots
+    return stats, summary_file, plots
 
 
 def test_hdf5_read_back_with_h5py_equals_statistics(written, patterns):
-    stats, hdf5, _ = written
-    with h5py.File(hdf5, "r") as file:
+    stats, summary_file, _ = written
+    with h5py.File(summary_file, "r") as file:
         assert file.attrs["schema"] == SCHEMA and file.attrs["schema_version"] == 1
         assert file.attrs["model"] == "net" and file.attrs["dataset"] == "data"
         assert list(file.attrs["patterns"]) == list(patterns)
         assert list(file.attrs["top_k"]) == ["1", "10", "100", "1%", "10%"]
-        assert storage.read_layout(file["layout"]) == patterns["activations"].layout
+        assert hdf5.read_layout(file["layout"]) == patterns["activations"].layout
         for name, pattern in patterns.items():
             group, expected = file[name], stats[name]
             assert group.attrs["domain"] == pattern.domain and group.attrs["n_samples"] == pattern.n_samples
@@ -261,9 +261,9 @@ def test_hdf5_read_back_with_h5py_equals_statistics(written, patterns):
 
 
 def test_read_averages_round_trip(written):
-    stats, hdf5, _ = written
+    stats, summary_file, _ = written
     for name, expected in stats.items():
-        average, class_average = read_averages(hdf5, name)
+        average, class_average = read_averages(summary_file, name)
         for read, computed in ((average, expected.average), (class_average, expected.class_average)):
             assert read.layout == computed.layout and read.domain == computed.domain
             np.testing.assert_array_equal(read.values, computed.values)
@@ -330,7 +330,7 @@ def test_files_as_input_equal_patterns(tmp_path, patterns):
     for name, pattern in patterns.items():
         files[name] = [tmp_path / f"{sample}_{name}.h5" for sample in range(pattern.n_samples)]
         for sample, path in enumerate(files[name]):
-            storage.write_pattern(path, pattern.sample(sample), {"note": "test"})
+            hdf5.write_pattern(path, pattern.sample(sample), {"note": "test"})
     from_files = write_dataset_summary(files, tmp_path / "a.h5", tmp_path / "a.pdf")
     direct = {name: class_statistics(pattern) for name, pattern in patterns.items()}
     for name in patterns:

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from nsp_pipeline.datasets import DatasetError, dataset_size, load_dataset, select_samples
+from nsp_pipeline.data.datasets import DatasetError, dataset_size, load_dataset, select_samples
 
 
 @pytest.fixture

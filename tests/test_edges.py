@@ -1,6 +1,6 @@
 """Neuron edges against an independent oracle: the non-zero pattern of the layer Jacobian.
 
-The oracle never looks at :mod:`nsp_pipeline.edges`: it is the Jacobian computed by
+The oracle never looks at :mod:`nsp_pipeline.graph.edges`: it is the Jacobian computed by
 ``torch.autograd.functional.jacobian`` in float64 of the very operation that made a layer.
 
 - ``incl=True`` (every structural edge): the Jacobian of a copy of the operation with unit
@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nsp_pipeline.architectures import MnistTutorialNet
-from nsp_pipeline.capture import TraceError
-from nsp_pipeline.edges import ELEMENTWISE_MODULES, UnsupportedLayerError
-from nsp_pipeline.graph_builder import build_graph
+from nsp_pipeline.graph.build import build_graph
+from nsp_pipeline.graph.edges import ELEMENTWISE_MODULES, UnsupportedLayerError
+from nsp_pipeline.model.architectures import MnistTutorialNet
+from nsp_pipeline.model.capture import TraceError
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
 

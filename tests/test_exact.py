@@ -5,10 +5,10 @@ import torch
 from oracles import dense_zeta
 
 from nsp_pipeline import build_graph, causal_operator, trace
-from nsp_pipeline.architectures import ResNet18
-from nsp_pipeline.exact import exact_causal_spectrum, exact_integers
-from nsp_pipeline.factorized import factorized_operator
-from nsp_pipeline.precision import EPSILON
+from nsp_pipeline.model.architectures import ResNet18
+from nsp_pipeline.transforms.causal.builder import factorized_operator
+from nsp_pipeline.transforms.causal.exact import exact_causal_spectrum, exact_integers
+from nsp_pipeline.transforms.causal.precision import EPSILON
 
 
 def test_exact_spectrum_rebuilds_the_signal_exactly():

@@ -8,12 +8,12 @@ import torch
 from oracles import dense_zeta
 from torch import nn
 
-from nsp_pipeline.architectures import VGG11, DigitsCNN, MnistTutorialNet, MobileNetV2, ResNet18
-from nsp_pipeline.capture import trace
-from nsp_pipeline.causal import causal_operator
-from nsp_pipeline.factorized import NotFactorizableError, factorized_operator
-from nsp_pipeline.graph_builder import graph_from_trace
-from nsp_pipeline.kronecker import AxisMap, Relation, Term
+from nsp_pipeline.graph.build import graph_from_trace
+from nsp_pipeline.graph.kronecker import AxisMap, Relation, Term
+from nsp_pipeline.model.architectures import VGG11, DigitsCNN, MnistTutorialNet, MobileNetV2, ResNet18
+from nsp_pipeline.model.capture import trace
+from nsp_pipeline.transforms.causal.builder import NotFactorizableError, factorized_operator
+from nsp_pipeline.transforms.causal.closure import causal_operator
 
 
 def random_map(rng, shape, density=0.4):

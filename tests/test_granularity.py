@@ -28,11 +28,11 @@ from test_edges import (
 from torch import nn
 
 from nsp_pipeline import analyze
-from nsp_pipeline.architectures import VGG11, DigitsCNN, MobileNetV2, ResNet18
-from nsp_pipeline.capture import TraceError, trace
-from nsp_pipeline.causal import causal_operator
-from nsp_pipeline.factorized import NotFactorizableError, factorized_operator
-from nsp_pipeline.graph_builder import build_graph, graph_from_trace
+from nsp_pipeline.graph.build import build_graph, graph_from_trace
+from nsp_pipeline.model.architectures import VGG11, DigitsCNN, MobileNetV2, ResNet18
+from nsp_pipeline.model.capture import TraceError, trace
+from nsp_pipeline.transforms.causal.builder import NotFactorizableError, factorized_operator
+from nsp_pipeline.transforms.causal.closure import causal_operator
 
 
 @pytest.fixture(autouse=True, scope="module")

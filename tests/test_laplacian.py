@@ -12,9 +12,9 @@ import scipy.linalg
 import scipy.sparse as sp
 import torch
 
-from nsp_pipeline.architectures import DigitsCNN
-from nsp_pipeline.graph_builder import build_graph
-from nsp_pipeline.laplacian import (
+from nsp_pipeline.graph.build import build_graph
+from nsp_pipeline.model.architectures import DigitsCNN
+from nsp_pipeline.transforms.laplacian import (
     GraphTooLargeError,
     LaplacianOperator,
     laplacian_matrix,

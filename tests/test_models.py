@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from nsp_pipeline import build_graph
-from nsp_pipeline.architectures import ARCHITECTURES, DigitsCNN, MnistTutorialNet
-from nsp_pipeline.datasets import load_dataset
-from nsp_pipeline.models import ModelError, build_model, export_model, load_model
-from nsp_pipeline.provenance import model_checksum
-from nsp_pipeline.training import DEFAULT_TRAINING, accuracy, train_classifier
+from nsp_pipeline.data.datasets import load_dataset
+from nsp_pipeline.io.provenance import model_checksum
+from nsp_pipeline.model.architectures import ARCHITECTURES, DigitsCNN, MnistTutorialNet
+from nsp_pipeline.model.artifact import ModelError, build_model, export_model, load_model
+from nsp_pipeline.model.training import DEFAULT_TRAINING, accuracy, train_classifier
 
 USER_MODULE = """
 import torch

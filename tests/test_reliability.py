@@ -34,10 +34,10 @@ import torch
 import yaml
 from cli_helpers import error_line, run
 
-from nsp_pipeline import storage
-from nsp_pipeline.atomic import atomic_output
-from nsp_pipeline.dataset_report import read_averages
-from nsp_pipeline.models import build_model, load_model
+from nsp_pipeline.analysis.dataset_statistics import read_averages
+from nsp_pipeline.core.atomic import atomic_output
+from nsp_pipeline.io import hdf5
+from nsp_pipeline.model.artifact import build_model, load_model
 
 pytest.importorskip("snakemake")
 
@@ -187,7 +187,7 @@ def completed(workdir: Path, *args: str) -> str:
 
 
 def is_temporary(path: Path) -> bool:
-    """A file being written by :func:`nsp_pipeline.atomic.atomic_output` (or left by a killed job)."""
+    """A file being written by :func:`nsp_pipeline.core.atomic.atomic_output` (or left by a killed job)."""
     return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
@@ -212,9 +212,9 @@ def read_back(path: Path) -> None:
         elif schema == "nsp-pipeline/sweep_summary":
             hdf5_datasets(path)
         else:
-            kind = storage.read_header(path)["kind"]
-            readers = {"graph": storage.read_graph, "pattern": storage.read_pattern}
-            readers.get(kind, storage.read_operator)(path)
+            kind = hdf5.read_header(path)["kind"]
+            readers = {"graph": hdf5.read_graph, "pattern": hdf5.read_pattern}
+            readers.get(kind, hdf5.read_operator)(path)
     elif path.suffix == ".pt":
         load_model(path)
     elif path.suffix == ".json":
@@ -577,11 +577,11 @@ def flip_a_value(path: Path) -> None:
 
 def with_nan(folder: Path, source: Path) -> Path:
     """A valid activations file (checksum and all) with one NaN in layer 'relu'."""
-    pattern = storage.read_pattern(source)
+    pattern = hdf5.read_pattern(source)
     values = pattern.values.copy()
     values[0, pattern.layout.offsets[2]] = np.nan
-    storage.write_pattern(
-        folder / source.name, pattern.with_values(values, "activations"), storage.read_provenance(source)
+    hdf5.write_pattern(
+        folder / source.name, pattern.with_values(values, "activations"), hdf5.read_provenance(source)
     )
     return folder / source.name
 

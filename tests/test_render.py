@@ -1,4 +1,4 @@
-"""Tests of nsp_pipeline.render and nsp_pipeline.report: the pages, their data, colour scales and failures."""
+"""Tests of nsp_pipeline.render.pages and .tables: the pages, their data, colour scales and failures."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from matplotlib.backends.backend_pdf import PdfPages, RendererPdf
 from matplotlib.colors import SymLogNorm
 from matplotlib.figure import Figure
 
-import nsp_pipeline.render as render
-from nsp_pipeline import canvas, stages, storage
-from nsp_pipeline.layout import Layer, Layout
-from nsp_pipeline.pattern import Pattern
-from nsp_pipeline.render import (
+import nsp_pipeline.render.pages as render
+from nsp_pipeline.core.layout import Layer, Layout
+from nsp_pipeline.core.pattern import Pattern
+from nsp_pipeline.io import hdf5
+from nsp_pipeline.pipeline import stages
+from nsp_pipeline.render import canvas
+from nsp_pipeline.render.pages import (
     SCALES,
     SYMLOG_DECADES,
     SYMLOG_PERCENTILE,
@@ -31,11 +33,11 @@ from nsp_pipeline.render import (
     render_pattern,
     symlog_threshold,
 )
-from nsp_pipeline.report import MAX_NAME, frequency_points, layer_summaries, residual_share
+from nsp_pipeline.render.tables import MAX_NAME, frequency_points, layer_summaries, residual_share
 
 SHAPES = [(1, 4, 4), (3, 5, 5), (70, 2, 2), (10,), (4, 7)]
 
-#: Per-sample layer shapes of nsp_pipeline.architectures.DigitsCNN at granularity "children".
+#: Per-sample layer shapes of nsp_pipeline.model.architectures.DigitsCNN at granularity "children".
 DIGITS_CNN = [(1, 8, 8), (8, 8, 8), (8, 8, 8), (8, 4, 4), (16, 4, 4), (16, 4, 4), (16, 2, 2), (64,), (10,)]
 
 
@@ -88,7 +90,7 @@ def texts(figure: Figure) -> list[str]:
 
 
 def parts(figure: Figure, gid: str) -> list:
-    """The artists of a page with ``gid`` (see nsp_pipeline.canvas)."""
+    """The artists of a page with ``gid`` (see nsp_pipeline.render.canvas)."""
     return figure.findobj(lambda artist: artist.get_gid() == gid, include_self=False)
 
 
@@ -218,7 +220,7 @@ def test_every_page_has_a_title_a_scale_and_layer_pages_a_colourbar(pattern, sym
         assert bar.cmap is main_image(figure).cmap
         (ticks,) = parts(figure, canvas.COLOURBAR_TICK)
         assert len(ticks.strings) >= 3
-        assert not figure.axes  # drawn without matplotlib Axes (see nsp_pipeline.canvas)
+        assert not figure.axes  # drawn without matplotlib Axes (see nsp_pipeline.render.canvas)
 
 
 def test_pdf_images_are_the_hdf5_values_in_colour(tmp_path, monkeypatch):
@@ -226,7 +228,7 @@ def test_pdf_images_are_the_hdf5_values_in_colour(tmp_path, monkeypatch):
     shapes = [(1, 6, 6), (5, 3, 4), (130,), (4, 7)]
     pattern = make_pattern(shapes, n_samples=3)
     stored = tmp_path / "pattern.h5"
-    storage.write_pattern(stored, pattern, {"note": "test"})
+    hdf5.write_pattern(stored, pattern, {"note": "test"})
     drawn = []  # (gid, pixels) of every image, in the order written
     original = RendererPdf.draw_image
 

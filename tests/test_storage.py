@@ -8,16 +8,11 @@ import pytest
 import torch
 from conftest import SmallResNet
 
-from nsp_pipeline import storage
-from nsp_pipeline.capture import trace
-from nsp_pipeline.causal import CausalOperator
-from nsp_pipeline.factorized import factorized_operator
-from nsp_pipeline.graph import NeuronGraph
-from nsp_pipeline.laplacian import LaplacianOperator
-from nsp_pipeline.layout import Layer, Layout
-from nsp_pipeline.pattern import Pattern
-from nsp_pipeline.provenance import config_hash, model_checksum, provenance
-from nsp_pipeline.storage import (
+from nsp_pipeline.core.layout import Layer, Layout
+from nsp_pipeline.core.pattern import Pattern
+from nsp_pipeline.graph.neuron_graph import NeuronGraph
+from nsp_pipeline.io import hdf5
+from nsp_pipeline.io.hdf5 import (
     SchemaError,
     read_causal_operator,
     read_factorized_causal_operator,
@@ -34,6 +29,11 @@ from nsp_pipeline.storage import (
     write_layout,
     write_pattern,
 )
+from nsp_pipeline.io.provenance import config_hash, model_checksum, provenance
+from nsp_pipeline.model.capture import trace
+from nsp_pipeline.transforms.causal.builder import factorized_operator
+from nsp_pipeline.transforms.causal.closure import CausalOperator
+from nsp_pipeline.transforms.laplacian import LaplacianOperator
 
 PROVENANCE = {"nsp_pipeline_version": "0.1.0", "config_hash": "abc", "note": "ünïcode"}
 
@@ -117,7 +117,7 @@ def _assert_same_array(read: np.ndarray, written: np.ndarray) -> None:
 
 def _write_all(tmp_path, layout, graph, causal, laplacian, factorized) -> dict[str, object]:
     """Write one file of every kind; return the path of each kind."""
-    paths = {kind: tmp_path / f"{kind}.h5" for kind in storage.KINDS}
+    paths = {kind: tmp_path / f"{kind}.h5" for kind in hdf5.KINDS}
     write_graph(paths["graph"], graph, PROVENANCE)
     write_causal_operator(paths["causal_operator"], causal, PROVENANCE)
     write_factorized_causal_operator(paths["factorized_causal_operator"], factorized[0], PROVENANCE)
@@ -156,7 +156,7 @@ def test_factorized_operator_round_trip(tmp_path, factorized) -> None:
             np.testing.assert_array_equal(got[source].dense(), expected[source].dense())
     assert [p is None for p in read.single_parents] == [p is None for p in operator.single_parents]
     np.testing.assert_array_equal(read.forward(pattern.values), operator.forward(pattern.values))
-    assert storage.read_operator(tmp_path / "f.h5").n_terms == operator.n_terms
+    assert hdf5.read_operator(tmp_path / "f.h5").n_terms == operator.n_terms
 
 
 def test_laplacian_operator_round_trip(tmp_path, laplacian: LaplacianOperator) -> None:
@@ -228,7 +228,7 @@ def test_files_are_bit_reproducible_and_untimestamped(
 ) -> None:
     first = _write_all(tmp_path / "a", layout, graph, causal, laplacian, factorized)
     second = _write_all(tmp_path / "b", layout, graph, causal, laplacian, factorized)
-    for kind in storage.KINDS:
+    for kind in hdf5.KINDS:
         assert first[kind].read_bytes() == second[kind].read_bytes(), kind
         with h5py.File(first[kind], "r") as file:
             objects = [file, *(file[name] for name in _all_names(file))]
@@ -296,7 +296,7 @@ def test_wrong_kind_is_a_schema_error(
 def test_pattern_is_not_an_operator(tmp_path, layout) -> None:
     write_pattern(tmp_path / "p.h5", _pattern(layout, full=False), PROVENANCE)
     with pytest.raises(SchemaError, match=r"p\.h5 is a pattern file, expected an operator file"):
-        storage.read_operator(tmp_path / "p.h5")
+        hdf5.read_operator(tmp_path / "p.h5")
 
 
 def test_foreign_hdf5_file_is_a_schema_error(tmp_path) -> None:
@@ -351,7 +351,7 @@ def test_deleted_dataset_is_reported_corrupt(tmp_path, layout: Layout) -> None:
         read_pattern(tmp_path / "p.h5")
 
 
-@pytest.mark.parametrize("kind", storage.KINDS)
+@pytest.mark.parametrize("kind", hdf5.KINDS)
 def test_truncated_file_is_reported_corrupt(
     tmp_path, layout, graph, causal, laplacian, factorized, kind
 ) -> None:
@@ -359,7 +359,7 @@ def test_truncated_file_is_reported_corrupt(
     data = path.read_bytes()
     path.write_bytes(data[: len(data) * 2 // 3])
     with pytest.raises(SchemaError, match="corrupt or truncated"):
-        getattr(storage, f"read_{kind}")(path)
+        getattr(hdf5, f"read_{kind}")(path)
 
 
 def test_failed_write_leaves_no_file(tmp_path, monkeypatch, layout: Layout) -> None:
@@ -372,8 +372,8 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch, layout: Layout) -> N
             raise RuntimeError("disk full")
         return original(group, name, values, compress)
 
-    original = storage._create
-    monkeypatch.setattr(storage, "_create", failing_create)
+    original = hdf5._create
+    monkeypatch.setattr(hdf5, "_create", failing_create)
     with pytest.raises(RuntimeError, match="disk full"):
         write_pattern(path, _pattern(layout, full=True), PROVENANCE)
     assert len(calls) == 4
@@ -384,7 +384,7 @@ def test_failed_overwrite_keeps_the_old_file(tmp_path, monkeypatch, graph: Neuro
     path = tmp_path / "g.h5"
     write_graph(path, graph, PROVENANCE)
     before = path.read_bytes()
-    monkeypatch.setattr(storage, "content_sha256", _raise)
+    monkeypatch.setattr(hdf5, "content_sha256", _raise)
     with pytest.raises(RuntimeError):
         write_graph(path, graph, {"other": "provenance"})
     assert path.read_bytes() == before

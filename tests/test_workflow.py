@@ -13,10 +13,10 @@ import yaml
 from oracles import assert_close_to_scale, dense_zeta
 
 import nsp_pipeline as nsp
-from nsp_pipeline import storage
-from nsp_pipeline.dataset_report import read_averages
-from nsp_pipeline.datasets import load_dataset
-from nsp_pipeline.models import load_model
+from nsp_pipeline.analysis.dataset_statistics import read_averages
+from nsp_pipeline.data.datasets import load_dataset
+from nsp_pipeline.io import hdf5
+from nsp_pipeline.model.artifact import load_model
 
 pytest.importorskip("snakemake")
 
@@ -78,14 +78,14 @@ def test_outputs_agree_with_library(workdir):
     results, model_name = workdir / "results", "net_a"
     model, metadata = load_model(results / "models" / model_name / "model.pt")
     data = load_dataset(CONFIG["datasets"]["digits"], tuple(metadata["input_shape"]))
-    graph = storage.read_graph(results / "models" / model_name / "graph.h5")
+    graph = hdf5.read_graph(results / "models" / model_name / "graph.h5")
     expected_graph = nsp.build_graph(model, data.inputs[:1])
     np.testing.assert_array_equal(graph.indptr, expected_graph.indptr)
     np.testing.assert_array_equal(graph.indices, expected_graph.indices)
 
     zeta = dense_zeta(graph)
     operators = {kind: nsp.compute_operator(graph, kind) for kind in CONFIG["transforms"]}
-    assert storage.read_provenance(results / "models" / model_name / "operator_standard.h5")["method"] == (
+    assert hdf5.read_provenance(results / "models" / model_name / "operator_standard.h5")["method"] == (
         "factorized"
     )
     folder = results / model_name / "digits"
@@ -94,14 +94,14 @@ def test_outputs_agree_with_library(workdir):
         batch_pattern = nsp.trace(model, data.inputs[batch]).pattern()
         for row, position in enumerate(batch):
             expected = batch_pattern.sample(row)
-            activations = storage.read_pattern(folder / "activations" / f"{position:05d}.h5")
+            activations = hdf5.read_pattern(folder / "activations" / f"{position:05d}.h5")
             np.testing.assert_array_equal(activations.values, expected.values)
             alone = nsp.trace(model, data.inputs[position : position + 1]).pattern()
             np.testing.assert_allclose(activations.values, alone.values, rtol=1e-5, atol=1e-5)
             assert activations.labels[0] == data.labels[position]
             assert activations.sample_ids[0] == data.ids[position]
             for transform_type in CONFIG["transforms"]:
-                spectrum = storage.read_pattern(folder / transform_type / f"{position:05d}.h5")
+                spectrum = hdf5.read_pattern(folder / transform_type / f"{position:05d}.h5")
                 direct = nsp.transform(expected, operators[transform_type])
                 if transform_type == "standard":  # factorised operator against the closure
                     assert_close_to_scale(spectrum.values[0], direct.values[0], zeta)
@@ -132,7 +132,7 @@ def test_sweep_summary(workdir):
     """One row per dataset × pattern × layer, with the accuracy of the analysed samples."""
     with open(workdir / "results" / "sweep" / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
-    n_layers = len(storage.read_graph(workdir / "results" / "models" / "net_a" / "graph.h5").layout)
+    n_layers = len(hdf5.read_graph(workdir / "results" / "models" / "net_a" / "graph.h5").layout)
     combinations = {(row["model"], row["dataset"], row["transform"]) for row in rows}
     patterns = ["activations", *CONFIG["transforms"]]
     assert combinations == {("net_a", d, p) for d in ("digits", "digits16") for p in patterns}
@@ -156,7 +156,7 @@ def test_summary_table(workdir):
         rows = list(csv.DictReader(handle))
     assert [row["sample"] for row in rows] == ["00003", "00010", "00011"]
     for row in rows:
-        pattern = storage.read_pattern(workdir / row["activations"])
+        pattern = hdf5.read_pattern(workdir / row["activations"])
         assert int(row["label"]) == pattern.labels[0]
         assert int(row["prediction"]) == pattern.predictions[0]
         if int(row["sample"]) in RENDERED:
@@ -201,7 +201,7 @@ def test_dataset_summary_and_class_averages(workdir):
     """Per analysis: the dataset summary's average activations equal the mean of the sample files."""
     folder = workdir / "results" / "net_a" / "digits"
     patterns = [
-        storage.read_pattern(folder / "activations" / f"{p:05d}.h5") for p in CONFIG["samples"]["indices"]
+        hdf5.read_pattern(folder / "activations" / f"{p:05d}.h5") for p in CONFIG["samples"]["indices"]
     ]
     average, by_class = read_averages(folder / "dataset_summary.h5", "activations")
     values = np.concatenate([p.values for p in patterns])

@@ -53,7 +53,7 @@ def check_config():
 check_config()
 
 # Imported after the checks above, so that a bad config fails before torch's import (seconds).
-from nsp_pipeline.datasets import DatasetError, dataset_size, select_samples
+from nsp_pipeline.data.datasets import DatasetError, dataset_size, select_samples
 
 
 @dataclass(frozen=True)

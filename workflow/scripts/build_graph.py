@@ -1,7 +1,7 @@
 """Snakemake script of rule build_graph."""
 
-from nsp_pipeline.logs import log_to
-from nsp_pipeline.stages import build_graph_file
+from nsp_pipeline.pipeline.logs import log_to
+from nsp_pipeline.pipeline.stages import build_graph_file
 
 with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
     build_graph_file(

@@ -1,7 +1,7 @@
 """Snakemake script of rule compute_inverse."""
 
-from nsp_pipeline.logs import log_to
-from nsp_pipeline.stages import compute_operator_file
+from nsp_pipeline.pipeline.logs import log_to
+from nsp_pipeline.pipeline.stages import compute_operator_file
 
 with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
     compute_operator_file(

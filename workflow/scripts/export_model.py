@@ -1,7 +1,7 @@
 """Snakemake script of rule export_model."""
 
-from nsp_pipeline.logs import log_to
-from nsp_pipeline.stages import export_model
+from nsp_pipeline.pipeline.logs import log_to
+from nsp_pipeline.pipeline.stages import export_model
 
 with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
     export_model(

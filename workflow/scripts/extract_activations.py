@@ -1,7 +1,7 @@
 """Snakemake script of the extract_activations rules: one forward pass over a batch of samples."""
 
-from nsp_pipeline.logs import log_to
-from nsp_pipeline.stages import extract_activations
+from nsp_pipeline.pipeline.logs import log_to
+from nsp_pipeline.pipeline.stages import extract_activations
 
 with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
     extract_activations(

@@ -1,7 +1,7 @@
 """Snakemake script of the render rules: for each sample of a batch, PDFs of its activations and spectra."""
 
-from nsp_pipeline.logs import log_to
-from nsp_pipeline.stages import render_file
+from nsp_pipeline.pipeline.logs import log_to
+from nsp_pipeline.pipeline.stages import render_file
 
 with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
     params = snakemake.params  # noqa: F821

@@ -4,8 +4,8 @@ The rendering runs in worker processes; where they start afresh ("spawn", "forks
 import this file again, and the guard keeps them from running the job themselves.
 """
 
-from nsp_pipeline.dataset_report import render_summary_averages
-from nsp_pipeline.logs import log_to
+from nsp_pipeline.analysis.dataset_statistics import render_summary_averages
+from nsp_pipeline.pipeline.logs import log_to
 
 if __name__ == "__main__":
     with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)

@@ -1,7 +1,7 @@
 """Snakemake script of rule summarize: per-sample and per-layer tables of one analysis."""
 
-from nsp_pipeline.logs import log_to
-from nsp_pipeline.summary import summarize
+from nsp_pipeline.pipeline.logs import log_to
+from nsp_pipeline.pipeline.summaries import summarize
 
 with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
     inputs = dict(snakemake.input.items())  # noqa: F821

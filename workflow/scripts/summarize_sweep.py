@@ -1,7 +1,7 @@
 """Snakemake script of rule summarize_sweep: one table over every model × dataset × transform."""
 
-from nsp_pipeline.logs import log_to
-from nsp_pipeline.summary import summarize_sweep
+from nsp_pipeline.pipeline.logs import log_to
+from nsp_pipeline.pipeline.summaries import summarize_sweep
 
 with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
     summarize_sweep(

@@ -1,7 +1,7 @@
 """Snakemake script of the transform rules: spectra of one batch of samples."""
 
-from nsp_pipeline.logs import log_to
-from nsp_pipeline.stages import transform_files
+from nsp_pipeline.pipeline.logs import log_to
+from nsp_pipeline.pipeline.stages import transform_files
 
 with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
     transform_files(

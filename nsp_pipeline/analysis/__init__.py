@@ -1,0 +1,1 @@
+"""Analyses built on the transforms: one-call analysis and dataset statistics."""

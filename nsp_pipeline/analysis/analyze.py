@@ -1,0 +1,129 @@
+"""One call from a model and a batch of inputs to activations and spectra, in memory.
+
+>>> from nsp_pipeline import analyze
+>>> result = analyze(model, inputs, transforms=("standard",))      # doctest: +SKIP
+>>> result.spectra["standard"].layer("fc")                         # doctest: +SKIP
+>>> result.precision["standard"]                                   # doctest: +SKIP
+
+The causal transform uses the factorised method (:mod:`nsp_pipeline.transforms.causal.builder`) when every
+layer allows it, and the sparse closure (:mod:`nsp_pipeline.transforms.causal.closure`) otherwise; ``methods``
+says which, and why.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from nsp_pipeline.core.pattern import Pattern
+from nsp_pipeline.graph.build import graph_from_trace
+from nsp_pipeline.model.capture import trace
+from nsp_pipeline.transforms.api import TRANSFORM_TYPES, causal_operator_of, transform
+from nsp_pipeline.transforms.causal.closure import causal_operator
+from nsp_pipeline.transforms.causal.exact import exact_causal_spectrum
+from nsp_pipeline.transforms.causal.precision import LayerPrecision, summarize_precision
+from nsp_pipeline.transforms.laplacian import DEFAULT_MAX_NODES, laplacian_operator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Activations and spectra of a batch.
+
+    Parameters
+    ----------
+    activations : Pattern
+        Every layer's activations (``activations.layer(name)`` gives ``(n_samples, *shape)``).
+    spectra : dict of str to Pattern
+        One spectrum per requested transform type, in the same layout.
+    methods : dict of str to str
+        How each transform was computed (``"factorized"``, ``"sparse closure: <reason>"``,
+        ``"full eigendecomposition"``, ``"<k> lowest eigenpairs"``).
+    precision : dict of str to list of LayerPrecision
+        For the causal transform: per layer, the digits that survive in float64 and the share of
+        coefficients below their rounding error.
+    """
+
+    activations: Pattern
+    spectra: dict[str, Pattern]
+    methods: dict[str, str]
+    precision: dict[str, list[LayerPrecision]] = field(default_factory=dict)
+
+
+def analyze(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    transforms: Sequence[str] = ("standard",),
+    granularity: str = "ops",
+    max_nodes: int = DEFAULT_MAX_NODES,
+    k: int | None = None,
+    exact: bool = False,
+) -> Analysis:
+    """Activations and spectra of ``model`` on a batch, with nothing written to disk.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network (recorded in eval mode; its mode is restored).
+    inputs : torch.Tensor
+        ``(n_samples, *input_shape)``.
+    transforms : sequence of {"standard", "laplacian"}
+        Spectra to compute.
+    granularity : {"ops", "merged", "children"}
+        Layer granularity (``ops`` sees every torch.fx operation; see :mod:`nsp_pipeline.model.capture`).
+    max_nodes : int
+        Size limit of the full (dense) Laplacian eigendecomposition.
+    k : int, optional
+        Compute only the ``k`` lowest Laplacian frequencies (a partial spectrum, whose
+        ``diagnostics["residual_energy"]`` is the energy not captured).
+    exact : bool
+        Also compute the causal spectrum in exact integer arithmetic
+        (:func:`nsp_pipeline.transforms.causal.exact.exact_causal_spectrum`; small and medium networks), as
+        ``spectra["standard_exact"]`` rounded to float64, to compare with the float64 one.
+    """
+    unknown = [t for t in transforms if t not in TRANSFORM_TYPES]
+    if unknown:
+        raise ValueError(f"unknown transform types {unknown}; expected some of {TRANSFORM_TYPES}")
+    if exact and "standard" not in transforms:
+        raise ValueError("exact=True computes the exact causal spectrum: include 'standard' in transforms")
+    reference = trace(model, inputs[:1], granularity)
+    activations = (reference if len(inputs) == 1 else trace(model, inputs, granularity)).pattern()
+    spectra, methods, precision = {}, {}, {}
+    graph = None
+    for kind in transforms:
+        if kind == "standard":
+            operator, methods[kind] = causal_operator_of(None, reference)
+            spectrum = transform(activations, operator)
+            diagnostics = spectrum.diagnostics
+            precision[kind] = summarize_precision(
+                activations.layout, diagnostics["significant_digits"], diagnostics["below_noise"]
+            )
+            _warn_about_noise(precision[kind])
+        else:
+            graph = graph or graph_from_trace(reference)
+            operator = laplacian_operator(graph, max_nodes=max_nodes, k=k)
+            spectrum = transform(activations, operator)
+            methods[kind] = f"{k} lowest eigenpairs" if operator.is_partial else "full eigendecomposition"
+        spectra[kind] = spectrum
+    if exact:
+        graph = graph or graph_from_trace(reference)
+        exact_values = exact_causal_spectrum(causal_operator(graph), activations.values).to_float()
+        spectra["standard_exact"] = activations.with_values(exact_values, "standard")
+        methods["standard_exact"] = "exact integer Möbius inversion"
+    return Analysis(activations, spectra, methods, precision)
+
+
+def _warn_about_noise(report: list[LayerPrecision]) -> None:
+    doubtful = [layer for layer in report if not layer.trustworthy]
+    if doubtful:
+        worst = min(doubtful, key=lambda layer: layer.digits)
+        log.warning(
+            "causal spectrum: %d of %d layers keep fewer than 3 digits in float64 or have coefficients "
+            "below their rounding error, from layer %r on (worst: %r, %.1f digits); see Analysis.precision",
+            len(doubtful), len(report), doubtful[0].layer, worst.layer, worst.digits,
+        )  # fmt: skip

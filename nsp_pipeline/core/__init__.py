@@ -1,0 +1,1 @@
+"""Torch-free foundations: layers and node order, patterns, errors, atomic writes."""

@@ -1,0 +1,1 @@
+"""Datasets: specs, sample selection and loading of the requested samples."""

@@ -1,0 +1,1 @@
+"""The neuron DAG: its CSR type, per-operation edges, ancestor relations and the builder."""

@@ -1,0 +1,79 @@
+"""Building the neuron DAG of a model: trace it once, derive every layer's edges, store CSR."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+
+from nsp_pipeline.core.errors import UnsupportedLayerError
+from nsp_pipeline.graph.edges import op_edges
+from nsp_pipeline.graph.neuron_graph import NeuronGraph
+from nsp_pipeline.model.capture import Trace, eval_mode, trace
+
+log = logging.getLogger(__name__)
+
+
+def build_graph(
+    model: nn.Module, example: torch.Tensor, granularity: str = "children", incl: bool = True
+) -> NeuronGraph:
+    """Build the neuron DAG of ``model``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network (run in eval mode; its mode is restored afterwards).
+    example : torch.Tensor
+        A batch of inputs; its first sample is the reference sample (shapes, and the
+        partial derivatives when ``incl=False``).
+    granularity : {"children", "ops", "merged"}
+        Layer granularity (see :mod:`nsp_pipeline.model.capture`). Under ``merged`` a layer's edges
+        are those of the composite of its operation and the operations merged around it.
+    incl : bool
+        Keep every structural edge (``True``, ``nsp``'s default ``INCL``) or only edges with a
+        non-zero partial derivative at the reference sample (``False``).
+
+    Returns
+    -------
+    NeuronGraph
+    """
+    return graph_from_trace(trace(model, example[:1], granularity), incl)
+
+
+def graph_from_trace(recorded: Trace, incl: bool = True) -> NeuronGraph:
+    """Neuron DAG from a trace of one reference sample (see :func:`build_graph`)."""
+    if recorded.values[0].shape[0] != 1:
+        raise ValueError("the graph is built from a trace of exactly one reference sample")
+    with eval_mode(recorded.model):
+        return _graph_from_calls(recorded, incl)
+
+
+def _graph_from_calls(recorded: Trace, incl: bool) -> NeuronGraph:
+    layout = recorded.layout
+    targets, sources = [], []
+    for index in range(1, len(layout)):
+        layer, call = layout.layers[index], recorded.calls[index]
+        try:
+            parts = op_edges(call, incl)
+        except UnsupportedLayerError as error:
+            raise UnsupportedLayerError(
+                f"layer {index} {layer.name!r} ({layer.kind}): {error}. "
+                "See nsp_pipeline.graph.edges.supported_operations() for what is supported"
+            ) from None
+        for k, source, target in parts:
+            sources.append(source + layout.offsets[call.input_layers[k]])
+            targets.append(target + layout.offsets[index])
+        log.info("edges of layer %d/%d %r (%s)", index, len(layout) - 1, layer.name, layer.kind)
+    indptr, indices = _csr(np.concatenate([*targets, []]), np.concatenate([*sources, []]), layout.n_nodes)
+    return NeuronGraph(layout, indptr, indices, incl=incl, granularity=recorded.granularity)
+
+
+def _csr(targets: np.ndarray, sources: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted, duplicate-free CSR (rows: targets) of an edge list."""
+    keys = np.sort(targets.astype(np.int64) * n + sources.astype(np.int64))
+    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys
+    rows = keys // n
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))]).astype(np.int64)
+    return indptr, keys % n

@@ -1,0 +1,93 @@
+"""The neuron DAG of a network: a node per activation, an edge where one feeds another."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from nsp_pipeline.core.layout import Layout
+
+
+@dataclass(frozen=True)
+class NeuronGraph:
+    """Neuron DAG stored as CSR of in-edges (parents) in node order.
+
+    The parents of node ``v`` are ``indices[indptr[v]:indptr[v + 1]]`` (sorted, unique,
+    all in earlier layers). An edge ``u -> v`` means ``v`` depends on ``u``.
+
+    Parameters
+    ----------
+    layout : Layout
+        Layers, shapes and node offsets.
+    indptr : numpy.ndarray
+        ``(n_nodes + 1,)`` int64 row pointers.
+    indices : numpy.ndarray
+        ``(n_edges,)`` int64 parent node ids.
+    incl : bool
+        ``True`` if every structural edge is kept (``nsp``'s ``INCL``), ``False`` if only
+        edges with a non-zero partial derivative at the reference sample are kept.
+    granularity : {"children", "ops", "merged"}
+        How layers were chosen when the graph was built.
+    """
+
+    layout: Layout
+    indptr: np.ndarray
+    indices: np.ndarray
+    incl: bool = True
+    granularity: str = "children"
+
+    def __post_init__(self) -> None:
+        n = self.layout.n_nodes
+        if self.indptr.shape != (n + 1,) or self.indptr[0] != 0 or self.indptr[-1] != len(self.indices):
+            raise ValueError(f"indptr must have {n + 1} entries from 0 to {len(self.indices)}")
+
+    @property
+    def n_nodes(self) -> int:
+        """Number of nodes (neurons)."""
+        return self.layout.n_nodes
+
+    @property
+    def n_edges(self) -> int:
+        """Number of edges."""
+        return len(self.indices)
+
+    def parents(self, node: int) -> np.ndarray:
+        """Parent node ids of one node."""
+        return self.indices[self.indptr[node] : self.indptr[node + 1]]
+
+    def adjacency(self) -> sp.csr_array:
+        """Sparse ``A`` with ``A[v, u] = 1`` for every edge ``u -> v`` (strictly lower triangular)."""
+        data = np.ones(len(self.indices), dtype=np.int8)
+        return sp.csr_array((data, self.indices, self.indptr), shape=(self.n_nodes, self.n_nodes))
+
+    def layer_block(self, layer: int | str) -> sp.csr_array:
+        """In-edges of one layer's nodes: ``(layer size, n_nodes)`` 0/1 matrix."""
+        rows = self.layout.slice(layer)
+        indptr = self.indptr[rows.start : rows.stop + 1] - self.indptr[rows.start]
+        indices = self.indices[self.indptr[rows.start] : self.indptr[rows.stop]]
+        data = np.ones(len(indices), dtype=np.int8)
+        return sp.csr_array((data, indices, indptr), shape=(rows.stop - rows.start, self.n_nodes))
+
+    def node_label(self, node: int) -> tuple[int, ...]:
+        """``nsp``'s node key ``(layer, *index)`` of a global node id."""
+        layer = int(self.layout.layer_of_node(node))
+        local = node - int(self.layout.offsets[layer])
+        return (layer, *(int(i) for i in np.unravel_index(local, self.layout.layers[layer].shape)))
+
+    def to_networkx(self):
+        """Export as ``networkx.DiGraph`` with ``nsp``'s node keys ``(layer, *index)``.
+
+        Requires the optional dependency ``networkx``.
+        """
+        try:
+            import networkx as nx
+        except ImportError as error:  # pragma: no cover - depends on the environment
+            raise ImportError("to_networkx needs networkx: pip install networkx") from error
+        keys = [self.node_label(v) for v in range(self.n_nodes)]
+        digraph = nx.DiGraph(incl=self.incl, granularity=self.granularity)
+        digraph.add_nodes_from(keys)
+        targets = np.repeat(np.arange(self.n_nodes), np.diff(self.indptr))
+        digraph.add_edges_from((keys[u], keys[v]) for u, v in zip(self.indices.tolist(), targets.tolist()))
+        return digraph

@@ -1,0 +1,1 @@
+"""Storage: the HDF5 files and their schema, provenance."""

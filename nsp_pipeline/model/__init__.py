@@ -1,0 +1,1 @@
+"""Models: the operation registry, tracing, built-in architectures, artifacts and training."""

@@ -1,0 +1,548 @@
+"""Run a model once and record every layer: its output, and the operation that made it.
+
+Three layer granularities:
+
+``children``
+    The outputs of the model's direct children in call order, plus the input as layer 0:
+    exactly the predecessor ``nsp``'s semantics. Functional operations between children
+    (``torch.sigmoid``, ``x.view``) are invisible; each child reads the previous layer.
+``ops``
+    Every module and functional operation of the model, traced with ``torch.fx``, so
+    functional activations, reshapes, additions and concatenations are layers of their own
+    and each layer reads exactly the layers its operation takes as arguments.
+``merged``
+    The ``ops`` layers without the operations that map each neuron to exactly one neuron:
+    shape-only operations (view, reshape, flatten, unflatten, permute, transpose, movedim,
+    squeeze, unsqueeze, contiguous, pixel and channel shuffles) and unary elementwise
+    operations (activations, eval-mode batch norm, dropout, identity, arithmetic with
+    constants such as ``x * 2`` or ``x + 1``). Each is merged into the layer it reads, which
+    keeps its name, kind, shape and element order (C order of its own operation's output)
+    and holds the values of the last merged operation in that order: ``conv1`` followed by
+    ``relu1`` is one layer ``conv1`` holding the ReLU's output. Layers that read a merged
+    operation read the layer it was merged into, through the shape-only operations in
+    between (:attr:`OpCall.moves`). Operations on two layers (residual ``+``, ``cat``),
+    slicing and padding stay layers. A value-changing operation is merged only where the
+    value it replaces is read by nothing else (no other operation, not the model's
+    output), and never into the input layer, which always holds the model's inputs.
+
+    A merged operation ``v -> v'`` is an edge whose target has ``v`` as its only parent.
+    Merging contracts such edges, so every kept neuron keeps exactly its ancestors: the
+    causal transform means the same on fewer nodes, and the model's output is still
+    recorded (in the element order of the layer that holds it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from math import prod
+
+import numpy as np
+import torch
+import torch.fx
+from torch import nn
+
+from nsp_pipeline.core.errors import TraceError, UnsupportedLayerError
+from nsp_pipeline.core.layout import GRANULARITIES, Layer, Layout
+from nsp_pipeline.core.pattern import Pattern
+
+
+@dataclass(frozen=True)
+class OpCall:
+    """The operation that produced one layer, replayable on other inputs.
+
+    Parameters
+    ----------
+    target : nn.Module, callable or str
+        The module, the function, or the tensor method name that was called.
+    inputs : tuple of torch.Tensor
+        The tensors the operation read, in argument order.
+    input_layers : tuple of int
+        The layer each input comes from. An input may have another shape than its layer
+        (``children`` granularity: a ``view`` between children) but always the same
+        number of elements, in the same C order unless ``moves`` reorders them.
+    output : torch.Tensor
+        The operation's output.
+    replay : callable
+        ``replay(*tensors)`` calls the operation again with ``tensors`` in place of ``inputs``
+        and every other argument unchanged.
+    args, kwargs : tuple, dict
+        The arguments of the call, with their recorded values (for functional operations,
+        whose parameters such as ``kernel_size`` are arguments).
+    moves : tuple of tuple of OpCall
+        Granularity ``merged``: per input, the merged shape-only operations that turn its
+        layer into the tensor read (empty: none, also for the other granularities).
+    absorbed : tuple of OpCall
+        Granularity ``merged``: the operations merged into this layer, in call order; the
+        layer holds the last one's output, in the order of ``output`` (empty: none).
+    """
+
+    target: nn.Module | Callable | str
+    inputs: tuple[torch.Tensor, ...]
+    input_layers: tuple[int, ...]
+    output: torch.Tensor
+    replay: Callable[..., torch.Tensor]
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    moves: tuple[tuple[OpCall, ...], ...] = ()
+    absorbed: tuple[OpCall, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """Short type name: module class, function name or method name."""
+        return _kind(self.target)
+
+    def read_positions(self, k: int) -> np.ndarray | None:
+        """For each element of one sample of input ``k`` (C order), its position in its layer.
+
+        ``None`` where input ``k`` holds its layer's elements in C order (no ``moves``, or
+        moves that only reshape).
+        """
+        if not self.moves or not self.moves[k]:
+            return None
+        per_sample = self.inputs[k][0].numel()
+        positions = _moved_positions(self.moves[k], tuple(self.moves[k][0].inputs[0].shape))[:per_sample]
+        return None if np.array_equal(positions, np.arange(per_sample)) else positions
+
+
+def _moved_positions(moves: tuple[OpCall, ...], shape: tuple[int, ...]) -> np.ndarray:
+    """Replay shape-only operations on element codes: the flat source position of each result element."""
+    codes = torch.arange(prod(shape)).reshape(shape)
+    for move in moves:
+        codes = move.replay(codes)
+    return codes.reshape(-1).numpy()
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What one forward pass recorded.
+
+    Parameters
+    ----------
+    layout : Layout
+        Recorded layers.
+    values : list of torch.Tensor
+        Each layer's output, shape ``(n_samples, *layer.shape)``.
+    calls : list of OpCall or None
+        The operation behind each layer (``None`` for the input). Replays are exact for the
+        batch the trace ran on; the graph builder traces a batch of one reference sample.
+    model_output : torch.Tensor
+        The model's output.
+    granularity : str
+        ``"children"``, ``"ops"`` or ``"merged"``.
+    model : nn.Module
+        The traced model (its operations are replayed when edges are derived).
+    output_layer : int or None
+        The layer the model returns, if it returns one recorded layer.
+    """
+
+    layout: Layout
+    values: list[torch.Tensor]
+    calls: list[OpCall | None]
+    model_output: torch.Tensor
+    granularity: str
+    model: nn.Module
+    output_layer: int | None = None
+
+    def pattern(self, labels=None, sample_ids=None) -> Pattern:
+        """The recorded activations as a float64 :class:`Pattern`."""
+        n_samples = self.values[0].shape[0]
+        flat = [v.detach().reshape(n_samples, -1).to(torch.float64).cpu().numpy() for v in self.values]
+        return Pattern(
+            layout=self.layout,
+            values=np.concatenate(flat, axis=1),
+            domain="activations",
+            sample_ids=sample_ids,
+            labels=labels,
+            predictions=predictions(self.model_output),
+        )
+
+
+def predictions(model_output: torch.Tensor) -> np.ndarray | None:
+    """Predicted class per sample (argmax of ``(n_samples, n_classes)`` output), else ``None``."""
+    if isinstance(model_output, torch.Tensor) and model_output.ndim == 2 and model_output.shape[1] > 1:
+        return model_output.argmax(dim=1).cpu().numpy()
+    return None
+
+
+def trace(model: nn.Module, inputs: torch.Tensor, granularity: str = "children") -> Trace:
+    """Run ``model`` on a batch and record every layer.
+
+    The model runs in eval mode (restored afterwards) without gradients; outputs are
+    copied, so in-place operations later in the network do not alter them.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network.
+    inputs : torch.Tensor
+        A batch ``(n_samples, *input_shape)``.
+    granularity : {"children", "ops", "merged"}
+        Which layers to record (see the module docstring).
+
+    Returns
+    -------
+    Trace
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    if not isinstance(inputs, torch.Tensor) or inputs.ndim < 1:
+        raise TypeError("inputs must be a torch.Tensor with a leading batch axis")
+    with eval_mode(model), torch.no_grad():
+        if granularity == "children":
+            return _trace_children(model, inputs)
+        if granularity == "merged":
+            return _merge(*_record(fx_trace(model), inputs))
+        return _trace_ops(model, inputs)
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Put ``model`` in eval mode for the duration of a ``with`` block, then restore every module."""
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+
+
+def _kind(target) -> str:
+    if isinstance(target, nn.Module):
+        return type(target).__name__
+    if isinstance(target, str):
+        return target
+    return getattr(target, "__name__", repr(target))
+
+
+def _describe(target, args=(), kwargs=None) -> str:
+    if isinstance(target, nn.Module):
+        return " ".join(repr(target).split())
+    shown = [a for a in args if not isinstance(a, torch.fx.Node)]
+    extra = ", ".join([*(repr(a) for a in shown), *(f"{k}={v!r}" for k, v in (kwargs or {}).items())])
+    return f"{_kind(target)}({extra})" if extra else _kind(target)
+
+
+def _input_layer(inputs: torch.Tensor) -> Layer:
+    return Layer("input", tuple(inputs.shape[1:]), "input", f"Input{list(inputs.shape[1:])}")
+
+
+def _check_batch(name: str, output, n_samples: int) -> torch.Tensor:
+    if not isinstance(output, torch.Tensor):
+        raise TraceError(f"layer {name!r} returns {type(output).__name__}, not a tensor")
+    if output.ndim < 1 or output.shape[0] != n_samples:
+        raise TraceError(
+            f"layer {name!r} returns shape {tuple(output.shape)}; expected a leading batch axis of "
+            f"{n_samples} (does the model fold the batch into other axes, e.g. view(-1)?)"
+        )
+    return output
+
+
+def _trace_children(model: nn.Module, inputs: torch.Tensor) -> Trace:
+    n_samples = inputs.shape[0]
+    records: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]] = []
+    pending: dict[str, torch.Tensor] = {}
+
+    def before(name):
+        def remember_input(module, args):
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            if len(tensors) != 1 or len(args) != 1:
+                raise TraceError(
+                    f"child {name!r} ({type(module).__name__}) takes {len(args)} arguments; the "
+                    "'children' granularity needs one tensor per child, use granularity 'ops'"
+                )
+            pending[name] = tensors[0].detach().clone()  # before an in-place child overwrites it
+
+        return remember_input
+
+    def after(name):
+        def record(module, args, output):
+            if not isinstance(output, torch.Tensor):
+                raise UnsupportedLayerError(
+                    f"child {name!r} ({type(module).__name__}) returns {type(output).__name__}, "
+                    "not one tensor; such layers are not supported"
+                )
+            # Copied now: a later in-place child must not change what this child returned.
+            records.append((name, module, pending.pop(name), output.detach().clone()))
+
+        return record
+
+    handles = []
+    for name, child in model.named_children():
+        handles.append(child.register_forward_pre_hook(before(name)))
+        handles.append(child.register_forward_hook(after(name)))
+    try:
+        model_output = model(inputs)
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
+        if isinstance(error, TraceError | UnsupportedLayerError):
+            raise
+        raise TraceError(
+            f"{type(model).__name__} rejected inputs of shape {tuple(inputs.shape)} "
+            f"(batch, *input_shape): {error}"
+        ) from error
+    finally:
+        for handle in handles:
+            handle.remove()
+    layers = [_input_layer(inputs)]
+    values = [inputs.detach().clone()]
+    calls: list[OpCall | None] = [None]
+    names = {"input": 0}
+    for name, module, child_input, output in records:
+        output = _check_batch(name, output, n_samples)
+        unique = _unique_name(name, names)
+        previous = len(layers) - 1
+        if child_input[0].numel() != values[previous][0].numel():
+            raise TraceError(
+                f"child {name!r} ({type(module).__name__}) reads {child_input[0].numel()} values per "
+                f"sample but the previous layer {layers[previous].name!r} has "
+                f"{values[previous][0].numel()}; the 'children' granularity assumes each child reads "
+                "the previous child's output (up to reshapes and elementwise functions), "
+                "use granularity 'ops'"
+            )
+        layers.append(Layer(unique, tuple(output.shape[1:]), _kind(module), _describe(module), (previous,)))
+        values.append(output)
+        calls.append(
+            OpCall(
+                target=module,
+                inputs=(child_input,),
+                input_layers=(previous,),
+                output=output,
+                replay=module,
+                args=(child_input,),
+            )
+        )
+    return Trace(Layout(tuple(layers)), values, calls, model_output, "children", model)
+
+
+def _unique_name(name: str, seen: dict[str, int]) -> str:
+    count = seen.get(name, 0)
+    seen[name] = count + 1
+    return name if count == 0 else f"{name}_{count}"
+
+
+def _trace_ops(model: nn.Module, inputs: torch.Tensor) -> Trace:
+    graph_module = fx_trace(model)
+    return record_graph_module(graph_module, inputs)
+
+
+def fx_trace(model: nn.Module) -> torch.fx.GraphModule:
+    """Symbolically trace ``model`` with ``torch.fx``, with a clear error if it cannot be traced."""
+    try:
+        return torch.fx.symbolic_trace(model)
+    except Exception as error:  # fx raises many types (TraceError, TypeError, ...)
+        raise TraceError(
+            f"torch.fx cannot trace {type(model).__name__}: {error}. The 'ops' and 'merged' "
+            "granularities need a model without data-dependent control flow; granularity 'children' "
+            "still works for models whose children are called one after another"
+        ) from error
+
+
+def record_graph_module(graph_module: torch.fx.GraphModule, inputs: torch.Tensor) -> Trace:
+    """Run a traced model node by node and record every tensor-valued operation."""
+    return _record(graph_module, inputs)[0]
+
+
+def _record(graph_module: torch.fx.GraphModule, inputs: torch.Tensor) -> tuple[Trace, set[int]]:
+    """:func:`record_graph_module`, and the layers the model returns (also inside tuples or dicts)."""
+    n_samples = inputs.shape[0]
+    placeholders = [n for n in graph_module.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise TraceError(f"the model takes {len(placeholders)} inputs; exactly one tensor input is supported")
+    modules = dict(graph_module.named_modules())
+    env: dict[torch.fx.Node, object] = {}
+    layer_of: dict[torch.fx.Node, int] = {}
+    layers = [_input_layer(inputs)]
+    values = [inputs.detach().clone()]
+    calls: list[OpCall | None] = [None]
+    names = {"input": 0}
+    model_output = output_layer = None
+    returned: set[int] = set()
+    for node in graph_module.graph.nodes:
+        if node.op == "placeholder":
+            env[node] = inputs
+            layer_of[node] = 0
+            continue
+        if node.op == "output":
+            model_output = torch.fx.graph.map_arg(node.args[0], lambda n: env[n])
+            output_layer = layer_of.get(node.args[0]) if isinstance(node.args[0], torch.fx.Node) else None
+            returned = {layer_of[n] for n in node.all_input_nodes if n in layer_of}
+            continue
+        if node.op == "get_attr":
+            env[node] = _fetch_attr(graph_module, node.target)
+            continue
+        target = modules[node.target] if node.op == "call_module" else node.target
+        run = _runner(node.op, target)
+        sources = [n for n in node.all_input_nodes if n in layer_of]
+        # An in-place op overwrites its input: keep a copy of what it read.
+        read = {n: env[n].clone() for n in sources} if _mutates_input(node, target) else {}
+        args = torch.fx.graph.map_arg(node.args, lambda n: env[n])
+        kwargs = torch.fx.graph.map_arg(node.kwargs, lambda n: env[n])
+        try:
+            result = run(*args, **kwargs)
+        except (RuntimeError, ValueError, TypeError, IndexError) as error:
+            raise TraceError(
+                f"operation {node.name!r} ({_kind(target)}) failed on inputs of shape "
+                f"{tuple(inputs.shape)} (batch, *input_shape): {error}"
+            ) from error
+        env[node] = result
+        if sources and isinstance(result, tuple | list) and any(isinstance(r, torch.Tensor) for r in result):
+            raise UnsupportedLayerError(
+                f"layer {node.name!r} ({_kind(target)}) returns {len(result)} tensors; operations with "
+                "several outputs are not supported"
+            )
+        if not isinstance(result, torch.Tensor) or not sources:
+            continue  # sizes, shapes, and tensors computed from parameters alone are not layers
+        name = node.target if node.op == "call_module" else node.name
+        _check_batch(name, result, n_samples)
+        index = len(layers)
+        layers.append(
+            Layer(
+                _unique_name(name, names),
+                tuple(result.shape[1:]),
+                _kind(target),
+                _describe(target, node.args, node.kwargs),
+                tuple(sorted({layer_of[n] for n in sources})),
+            )
+        )
+        values.append(result.detach().clone())
+        calls.append(_node_call(node, target, run, env, layer_of, read))
+        layer_of[node] = index
+    recorded = Trace(Layout(tuple(layers)), values, calls, model_output, "ops", graph_module, output_layer)
+    return recorded, returned
+
+
+def _merge(ops: Trace, returned: set[int]) -> Trace:
+    """The ``merged`` granularity of an ``ops`` trace (see the module docstring)."""
+    from nsp_pipeline.graph.edges import is_shape_only, is_unary_elementwise  # edges imports this module
+
+    n_layers = len(ops.layout)
+    readers = [int(index in returned) for index in range(n_layers)]
+    for call in ops.calls[1:]:
+        for layer in call.input_layers:
+            readers[layer] += 1
+    holder = list(range(n_layers))  # the layer each recorded layer is merged into (itself if kept)
+    path: list[tuple[int, ...]] = [()] * n_layers  # merged layers from the holder's operation to it
+    last_value: dict[int, int] = {}  # holder -> the merged layer whose values it holds
+    shape_only: set[int] = set()
+    for index in range(1, n_layers):
+        call = ops.calls[index]
+        if len(call.input_layers) != 1:
+            continue
+        source = call.input_layers[0]
+        if is_shape_only(call):
+            shape_only.add(index)
+        elif (
+            is_unary_elementwise(call)
+            and holder[source] != 0
+            and all(readers[layer] == 1 for layer in (holder[source], *path[source]))
+        ):
+            last_value[holder[source]] = index
+        else:
+            continue
+        holder[index] = holder[source]
+        path[index] = (*path[source], index)
+
+    def moves(layer: int) -> tuple[OpCall, ...]:
+        return tuple(ops.calls[step] for step in path[layer] if step in shape_only)
+
+    kept = [index for index in range(n_layers) if holder[index] == index]
+    renumber = {old: new for new, old in enumerate(kept)}
+    layers, values, calls = [ops.layout.layers[0]], [ops.values[0]], [None]
+    for index in kept[1:]:
+        call, layer = ops.calls[index], ops.layout.layers[index]
+        absorbed = tuple(ops.calls[step] for step in path[last_value[index]]) if index in last_value else ()
+        value = ops.values[index]
+        if absorbed:
+            value = _in_layer_order(ops.values[last_value[index]], moves(last_value[index]), value.shape)
+        input_layers = tuple(renumber[holder[source]] for source in call.input_layers)
+        calls.append(
+            replace(
+                call,
+                input_layers=input_layers,
+                moves=tuple(moves(source) for source in call.input_layers),
+                absorbed=absorbed,
+            )
+        )
+        description = " -> ".join([layer.description, *(merged.kind for merged in absorbed)])
+        layers.append(replace(layer, description=description, parents=tuple(sorted(set(input_layers)))))
+        values.append(value)
+    output_layer = ops.output_layer
+    if output_layer is not None:  # still one recorded layer if only reshapes lie between
+        output_moves, shape = moves(output_layer), tuple(ops.values[holder[output_layer]].shape)
+        positions = _moved_positions(output_moves, shape) if output_moves else None
+        in_order = positions is None or np.array_equal(positions, np.arange(len(positions)))
+        output_layer = renumber[holder[output_layer]] if in_order else None
+    return replace(
+        ops,
+        layout=Layout(tuple(layers)),
+        values=values,
+        calls=calls,
+        granularity="merged",
+        output_layer=output_layer,
+    )
+
+
+def _in_layer_order(value: torch.Tensor, moves: tuple[OpCall, ...], shape: torch.Size) -> torch.Tensor:
+    """Undo shape-only operations: ``value`` (their result) in the element order of a tensor of ``shape``."""
+    if not moves:
+        return value
+    ordered = torch.empty(value.numel(), dtype=value.dtype, device=value.device)
+    positions = torch.from_numpy(_moved_positions(moves, tuple(shape))).to(value.device)
+    ordered[positions] = value.reshape(-1)
+    return ordered.reshape(shape)
+
+
+def _mutates_input(node: torch.fx.Node, target) -> bool:
+    """Whether an fx node overwrites its input (``inplace=True`` modules and functions, ``x.relu_()``)."""
+    if isinstance(target, nn.Module):
+        return bool(getattr(target, "inplace", False))
+    if node.kwargs.get("inplace", False):
+        return True
+    name = target if isinstance(target, str) else getattr(target, "__name__", "")
+    return (name.endswith("_") and not name.endswith("__")) or name in {"iadd", "isub", "imul", "itruediv"}
+
+
+def _fetch_attr(graph_module: torch.fx.GraphModule, target: str):
+    value = graph_module
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _runner(op: str, target) -> Callable:
+    if op == "call_method":
+        return lambda self, *args, **kwargs: getattr(self, target)(*args, **kwargs)
+    return target
+
+
+def _node_call(node: torch.fx.Node, target, run: Callable, env: dict, layer_of: dict, read: dict) -> OpCall:
+    """Describe one fx node as a replayable :class:`OpCall`."""
+    tensor_nodes = [n for n in _ordered_inputs(node) if n in layer_of]
+
+    def replay(*tensors):
+        replaced = dict(zip(tensor_nodes, tensors))
+
+        def value(n):
+            return replaced[n] if n in replaced else env[n]
+
+        args = torch.fx.graph.map_arg(node.args, value)
+        kwargs = torch.fx.graph.map_arg(node.kwargs, value)
+        return run(*args, **kwargs)
+
+    return OpCall(
+        target=target,
+        inputs=tuple(read.get(n, env[n]) for n in tensor_nodes),
+        input_layers=tuple(layer_of[n] for n in tensor_nodes),
+        output=env[node],
+        replay=replay,
+        args=torch.fx.graph.map_arg(node.args, lambda n: env[n]),
+        kwargs=torch.fx.graph.map_arg(node.kwargs, lambda n: env[n]),
+    )
+
+
+def _ordered_inputs(node: torch.fx.Node) -> list[torch.fx.Node]:
+    seen: list[torch.fx.Node] = []
+    torch.fx.graph.map_arg((node.args, node.kwargs), lambda n: seen.append(n) if n not in seen else None)
+    return seen

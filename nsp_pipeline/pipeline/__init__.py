@@ -1,0 +1,1 @@
+"""The workflow's stages (file in, file out), summaries, the command line and job logs."""

@@ -1,0 +1,161 @@
+"""Command line: every stage of the pipeline as a subcommand (``python -m nsp_pipeline <stage>``).
+
+The subcommands call the same functions (:mod:`nsp_pipeline.pipeline.stages`) as the Snakemake workflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from nsp_pipeline.core.layout import GRANULARITIES
+from nsp_pipeline.pipeline import stages
+from nsp_pipeline.pipeline.logs import FORMAT
+from nsp_pipeline.pipeline.summaries import summarize
+from nsp_pipeline.render.pages import SCALES
+from nsp_pipeline.transforms.api import TRANSFORM_TYPES
+from nsp_pipeline.transforms.laplacian import DEFAULT_MAX_NODES
+
+
+def _config(path: str | None) -> dict:
+    if path is None:
+        raise ValueError("--config is needed to look up the dataset")
+    try:
+        with open(path) as handle:
+            config = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"config file {path} is a folder; expected a YAML file") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"config file {path} holds {type(config).__name__}; expected a mapping of keys")
+    return config
+
+
+def _entry(config: dict, section: str, name: str, source: str) -> dict:
+    entries = config.get(section) or {}
+    if name not in entries:
+        raise KeyError(f"{source} has no {section} entry {name!r}; it has {sorted(entries)}")
+    return dict(entries[name])
+
+
+def _export(args) -> None:
+    config = _config(args.config)
+    entry = _entry(config, "models", args.model, args.config)
+    train = entry.get("train_data")
+    spec = _entry(config, "datasets", train, args.config) if train else None
+    stages.export_model(entry, args.out, args.metadata, spec, base_dir=Path(args.config).parent)
+
+
+def _graph(args) -> None:
+    reference = None
+    if args.dataset is not None:
+        config = _config(args.config)
+        reference = {"dataset": _entry(config, "datasets", args.dataset, args.config), "index": args.index}
+    stages.build_graph_file(args.model, args.out, args.granularity, not args.exclude_zero_edges, reference)
+
+
+def _extract(args) -> None:
+    config = _config(args.config)
+    spec = _entry(config, "datasets", args.dataset, args.config)
+    outputs = [Path(args.out_dir) / f"{position:05d}.h5" for position in args.samples]
+    stages.extract_activations(args.model, spec, args.samples, outputs, args.granularity)
+
+
+def _transform(args) -> None:
+    outputs = [Path(args.out_dir) / Path(path).name for path in args.activations]
+    stages.transform_files(args.activations, args.operator, outputs)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m nsp_pipeline``."""
+    main = argparse.ArgumentParser(prog="python -m nsp_pipeline", description=__doc__.splitlines()[0])
+    main.add_argument("-q", "--quiet", action="store_true", help="only print warnings and errors")
+    sub = main.add_subparsers(dest="stage", required=True, metavar="STAGE")
+
+    export = sub.add_parser(
+        "export-model", help="build (and train) a model of a config file; write its artifact"
+    )
+    export.add_argument("--config", required=True, help="YAML config with 'models' (and 'datasets')")
+    export.add_argument("--model", required=True, help="name of the model entry")
+    export.add_argument("--out", required=True, help="model artifact (.pt)")
+    export.add_argument("--metadata", required=True, help="metadata (.json)")
+    export.set_defaults(run=_export)
+
+    graph = sub.add_parser("build-graph", help="neuron DAG of an exported model -> HDF5")
+    graph.add_argument("model", help="model artifact")
+    graph.add_argument("out", help="graph file (.h5)")
+    graph.add_argument("--granularity", choices=GRANULARITIES, default="children")
+    graph.add_argument(
+        "--exclude-zero-edges", action="store_true",
+        help="INCL=False: keep only edges with a non-zero partial derivative at the reference sample",
+    )  # fmt: skip
+    graph.add_argument("--config", help="config holding the reference dataset")
+    graph.add_argument("--dataset", help="dataset of the reference sample (with --exclude-zero-edges)")
+    graph.add_argument("--index", type=int, default=0, help="position of the reference sample")
+    graph.set_defaults(run=_graph)
+
+    operator = sub.add_parser("compute-operator", help="precomputed operator of a transform type -> HDF5")
+    operator.add_argument("graph", help="graph file")
+    operator.add_argument("out", help="operator file (.h5)")
+    operator.add_argument("--transform", choices=TRANSFORM_TYPES, default="standard")
+    operator.add_argument("--model", help="standard: the model artifact, traced for the factorised operator")
+    operator.add_argument("--max-nodes", type=int, default=DEFAULT_MAX_NODES, help="Laplacian size limit")
+    operator.add_argument("--k", type=int, help="Laplacian: only the k lowest frequencies (partial spectrum)")
+    operator.set_defaults(
+        run=lambda a: stages.compute_operator_file(a.graph, a.transform, a.out, a.model, a.max_nodes, a.k)
+    )
+
+    extract = sub.add_parser("extract-activations", help="activations of dataset samples, a file per sample")
+    extract.add_argument("model", help="model artifact")
+    extract.add_argument("--config", required=True, help="config holding the dataset")
+    extract.add_argument("--dataset", required=True, help="name of the dataset entry")
+    extract.add_argument("--samples", type=int, nargs="+", required=True, help="sample positions")
+    extract.add_argument("--out-dir", required=True, help="folder for <position>.h5 files")
+    extract.add_argument("--granularity", choices=GRANULARITIES, default="children")
+    extract.set_defaults(run=_extract)
+
+    spectrum = sub.add_parser("transform", help="spectra of activations files, a file per sample")
+    spectrum.add_argument("operator", help="operator file")
+    spectrum.add_argument("activations", nargs="+", help="activations files")
+    spectrum.add_argument("--out-dir", required=True, help="folder for the spectra (same file names)")
+    spectrum.set_defaults(run=_transform)
+
+    render = sub.add_parser("render", help="PDF of an activations or spectrum file, a page per layer")
+    render.add_argument("pattern", help="activations or spectrum file")
+    render.add_argument("out", help="PDF file")
+    render.add_argument("--scale", choices=SCALES, default="layerscale")
+    render.add_argument("--cmap", default="viridis", help="any matplotlib colormap")
+    render.add_argument("--symlog", action="store_true", help="symmetric-log colour scale")
+    render.add_argument("--model", help="model name for the summary page")
+    render.add_argument("--input", help="the sample's activations file (its input image, for spectra)")
+    render.set_defaults(
+        run=lambda a: stages.render_file(a.pattern, a.out, a.scale, a.cmap, a.symlog, a.model, a.input)
+    )
+
+    summary = sub.add_parser("summarize", help="CSV tables of samples and of layer energies")
+    summary.add_argument("activations", nargs="+", help="activations files")
+    summary.add_argument("--out", required=True, help="per-sample CSV file")
+    summary.add_argument("--layers", required=True, help="per-layer CSV file")
+    summary.set_defaults(run=lambda a: summarize({"activations": a.activations}, [], a.out, a.layers))
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one stage; errors are printed as one line, with exit status 1."""
+    args = parser().parse_args(argv)
+    level = logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format=FORMAT, datefmt="%H:%M:%S")
+    try:
+        args.run(args)
+    except (ValueError, KeyError, IndexError, FileNotFoundError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,1 @@
+"""Drawing: PDF pages of patterns, colour scales, the axes-free canvas, page tables."""

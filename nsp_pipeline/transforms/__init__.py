@@ -1,0 +1,1 @@
+"""Transforms of activation patterns: the causal (Möbius) and the Laplacian transform."""

@@ -1,0 +1,1 @@
+"""The causal transform: sparse closure, factorised operator and its builder, precision, exact mode."""

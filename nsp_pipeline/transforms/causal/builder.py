@@ -1,0 +1,251 @@
+"""The exact causal transform of large networks, without materialising the closure.
+
+Möbius inversion needs, for every layer ``L``, the sums ``Σ_{u ancestor of v} ŝ_u`` over the
+strict ancestors of each of its neurons ``v``. For convolution, pooling, elementwise and linear
+layers the ancestors of ``v`` in an earlier layer ``l`` form a union of boxes
+``channels × rows × columns`` (:mod:`nsp_pipeline.graph.kronecker`), obtained by composing the
+per-axis relations of every layer on the way. So each sum is a few small per-axis operations
+on ``ŝ_l`` — channel sums and banded row/column sums — and memory stays O(n).
+
+Operations whose relation does not factorise raise :class:`NotFactorizableError`; callers then
+use the sparse closure of :mod:`nsp_pipeline.transforms.causal.closure`, which is exact for any graph.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+
+from nsp_pipeline.core.errors import UnsupportedLayerError
+from nsp_pipeline.graph.edges import (
+    ELEMENTWISE_FUNCTIONS,
+    ELEMENTWISE_METHODS,
+    ELEMENTWISE_MODULES,
+    axis_windows,
+    function_window,
+    is_container,
+    module_window,
+    op_edges,
+)
+from nsp_pipeline.graph.kronecker import AxisMap, Relation, Term
+from nsp_pipeline.model.capture import OpCall, Trace, eval_mode
+from nsp_pipeline.transforms.causal.factorized import FactorizedCausalOperator, Grid
+
+log = logging.getLogger(__name__)
+
+
+#: Shape-only operations: a neuron keeps its position in C order, so the layer keeps the grid
+#: of its input (a flattened conv output is still channels × rows × columns).
+RESHAPES = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous", "view_as", "reshape_as"}
+RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
+
+
+class NotFactorizableError(ValueError):
+    """An operation whose ancestor relation is not a union of per-axis products."""
+
+
+def natural_grid(shape: tuple[int, ...]) -> Grid:
+    """The 3-axis grid of a per-sample shape: ``(C, H, W)``, ``(C, L, 1)``, ``(F, 1, 1)``."""
+    if len(shape) > 3:
+        raise NotFactorizableError(f"per-sample shape {shape} has more than 3 axes")
+    return (*shape, 1, 1, 1)[:3] if shape else (1, 1, 1)
+
+
+def _identity_relation(grid: Grid) -> Relation:
+    return Relation([Term.identity(grid)])
+
+
+def _is_reshape(call: OpCall) -> bool:
+    target = call.target
+    if isinstance(target, nn.Module):
+        return isinstance(target, nn.Flatten)
+    if isinstance(target, str):
+        return target in RESHAPES
+    return target in RESHAPE_FUNCTIONS
+
+
+def _is_plain_elementwise(call: OpCall, in_grids: list[Grid]) -> bool:
+    """An elementwise operation whose inputs all have the output's shape and one grid."""
+    target = call.target
+    if isinstance(target, nn.Module):
+        elementwise = isinstance(target, ELEMENTWISE_MODULES) and not (
+            isinstance(target, nn.modules.batchnorm._BatchNorm) and target.running_mean is None
+        )
+    elif isinstance(target, str):
+        elementwise = target in ELEMENTWISE_METHODS
+    else:
+        elementwise = target in ELEMENTWISE_FUNCTIONS and target is not torch.nn.functional.batch_norm
+    shape = call.output.shape
+    return elementwise and all(t.shape == shape for t in call.inputs) and len(set(in_grids)) == 1
+
+
+def _window_relation(call: OpCall, window, in_grid: Grid, out_grid: Grid) -> Relation:
+    in_shape, out_shape = tuple(call.inputs[0].shape[1:]), tuple(call.output.shape[1:])
+    if natural_grid(in_shape) != in_grid:
+        raise NotFactorizableError(f"{call.kind} reads a reshaped layer")
+    n_spatial = len(in_shape) - 1
+    axes = []
+    for axis in range(2):
+        if axis < n_spatial:
+            out, source, _ = axis_windows(in_shape[1 + axis], out_shape[1 + axis], window, axis)
+            axes.append(AxisMap.from_pairs(out, source, (out_grid[1 + axis], in_grid[1 + axis])))
+        else:
+            axes.append(AxisMap.identity(1))
+    c_in, c_out = in_grid[0], out_grid[0]
+    if window.kind == "conv":
+        groups = window.groups
+        per_in, per_out = c_in // groups, c_out // groups
+        out_channel = np.repeat(np.arange(c_out), per_in)
+        in_channel = (out_channel // per_out) * per_in + np.tile(np.arange(per_in), c_out)
+        channels = AxisMap.from_pairs(out_channel, in_channel, (c_out, c_in))
+    else:
+        channels = AxisMap.identity(c_in)
+    return Relation([Term(channels, *axes)])
+
+
+def _linear_relation(call: OpCall, weight: torch.Tensor, in_grid: Grid) -> tuple[Grid, Relation]:
+    in_shape = tuple(call.inputs[0].shape[1:])
+    out_features = weight.shape[0]
+    if len(in_shape) == 1:  # every output reads the whole (flattened) input
+        out_grid = (out_features, 1, 1)
+        return out_grid, Relation([Term(*(AxisMap.ones(o, i) for o, i in zip(out_grid, in_grid)))])
+    if len(in_shape) == 2 and natural_grid(in_shape) == in_grid:  # (T, N): the last axis mixes
+        out_grid = (in_shape[0], out_features, 1)
+        term = Term(
+            AxisMap.identity(in_shape[0]), AxisMap.ones(out_features, in_shape[1]), AxisMap.identity(1)
+        )
+        return out_grid, Relation([term])
+    raise NotFactorizableError(f"Linear on per-sample shape {in_shape}")
+
+
+def _factorize(sources: np.ndarray, targets: np.ndarray, in_grid: Grid, out_grid: Grid) -> Term | None:
+    """The term equal to an edge set, if the edge set is a per-axis product."""
+    if len(sources) == 0:
+        return None
+    source_axes = np.unravel_index(sources, in_grid)
+    target_axes = np.unravel_index(targets, out_grid)
+    axes = [
+        AxisMap.from_pairs(t, s, (out_size, in_size))
+        for t, s, out_size, in_size in zip(target_axes, source_axes, out_grid, in_grid)
+    ]
+    pairs = np.unique(targets.astype(np.int64) * int(np.prod(in_grid)) + sources)
+    if len(pairs) != np.prod([axis.nnz for axis in axes], dtype=np.int64):
+        return None
+    return Term(*axes)
+
+
+def _generic_relations(call: OpCall, in_grids: list[Grid]) -> tuple[Grid, list[tuple[int, Relation]]]:
+    """Exact edges of a cheap operation, factorised per axis; the output grid is chosen to fit."""
+    try:
+        parts = op_edges(call, incl=True)
+    except UnsupportedLayerError as error:
+        raise NotFactorizableError(str(error)) from None
+    out_shape = tuple(call.output.shape[1:])
+    candidates = [natural_grid(out_shape)]
+    if int(np.prod(in_grids[0])) == int(np.prod(out_shape)):
+        candidates.insert(0, in_grids[0])
+    for out_grid in candidates:
+        relations = []
+        for k, sources, targets in parts:
+            term = _factorize(sources, targets, in_grids[k], out_grid)
+            if term is None:
+                break
+            relations.append((k, Relation([term])))
+        else:
+            return out_grid, relations
+    raise NotFactorizableError(f"the edges of {call.kind} are not a per-axis product")
+
+
+def op_relations(call: OpCall, in_grids: list[Grid]) -> tuple[Grid, list[tuple[int, Relation]]]:
+    """The grid of an operation's output and its relation to each input (structural edges).
+
+    Raises
+    ------
+    NotFactorizableError
+        If the operation's edges are not unions of per-axis products.
+    """
+    reordered = [
+        move.kind
+        for k in range(len(call.inputs))
+        if call.read_positions(k) is not None
+        for move in call.moves[k]
+    ]
+    if reordered:
+        raise NotFactorizableError(
+            f"{call.kind} reads its input through {', '.join(reordered)} (granularity 'merged'), "
+            "which reorders the elements"
+        )
+    out_shape = tuple(call.output.shape[1:])
+    target = call.target
+    if (_is_reshape(call) and len(call.inputs) == 1) or _is_plain_elementwise(call, in_grids):
+        return in_grids[0], [(k, _identity_relation(in_grids[0])) for k in range(len(call.inputs))]
+    window = module_window(target) if isinstance(target, nn.Module) else None
+    if window is None and not isinstance(target, nn.Module | str):
+        window = function_window(call)
+    if window is not None:
+        out_grid = natural_grid(out_shape)
+        return out_grid, [(0, _window_relation(call, window, in_grids[0], out_grid))]
+    if isinstance(target, nn.Linear):
+        out_grid, relation = _linear_relation(call, target.weight, in_grids[0])
+        return out_grid, [(0, relation)]
+    if isinstance(target, nn.Module) and is_container(target):
+        raise NotFactorizableError(f"container {call.kind}; use the 'ops' granularity")
+    return _generic_relations(call, in_grids)
+
+
+def _single_parent_relations(parts, in_grids, out_grid, input_layers) -> dict[int, Relation] | None:
+    """The parent relations if every output neuron has exactly one parent, else None."""
+    count = np.zeros((1, *out_grid))
+    relations: dict[int, Relation] = {}
+    for k, relation in parts:
+        if input_layers[k] in relations:
+            return None
+        relations[input_layers[k]] = relation
+        count = count + relation.apply(np.ones((1, *in_grids[k])))
+    return relations if np.all(count == 1) else None
+
+
+def factorized_operator(recorded: Trace) -> FactorizedCausalOperator:
+    """Ancestor relations of every layer of a traced model (structural edges, ``incl=True``).
+
+    Under granularity ``merged`` a layer's merged unary operations keep its relations (one
+    neuron to one neuron, in its own order), and inputs read through merged reshapes are read
+    like reshaped layers; inputs read through a reordering (``permute``) do not factorise.
+
+    Parameters
+    ----------
+    recorded : Trace
+        A trace of one reference sample (``nsp_pipeline.model.capture.trace(model, x[:1], ...)``).
+
+    Raises
+    ------
+    NotFactorizableError
+        If some layer's relation does not factorise (use the sparse closure instead).
+    """
+    layout = recorded.layout
+    grids = [natural_grid(layout.layers[0].shape)]
+    ancestors: list[dict[int, Relation]] = [{}]
+    single_parents: list[dict[int, Relation] | None] = [None]
+    with eval_mode(recorded.model):
+        for index in range(1, len(layout)):
+            call = recorded.calls[index]
+            try:
+                out_grid, parts = op_relations(call, [grids[p] for p in call.input_layers])
+            except NotFactorizableError as error:
+                name = layout.layers[index].name
+                raise NotFactorizableError(f"layer {index} {name!r} ({call.kind}): {error}") from None
+            relations: dict[int, Relation] = {}
+            for k, edges in parts:
+                parent = call.input_layers[k]
+                relations.setdefault(parent, Relation()).union(edges)
+                for source, relation in ancestors[parent].items():
+                    relations.setdefault(source, Relation()).union(edges.compose(relation))
+            in_grids = [grids[p] for p in call.input_layers]
+            single_parents.append(_single_parent_relations(parts, in_grids, out_grid, call.input_layers))
+            grids.append(out_grid)
+            ancestors.append(relations)
+            log.info("relations of layer %d/%d %r", index, len(layout) - 1, layout.layers[index].name)
+    return FactorizedCausalOperator(layout, grids, ancestors, single_parents)
