@@ -1,8 +1,13 @@
 # nsp-pipeline: activations, neuron graphs, causal and Laplacian spectra, PDFs.
-# Usage: snakemake --cores 8   (configuration: config.yaml, schema: workflow/schemas/)
-
+# Usage: snakemake --cores 8   (configuration: config.yaml, schema: nsp_pipeline/core/config.schema.yaml)
+# One rule per stage, its jobs addressed by wildcards (model, dataset, batch, transform): e.g.
+# --set-resources extract_activations:mem_mb=8000, --groups render=g1, --set-threads transform=2.
 
 import os
+
+from snakemake.utils import min_version
+
+min_version("9.0")
 
 
 configfile: "config.yaml"
@@ -22,13 +27,20 @@ envvars:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/samples.smk"
+include: "workflow/rules/summaries.smk"
 
 
 wildcard_constraints:
     model="[A-Za-z0-9][A-Za-z0-9_-]*",
     dataset="[A-Za-z0-9][A-Za-z0-9_-]*",
-    sample="[0-9]+",
+    batch="batch[0-9]+",
     transform="standard|laplacian",
+
+
+# Tiny aggregation jobs run in the Snakemake process itself, never as cluster jobs.
+localrules:
+    all,
+    summarize_sweep,
 
 
 rule all:

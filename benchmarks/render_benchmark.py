@@ -31,7 +31,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from nsp_pipeline.analysis.analyze import analyze
-from nsp_pipeline.data.datasets import load_dataset
+from nsp_pipeline.data.loading import load_dataset
 from nsp_pipeline.model.architectures import DigitsCNN
 from nsp_pipeline.model.training import train_classifier
 from nsp_pipeline.render.pages import color_norms, layer_image, page_figures, render_pattern

@@ -28,7 +28,7 @@ _EXPORTS = {
     "trace": "model.capture",
     "CausalOperator": "transforms.causal.closure",
     "causal_operator": "transforms.causal.closure",
-    "supported_operations": "graph.edges",
+    "supported_operations": "model.ops",
     "FactorizedCausalOperator": "transforms.causal.builder",
     "NotFactorizableError": "transforms.causal.builder",
     "factorized_operator": "transforms.causal.builder",

@@ -152,5 +152,8 @@ class Visualizer:
     def visualize_pattern(
         activations: Activations, pdf_filepath: str, scale: str = "layerscale", cmap_style: str = "viridis"
     ) -> None:
-        """Write one page per layer of ``activations`` (or a spectrum) to ``pdf_filepath``."""
+        """Write one page per layer of ``activations`` (or a spectrum) to ``pdf_filepath``.
+
+        The defaults are ``nsp``'s own (``layerscale``, ``viridis``), not the pipeline's.
+        """
         render_pattern(activations.pattern, pdf_filepath, scale=scale, cmap=cmap_style, summary=False)

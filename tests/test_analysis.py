@@ -39,7 +39,7 @@ def test_factorized_and_fallback_agree_with_the_closure():
         ),
         (Permuted().eval(), torch.randn(2, 1, 6, 6), "sparse closure"),
     ):
-        result = analyze(model, inputs, ("standard", "laplacian"))
+        result = analyze(model, inputs, ("standard", "laplacian"), granularity="ops")
         assert result.methods["standard"].startswith(method)
         np.testing.assert_array_equal(result.activations.values, trace(model, inputs, "ops").pattern().values)
         closure, expected = closure_spectrum(model, inputs)
@@ -52,7 +52,8 @@ def test_factorized_and_fallback_agree_with_the_closure():
             rtol=1e-10,
         )
         assert laplacian.eigenvalues is not None
-    assert "'permute'" in analyze(Permuted().eval(), torch.randn(1, 1, 6, 6)).methods["standard"]
+    permuted = analyze(Permuted().eval(), torch.randn(1, 1, 6, 6), granularity="ops")
+    assert "'permute'" in permuted.methods["standard"]
 
 
 def test_rounding_scale():

@@ -23,7 +23,7 @@ from oracles import assert_close_to_scale, dense_zeta
 from threadpoolctl import threadpool_limits
 
 import nsp_pipeline
-from nsp_pipeline.data.datasets import load_dataset
+from nsp_pipeline.data.loading import load_dataset
 from nsp_pipeline.io import hdf5
 from nsp_pipeline.model.artifact import load_model
 from nsp_pipeline.pipeline import cli
@@ -36,6 +36,8 @@ models:
     train_data: digits
 datasets:
   digits: {source: digits, split: test}
+analyses:
+  - {model: tiny, dataset: digits}
 """
 DIGITS_TEST = {"source": "digits", "split": "test"}
 SAMPLES = (3, 17, 42)
@@ -47,9 +49,9 @@ OPTIONS = {
     "export-model": ("--config", "--model", "--out", "--metadata"),
     "build-graph": tuple("model out --granularity --exclude-zero-edges --config --dataset --index".split()),
     "compute-operator": ("graph", "out", "--transform", "--model", "--max-nodes", "--k"),
-    "extract-activations": ("model", "--config", "--dataset", "--samples", "--out-dir", "--granularity"),
+    "extract-activations": ("model", "--config", "--dataset", "--samples", "--out", "--granularity"),
     "transform": ("operator", "activations", "--out-dir"),
-    "render": ("pattern", "out", "--scale", "--cmap", "--symlog", "--model", "--input"),
+    "render": ("pattern", "out", "--scale", "--cmap", "--symlog", "--model", "--input", "--sample"),
     "summarize": ("activations", "--out", "--layers"),
 }
 
@@ -91,11 +93,8 @@ def chain(tmp_path_factory):
         "metadata": root / "model.json",
         "graph": root / "graph.h5",
         "operators": {kind: root / f"{kind}.h5" for kind in TRANSFORMS},
-        "activations": [root / "activations" / f"{position:05d}.h5" for position in SAMPLES],
-        "spectra": {
-            kind: [root / "spectra" / kind / f"{position:05d}.h5" for position in SAMPLES]
-            for kind in TRANSFORMS
-        },
+        "activations": root / "activations.h5",  # a shard of the SAMPLES
+        "spectra": {kind: root / "spectra" / kind / "activations.h5" for kind in TRANSFORMS},
         "pdf": root / "laplacian.pdf",
         "summary": root / "summary.csv",
         "layers": root / "layers.csv",
@@ -109,16 +108,18 @@ def chain(tmp_path_factory):
         assert run("compute-operator", graph, operator, "--transform", kind) == 0
     assert run(
         "extract-activations", model, "--config", config, "--dataset", "digits",
-        "--samples", *SAMPLES, "--out-dir", root / "activations",
+        "--samples", *SAMPLES, "--out", paths["activations"],
     ) == 0  # fmt: skip
     for kind in TRANSFORMS:
         out_dir = root / "spectra" / kind
-        assert run("transform", paths["operators"][kind], *paths["activations"], "--out-dir", out_dir) == 0
+        assert run("transform", paths["operators"][kind], paths["activations"], "--out-dir", out_dir) == 0
+    first = int(hdf5.read_pattern(paths["activations"]).sample_ids[0])  # SAMPLES[0], by its id
     assert run(
-        "render", paths["spectra"]["laplacian"][0], paths["pdf"], "--scale", "layernorm", "--cmap", "RdBu_r"
+        "render", paths["spectra"]["laplacian"], paths["pdf"], "--sample", first,
+        "--scale", "layernorm", "--cmap", "RdBu_r",
     ) == 0  # fmt: skip
     summary = ("--out", paths["summary"], "--layers", paths["layers"])
-    assert run("summarize", *paths["activations"], *summary) == 0
+    assert run("summarize", paths["activations"], *summary) == 0
     return paths
 
 
@@ -182,7 +183,7 @@ def test_subcommand_help(stage, capsys):
 def test_chain_outputs_exist(chain):
     files = [
         chain["model"], chain["metadata"], chain["graph"], *chain["operators"].values(),
-        *chain["activations"], *(path for paths in chain["spectra"].values() for path in paths),
+        chain["activations"], *chain["spectra"].values(),
         chain["pdf"], chain["summary"], chain["layers"],
     ]  # fmt: skip
     for path in files:
@@ -202,14 +203,16 @@ def test_exported_model_metadata(chain, direct):
 def test_activations_equal_direct_trace(chain, direct):
     expected = direct["pattern"]
     data = direct["data"]
-    for row, path in enumerate(chain["activations"]):
-        pattern = hdf5.read_pattern(path)
-        assert pattern.domain == "activations"
-        assert pattern.layout == expected.layout
-        np.testing.assert_array_equal(pattern.values, expected.values[row : row + 1])
-        assert pattern.labels.tolist() == [int(data.labels[SAMPLES[row]])]
-        assert pattern.sample_ids.tolist() == [int(data.ids[SAMPLES[row]])]
-        assert pattern.predictions.tolist() == [int(direct["predictions"][row])]
+    pattern = hdf5.read_pattern(chain["activations"])
+    assert pattern.domain == "activations"
+    assert pattern.layout == expected.layout
+    np.testing.assert_array_equal(pattern.values, expected.values)
+    assert pattern.labels.tolist() == [int(data.labels[p]) for p in SAMPLES]
+    assert pattern.sample_ids.tolist() == [int(data.ids[p]) for p in SAMPLES]
+    assert pattern.predictions.tolist() == direct["predictions"].tolist()
+    for row, position in enumerate(SAMPLES):  # each sample of the shard, read by its id
+        alone = hdf5.read_pattern(chain["activations"], sample_ids=[int(data.ids[position])])
+        np.testing.assert_array_equal(alone.values, expected.values[row : row + 1])
 
 
 def test_graph_equals_direct_build(chain, direct):
@@ -224,16 +227,15 @@ def test_graph_equals_direct_build(chain, direct):
 @pytest.mark.parametrize("kind", TRANSFORMS)
 def test_spectra_equal_direct_transform(chain, direct, kind):
     expected = direct["spectra"][kind]
-    for row, path in enumerate(chain["spectra"][kind]):
-        spectrum = hdf5.read_pattern(path)
-        assert spectrum.domain == kind
-        assert spectrum.layout == expected.layout
-        assert_close(spectrum.values, expected.values[row : row + 1])
-        if kind == "laplacian":
-            assert_close(spectrum.eigenvalues, direct["operators"]["laplacian"].eigenvalues)
-        else:
-            assert spectrum.eigenvalues is None
-        assert spectrum.labels.tolist() == [int(direct["data"].labels[SAMPLES[row]])]
+    spectrum = hdf5.read_pattern(chain["spectra"][kind])
+    assert spectrum.domain == kind
+    assert spectrum.layout == expected.layout
+    assert_close(spectrum.values, expected.values)
+    if kind == "laplacian":
+        assert_close(spectrum.eigenvalues, direct["operators"]["laplacian"].eigenvalues)
+    else:
+        assert spectrum.eigenvalues is None
+    assert spectrum.labels.tolist() == [int(direct["data"].labels[p]) for p in SAMPLES]
 
 
 def test_operator_files_equal_direct_operators(chain, direct):
@@ -255,16 +257,16 @@ def test_summary_rows(chain, direct):
     with open(chain["summary"], newline="") as handle:
         rows = list(csv.DictReader(handle))
     data = direct["data"]
-    assert [row["sample"] for row in rows] == [f"{position:05d}" for position in SAMPLES]
+    assert [row["sample"] for row in rows] == [str(data.ids[p]) for p in SAMPLES]  # named by their ids
     assert [int(row["label"]) for row in rows] == [int(data.labels[p]) for p in SAMPLES]
     assert [int(row["source_id"]) for row in rows] == [int(data.ids[p]) for p in SAMPLES]
     assert [int(row["prediction"]) for row in rows] == direct["predictions"].tolist()
-    assert [row["activations"] for row in rows] == [str(path) for path in chain["activations"]]
+    assert [row["activations"] for row in rows] == [str(chain["activations"])] * len(SAMPLES)
 
 
 def test_provenance(chain, direct):
     checksum = json.loads(chain["metadata"].read_text())["checksum"]
-    attributes = hdf5.read_provenance(chain["activations"][0])
+    attributes = hdf5.read_provenance(chain["activations"])
     assert attributes["model_checksum"] == checksum
     assert attributes["torch_version"] == str(torch.__version__)
     assert attributes["nsp_pipeline_version"] == nsp_pipeline.__version__
@@ -274,7 +276,7 @@ def test_provenance(chain, direct):
     graph_sha = hdf5.read_header(chain["graph"])["content_sha256"]
     for kind, operator in chain["operators"].items():
         assert hdf5.read_provenance(operator)["graph_sha256"] == graph_sha
-        spectrum = hdf5.read_provenance(chain["spectra"][kind][0])
+        spectrum = hdf5.read_provenance(chain["spectra"][kind])
         assert spectrum["model_checksum"] == checksum
         assert spectrum["operator_sha256"] == hdf5.read_header(operator)["content_sha256"]
 
@@ -358,7 +360,7 @@ def test_malformed_config_file(tmp_path, capsys):
 
 
 def test_truncated_activations_file(chain, tmp_path, capsys):
-    source = chain["activations"][0]
+    source = chain["activations"]
     truncated = tmp_path / "truncated.h5"
     shutil.copyfile(source, truncated)
     with open(truncated, "r+b") as handle:
@@ -371,9 +373,9 @@ def test_truncated_activations_file(chain, tmp_path, capsys):
 
 
 def test_pattern_file_as_operator(chain, tmp_path, capsys):
-    pattern = chain["activations"][1]
-    out = tmp_path / chain["activations"][0].name
-    assert run("transform", pattern, chain["activations"][0], "--out-dir", tmp_path) == 1
+    pattern = chain["spectra"]["standard"]
+    out = tmp_path / chain["activations"].name
+    assert run("transform", pattern, chain["activations"], "--out-dir", tmp_path) == 1
     line = error_line(capsys)
     assert str(pattern) in line and "pattern file" in line and "operator" in line
     assert not out.exists()
@@ -381,7 +383,8 @@ def test_pattern_file_as_operator(chain, tmp_path, capsys):
 
 def test_render_unknown_colormap(chain, tmp_path, capsys):
     out = tmp_path / "x.pdf"
-    assert run("render", chain["activations"][0], out, "--cmap", "not_a_cmap") == 1
+    first = str(hdf5.read_pattern(chain["activations"]).sample_ids[0])
+    assert run("render", chain["activations"], out, "--sample", first, "--cmap", "not_a_cmap") == 1
     line = error_line(capsys)
     assert "not_a_cmap" in line and "colormap" in line
     assert not out.exists()
@@ -408,14 +411,14 @@ def test_factorized_operator_from_model(chain, direct, tmp_path):
     assert run("compute-operator", chain["graph"], out, *options) == 0
     assert hdf5.read_header(out)["kind"] == "factorized_causal_operator"
     assert hdf5.read_provenance(out)["method"] == "factorized"
-    assert run("transform", out, *chain["activations"], "--out-dir", tmp_path / "spectra") == 0
+    assert run("transform", out, chain["activations"], "--out-dir", tmp_path / "spectra") == 0
     zeta = dense_zeta(direct["graph"])
     expected = direct["spectra"]["standard"]
-    for row, path in enumerate(chain["activations"]):
-        spectrum = hdf5.read_pattern(tmp_path / "spectra" / path.name)
-        assert_close_to_scale(spectrum.values[0], expected.values[row], zeta)
-        digits = spectrum.diagnostics["significant_digits"]
-        assert digits.shape == (1, len(expected.layout)) and np.all(digits > 3)
+    spectra = hdf5.read_pattern(tmp_path / "spectra" / chain["activations"].name)
+    for row in range(len(SAMPLES)):
+        assert_close_to_scale(spectra.values[row], expected.values[row], zeta)
+    digits = spectra.diagnostics["significant_digits"]
+    assert digits.shape == (len(SAMPLES), len(expected.layout)) and np.all(digits > 3)
 
 
 def test_partial_laplacian_records_residual_energy(chain, direct, tmp_path):
@@ -426,9 +429,10 @@ def test_partial_laplacian_records_residual_energy(chain, direct, tmp_path):
     out = tmp_path / "laplacian.h5"
     assert run("compute-operator", chain["graph"], out, "--transform", "laplacian", "--k", k) == 0
     assert hdf5.read_provenance(out)["method"] == f"{k} lowest eigenpairs"
-    assert run("transform", out, *chain["activations"], "--out-dir", tmp_path / "spectra") == 0
-    for row, path in enumerate(chain["activations"]):
-        spectrum = hdf5.read_pattern(tmp_path / "spectra" / path.name)
+    assert run("transform", out, chain["activations"], "--out-dir", tmp_path / "spectra") == 0
+    spectra = hdf5.read_pattern(tmp_path / "spectra" / chain["activations"].name)
+    for row in range(len(SAMPLES)):
+        spectrum = spectra.sample(row)
         assert np.all(np.isnan(spectrum.values[0, k:]))
         np.testing.assert_allclose(spectrum.eigenvalues, full.eigenvalues[:k], atol=1e-8)
         signal = direct["pattern"].values[row]
@@ -459,9 +463,10 @@ def test_layer_table(chain, direct):
 def test_render_spectrum_with_symlog_and_input(chain, direct, tmp_path):
     """A causal spectrum with the symmetric-log scale, its model name and the sample's input image."""
     out = tmp_path / "standard.pdf"
-    spectrum, activations = chain["spectra"]["standard"][0], chain["activations"][0]
+    spectrum, activations = chain["spectra"]["standard"], chain["activations"]
+    first = str(hdf5.read_pattern(activations).sample_ids[0])
     options = ("--scale", "layernorm", "--symlog", "--model", "tiny", "--input", activations)
-    assert run("render", spectrum, out, *options) == 0
+    assert run("render", spectrum, out, "--sample", first, *options) == 0
     assert pdf_pages(out) == len(direct["pattern"].layout) + 1
     raw = out.read_bytes()
     assert raw.startswith(b"%PDF") and not list(tmp_path.glob(".*.tmp"))

@@ -1,4 +1,4 @@
-"""Tests of nsp_pipeline.analysis.dataset_statistics: statistics against plain loops, HDF5, PDF, atomicity."""
+"""Dataset statistics against plain loops; their HDF5 file, plots and rendered averages; atomicity."""
 
 from __future__ import annotations
 
@@ -9,22 +9,24 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_pdf import PdfPages
 
-import nsp_pipeline.analysis.dataset_statistics as dataset_report
+import nsp_pipeline.render.dataset_plots as dataset_plots
 from nsp_pipeline.analysis.dataset_statistics import (
-    SCHEMA,
     TABLE_COLUMNS,
     TOP_K,
     class_statistics,
-    read_averages,
-    render_averages,
     summary_table,
     top_k_columns,
+    top_k_entry,
+    top_k_label,
     top_k_nodes,
-    write_dataset_summary,
 )
 from nsp_pipeline.core.layout import Layer, Layout
 from nsp_pipeline.core.pattern import Pattern
 from nsp_pipeline.io import hdf5
+from nsp_pipeline.io.hdf5 import read_averages, read_dataset_summary
+from nsp_pipeline.io.provenance import provenance
+from nsp_pipeline.pipeline.summaries import summarize_dataset
+from nsp_pipeline.render.dataset_plots import render_averages, render_summary_averages
 
 #: Layers of the synthetic patterns: a mosaic, a 0-d layer, a strip, and 120 nodes in rows.
 SHAPES = [(1, 3, 3), (2, 5, 5), (), (7,), (4, 30)]
@@ -217,7 +219,7 @@ def patterns() -> dict[str, Pattern]:
 def written(tmp_path_factory, patterns):
     folder = tmp_path_factory.mktemp("written")
     summary_file, plots = folder / "out" / "summary.h5", folder / "out" / "plots.pdf"
-    stats = write_dataset_summary(
+    stats = summarize_dataset(
         patterns, summary_file, plots, title="net × data", attributes={"model": "net", "dataset": "data"}
     )
     return stats, summary_file, plots
@@ -226,8 +228,9 @@ def written(tmp_path_factory, patterns):
 def test_hdf5_read_back_with_h5py_equals_statistics(written, patterns):
     stats, summary_file, _ = written
     with h5py.File(summary_file, "r") as file:
-        assert file.attrs["schema"] == SCHEMA and file.attrs["schema_version"] == 1
+        assert file.attrs["schema"] == "nsp-pipeline/dataset_summary" and file.attrs["schema_version"] == 1
         assert file.attrs["model"] == "net" and file.attrs["dataset"] == "data"
+        assert file.attrs["nsp_pipeline_version"] and len(file.attrs["content_sha256"]) == 64
         assert list(file.attrs["patterns"]) == list(patterns)
         assert list(file.attrs["top_k"]) == ["1", "10", "100", "1%", "10%"]
         assert hdf5.read_layout(file["layout"]) == patterns["activations"].layout
@@ -274,6 +277,40 @@ def test_read_averages_round_trip(written):
                 np.testing.assert_array_equal(read.eigenvalues, computed.eigenvalues)
 
 
+def test_read_dataset_summary_round_trip(written):
+    """Every statistic of every pattern reads back as computed."""
+    stats, summary_file, _ = written
+    read = read_dataset_summary(summary_file)
+    assert list(read) == list(stats)
+    for name, expected in stats.items():
+        got = read[name]
+        assert got.domain == expected.domain and got.layout == expected.layout
+        assert got.n_samples == expected.n_samples and got.top_k == expected.top_k == TOP_K
+        for field in (
+            "classes",
+            "class_samples",
+            "computed_nodes",
+            "mean_energy",
+            "class_mean_energy",
+            "top_k_nodes",
+            "top_k_fraction",
+            "class_top_k_fraction",
+        ):
+            np.testing.assert_array_equal(getattr(got, field), getattr(expected, field), strict=True)
+    assert hdf5.read_provenance(summary_file) == provenance(model="net", dataset="data")
+
+
+def test_top_k_labels_read_back():
+    assert [top_k_entry(top_k_label(entry)) for entry in (*TOP_K, 0.5, 0.125, 1.0)] == [
+        *TOP_K,
+        0.5,
+        0.125,
+        1.0,
+    ]
+    with pytest.raises(ValueError, match="top-k label 'ten'"):
+        top_k_entry("ten")
+
+
 def test_summary_table_rows(written):
     stats = written[0]["standard"]
     table = summary_table(stats)
@@ -297,7 +334,7 @@ def test_plots_have_titles_labels_and_legends(tmp_path, patterns, monkeypatch):
 
     monkeypatch.setattr(PdfPages, "savefig", savefig)
     statistics = {name: class_statistics(pattern) for name, pattern in patterns.items()}
-    dataset_report.plot_statistics(statistics, tmp_path / "p.pdf", "t")
+    dataset_plots.plot_statistics(statistics, tmp_path / "p.pdf", "t")
     assert len(figures) == 7
     for figure in figures:
         ax = figure.axes[0]
@@ -320,7 +357,7 @@ def test_many_classes_get_a_colour_bar(tmp_path):
     layout = make_layout([(4,), (6,)])
     rng = np.random.default_rng(2)
     pattern = Pattern(layout, rng.normal(size=(60, 10)), labels=np.arange(60) % 30)
-    write_dataset_summary({"activations": pattern}, tmp_path / "s.h5", tmp_path / "p.pdf")
+    summarize_dataset({"activations": pattern}, tmp_path / "s.h5", tmp_path / "p.pdf")
     assert pdf_pages(tmp_path / "p.pdf") == 3
 
 
@@ -331,7 +368,7 @@ def test_files_as_input_equal_patterns(tmp_path, patterns):
         files[name] = [tmp_path / f"{sample}_{name}.h5" for sample in range(pattern.n_samples)]
         for sample, path in enumerate(files[name]):
             hdf5.write_pattern(path, pattern.sample(sample), {"note": "test"})
-    from_files = write_dataset_summary(files, tmp_path / "a.h5", tmp_path / "a.pdf")
+    from_files = summarize_dataset(files, tmp_path / "a.h5", tmp_path / "a.pdf")
     direct = {name: class_statistics(pattern) for name, pattern in patterns.items()}
     for name in patterns:
         np.testing.assert_array_equal(from_files[name].class_mean_energy, direct[name].class_mean_energy)
@@ -341,9 +378,9 @@ def test_files_as_input_equal_patterns(tmp_path, patterns):
 def test_layouts_must_agree(tmp_path, patterns):
     other = Pattern(make_layout([(3,)]), np.ones((2, 3)), "standard")
     with pytest.raises(ValueError, match="other layers"):
-        write_dataset_summary({**patterns, "standard": other}, tmp_path / "s.h5", tmp_path / "p.pdf")
+        summarize_dataset({**patterns, "standard": other}, tmp_path / "s.h5", tmp_path / "p.pdf")
     with pytest.raises(ValueError, match="at least one"):
-        write_dataset_summary({}, tmp_path / "s.h5", tmp_path / "p.pdf")
+        summarize_dataset({}, tmp_path / "s.h5", tmp_path / "p.pdf")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -356,7 +393,7 @@ def test_failure_leaves_no_file(tmp_path, patterns, monkeypatch):
     monkeypatch.setattr(PdfPages, "savefig", fail)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="disk full"):
-        write_dataset_summary(patterns, out / "summary.h5", out / "plots.pdf")
+        summarize_dataset(patterns, out / "summary.h5", out / "plots.pdf")
     assert list(out.iterdir()) == []
 
 
@@ -364,31 +401,56 @@ def test_failed_rendering_of_averages_leaves_no_summary(tmp_path, patterns, monk
     def fail(*args, **kwargs):
         raise RuntimeError("cannot render")
 
-    monkeypatch.setattr(dataset_report, "render_pattern", fail)
+    monkeypatch.setattr(dataset_plots, "render_pattern", fail)
     one = {"standard": patterns["standard"]}
     with pytest.raises(RuntimeError, match="cannot render"):
-        write_dataset_summary(one, tmp_path / "s.h5", tmp_path / "p.pdf", averages_dir=tmp_path / "avg")
+        summarize_dataset(one, tmp_path / "s.h5", tmp_path / "p.pdf", averages_dir=tmp_path / "avg")
     assert [path.name for path in tmp_path.iterdir()] == []
 
 
-def test_render_averages_one_pdf_per_group(tmp_path, patterns, monkeypatch):
+def recorded_renders(monkeypatch) -> list:
+    """Calls of render_pattern by the averages' renderers, which then write nothing."""
     calls = []
 
     def record(pattern, path, **options):
         calls.append((pattern, path, options))
         return path
 
-    monkeypatch.setattr(dataset_report, "render_pattern", record)
+    monkeypatch.setattr(dataset_plots, "render_pattern", record)
+    return calls
+
+
+def test_render_averages_one_pdf_per_group(tmp_path, patterns, monkeypatch):
+    calls = recorded_renders(monkeypatch)
     stats = {"standard": class_statistics(patterns["standard"])}
-    written = render_averages(stats, tmp_path / "avg", title="net", scale="layernorm", cmap="RdBu_r")
+    written = render_averages(
+        stats, tmp_path / "avg", title="net", scale="layernorm", cmap="RdBu_r", symlog=True
+    )
     names = ["standard_all.pdf", "standard_class_0.pdf", "standard_class_2.pdf", "standard_class_5.pdf"]
     assert [path.name for path in written] == names
     assert [call[1].name for call in calls] == names
     assert calls[0][0] is stats["standard"].average and calls[0][2]["sample"] == 0
     for row, call in enumerate(calls[1:]):
         assert call[0] is stats["standard"].class_average and call[2]["sample"] == row
-        assert call[2]["scale"] == "layernorm" and call[2]["cmap"] == "RdBu_r"
+        assert call[2]["scale"] == "layernorm" and call[2]["cmap"] == "RdBu_r" and call[2]["symlog"] is True
     assert calls[2][2]["title"] == "net: standard, average of class 2 (5 samples)"
+
+
+def test_summary_averages_are_rendered_as_the_statistics_are(tmp_path, written, monkeypatch):
+    """From the file: the same averages, titles and colour settings (symlog too) as from the statistics."""
+    stats, summary_file, _ = written
+    calls = recorded_renders(monkeypatch)
+    render_averages(stats, tmp_path / "direct", title="net", scale="globalnorm", symlog=True)
+    direct, calls[:] = list(calls), []
+    files = render_summary_averages(
+        summary_file, tmp_path / "avg", title="net", scale="globalnorm", symlog=True
+    )
+    assert [path.name for path in files] == [path.name for _, path, _ in direct]
+    assert all(path.parent == tmp_path / "avg" for path in files)
+    for (read, _, options), (computed, _, expected) in zip(calls, direct, strict=True):
+        assert options == expected and options["symlog"] is True
+        np.testing.assert_array_equal(read.values, computed.values)
+        np.testing.assert_array_equal(read.labels, computed.labels)
 
 
 def test_averages_rendered_in_worker_processes_are_the_same_files(tmp_path):

@@ -1,4 +1,7 @@
-"""Dataset specs, sample selection and dataset sizes."""
+"""Dataset specs, sample selection, dataset sizes, and loading all or only the requested samples."""
+
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -7,7 +10,8 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from nsp_pipeline.data.datasets import DatasetError, dataset_size, load_dataset, select_samples
+from nsp_pipeline.data.loading import load_dataset, load_samples
+from nsp_pipeline.data.specs import DatasetError, dataset_size, select_samples
 
 
 @pytest.fixture
@@ -227,7 +231,7 @@ def test_select_samples():
     assert select_samples(3, {"all": True}).tolist() == [0, 1, 2]
     assert select_samples(3, {"all": True}).dtype == np.int64
     data = load_dataset({"source": "digits"})
-    part = data.subset(select_samples(len(data), {"indices": [5, 0]}))
+    part = load_samples({"source": "digits"}, select_samples(len(data), {"indices": [5, 0]}))
     assert part.ids.tolist() == [data.ids[5], data.ids[0]] and torch.equal(part.inputs[1], data.inputs[0])
 
 
@@ -252,3 +256,121 @@ def test_select_samples():
 def test_select_samples_errors(selection, message):
     with pytest.raises(DatasetError, match=message):
         select_samples(10, selection)
+
+
+# loading only the requested samples
+
+N = 23
+
+
+def spec_of(kind, folder):
+    """A dataset of ``N`` samples of one source kind in ``folder``, the model's input shape, and the
+    raw inputs and labels as saved (``None`` where the source computes them)."""
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 10, N)
+    if kind.startswith("npy"):
+        raw = rng.normal(size=(N, 6, 5))
+        np.save(folder / "x.npy", raw)
+        np.save(folder / "y.npy", labels)
+        spec = {"source": "array", "path": str(folder / "x.npy"), "labels": str(folder / "y.npy")}
+        return spec, (1, 9, 7) if kind == "npy-resized" else None, raw[:, None], labels
+    if kind.startswith("npz"):
+        raw = rng.integers(0, 256, (N, 1, 6, 5)).astype(np.uint8)
+        save = np.savez_compressed if kind == "npz-compressed" else np.savez
+        save(folder / "d.npz", inputs=raw, labels=labels, other=np.zeros(3))
+        return {"source": "array", "path": str(folder / "d.npz")}, None, raw, labels
+    if kind == "h5":
+        raw = rng.random((N, 2, 4, 4)).astype(np.float32)
+        with h5py.File(folder / "d.h5", "w") as file:
+            file["images"] = raw
+            file["targets"] = labels
+        keys = {"inputs_key": "images", "labels_key": "targets"}
+        return {"source": "array", "path": str(folder / "d.h5"), **keys}, None, raw, labels
+    if kind.startswith("images"):
+        images = folder / "images"
+        images.mkdir()
+        raw = rng.integers(0, 256, (N, 4, 5, 3)).astype(np.uint8)
+        for i in range(N):
+            Image.fromarray(raw[i]).save(images / f"{i:03d}.png")
+        rows = [f"{i:03d}.png,{labels[i]}" for i in rng.permutation(N)[: N - 3]]
+        (folder / "labels.csv").write_text("\n".join(["filename,label", *rows]) + "\n")
+        spec = {"source": "images", "path": str(images), "labels": str(folder / "labels.csv")}
+        if kind == "images-rgb":
+            return {**spec, "grayscale": False}, None, raw.transpose(0, 3, 1, 2) / 255.0, None
+        return spec, (1, 7, 9), None, None
+    split = {"digits": "test", "digits-resized": "train"}[kind]
+    spec = {"source": "digits", "split": split, **({"size": 12} if kind == "digits-resized" else {})}
+    return spec, None, None, None
+
+
+KINDS = "npy npy-resized npz npz-compressed h5 images images-rgb digits digits-resized".split()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_load_samples_equals_the_rows_of_load_dataset(tmp_path, kind):
+    spec, input_shape, raw, labels = spec_of(kind, tmp_path)
+    everything = load_dataset(spec, input_shape)
+    n = len(everything)
+    rng = np.random.default_rng(len(kind))
+    for positions in (rng.choice(n, size=9, replace=False), [n - 1, 0], [4]):
+        part = load_samples(spec, positions, input_shape)
+        assert torch.equal(part.inputs, everything.inputs[torch.as_tensor(positions)])
+        assert np.array_equal(part.labels, everything.labels[positions]) and part.labels.dtype == np.int64
+        assert np.array_equal(part.ids, everything.ids[positions]) and part.ids.dtype == np.int64
+        assert part.name == everything.name and part.inputs.is_contiguous()
+        if raw is not None and input_shape is None:  # the file's own values, as float32
+            assert np.array_equal(part.inputs.numpy(), raw[positions].astype(np.float32))
+        if labels is not None:
+            assert np.array_equal(part.labels, labels[positions])
+    if kind == "digits":
+        digits = load_digits()
+        assert np.array_equal(part.inputs[:, 0].numpy(), (digits.images[part.ids] / 16).astype(np.float32))
+
+
+@pytest.mark.parametrize("kind", ["npy", "h5"])
+def test_load_samples_repeated_positions(tmp_path, kind):
+    spec, _, raw, labels = spec_of(kind, tmp_path)
+    part = load_samples(spec, [5, 2, 5, 0, 2])
+    assert np.array_equal(part.inputs.numpy(), raw[[5, 2, 5, 0, 2]].astype(np.float32))
+    assert part.ids.tolist() == [5, 2, 5, 0, 2] and np.array_equal(part.labels, labels[[5, 2, 5, 0, 2]])
+
+
+def test_load_samples_checks_and_opens_only_the_requested_samples(tmp_path, images):
+    inputs = np.zeros((4, 1, 2, 2))
+    inputs[2, 0, 1, 1] = np.nan
+    np.save(tmp_path / "x.npy", inputs)
+    spec = {"source": "array", "path": str(tmp_path / "x.npy")}
+    assert load_samples(spec, [3, 1, 0]).ids.tolist() == [3, 1, 0]
+    with pytest.raises(
+        DatasetError, match=r"dataset 'x' \(.*x.npy\): 1 samples contain NaN or Inf \(positions \[2\]\)"
+    ):
+        load_samples(spec, [3, 2])
+    folder, _ = images  # a.png, b.png, c.png
+    (folder / "d.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(DatasetError, match=r"d.png cannot be read"):
+        load_dataset({"source": "images", "path": str(folder)})
+    part = load_samples({"source": "images", "path": str(folder)}, [2, 0])
+    assert part.inputs[:, 0, 0, 0].tolist() == pytest.approx([100 / 255, 50 / 255])
+    assert part.ids.tolist() == [2, 0]
+
+
+@pytest.mark.parametrize(
+    ("positions", "error", "message"),
+    [
+        ([1, 4, -1], IndexError, r"sample positions \[4, -1\] outside dataset 'x' \(.*x.npy\) of 4 samples"),
+        ([], DatasetError, r"dataset 'x' .*sample positions \[\]; expected a non-empty sequence of integers"),
+        ([0.0, 1.0], DatasetError, "expected a non-empty sequence of integers"),
+        ([[0, 1]], DatasetError, "expected a non-empty sequence of integers"),
+    ],
+)
+def test_load_samples_errors(tmp_path, positions, error, message):
+    np.save(tmp_path / "x.npy", np.zeros((4, 2)))
+    with pytest.raises(error, match=message):
+        load_samples({"source": "array", "path": str(tmp_path / "x.npy")}, positions)
+
+
+def test_specs_import_neither_torch_nor_pil():
+    """The Snakefile plans its jobs with the specs module at every parse, inside every cluster job."""
+    code = "import sys, nsp_pipeline.data.specs; print(sorted({'torch', 'PIL'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

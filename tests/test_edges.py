@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nsp_pipeline.core.errors import TraceError, UnsupportedLayerError
 from nsp_pipeline.graph.build import build_graph
-from nsp_pipeline.graph.edges import ELEMENTWISE_MODULES, UnsupportedLayerError
 from nsp_pipeline.model.architectures import MnistTutorialNet
-from nsp_pipeline.model.capture import TraceError
+from nsp_pipeline.model.ops import OPERATIONS, EdgeRule
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
 
@@ -285,6 +285,8 @@ _ELEMENTWISE_SHAPE = {
     nn.Dropout2d: (2, 3, 3),
     nn.Dropout3d: (2, 2, 2, 2),
 }
+#: Every module class whose edges are elementwise (activations, dropout, identity, batch norm).
+ELEMENTWISE_MODULES = [cls for op in OPERATIONS if op.edges is EdgeRule.ELEMENTWISE for cls in op.modules]
 ELEMENTWISE_CASES = [
     Case(cls.__name__, _ELEMENTWISE_MAKE.get(cls, cls), _ELEMENTWISE_SHAPE.get(cls, (2, 5)))
     for cls in ELEMENTWISE_MODULES

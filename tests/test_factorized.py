@@ -5,6 +5,7 @@ import pytest
 import scipy.linalg
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 from oracles import dense_zeta
 from torch import nn
 
@@ -54,6 +55,20 @@ class Permuted(nn.Module):
         return torch.relu(x.permute(0, 2, 3, 1))
 
 
+class Linears(nn.Module):
+    """``Linear`` on the last axis of a (C, H, W) layer; ``F.linear`` with as many outputs as inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.fc = nn.Linear(6, 5)
+        self.weight = nn.Parameter(torch.randn(40, 40))
+
+    def forward(self, x):
+        hidden = self.fc(torch.relu(self.conv(x)))
+        return F.linear(hidden.flatten(1), self.weight)
+
+
 def models():
     torch.manual_seed(0)
     strided = nn.Sequential(
@@ -69,6 +84,7 @@ def models():
         ("strided", strided, (2, 9, 9), "ops"),
         ("mnist-children", MnistTutorialNet(), (1, 28, 28), "children"),
         ("digits-ops", DigitsCNN(), (1, 8, 8), "ops"),
+        ("linear-shapes", Linears(), (1, 4, 6), "ops"),
         (
             "vgg11",
             VGG11(width=1, in_channels=1, input_size=32, classifier_width=16, num_classes=10),

@@ -10,10 +10,9 @@ import torch
 from torch import nn
 
 from nsp_pipeline import build_graph
-from nsp_pipeline.data.datasets import load_dataset
-from nsp_pipeline.io.provenance import model_checksum
+from nsp_pipeline.data.loading import load_dataset
 from nsp_pipeline.model.architectures import ARCHITECTURES, DigitsCNN, MnistTutorialNet
-from nsp_pipeline.model.artifact import ModelError, build_model, export_model, load_model
+from nsp_pipeline.model.artifact import ModelError, build_model, export_model, load_model, model_checksum
 from nsp_pipeline.model.training import DEFAULT_TRAINING, accuracy, train_classifier
 
 USER_MODULE = """

@@ -34,9 +34,9 @@ import torch
 import yaml
 from cli_helpers import error_line, run
 
-from nsp_pipeline.analysis.dataset_statistics import read_averages
 from nsp_pipeline.core.atomic import atomic_output
 from nsp_pipeline.io import hdf5
+from nsp_pipeline.io.hdf5 import read_averages
 from nsp_pipeline.model.artifact import build_model, load_model
 
 pytest.importorskip("snakemake")
@@ -121,7 +121,7 @@ if _target:
 
     os.replace = replace
 """
-PAUSE_BEFORE = "activations/00001.h5"  # the second of the three files of the activations job
+PAUSE_BEFORE = "activations/batch0000.h5"  # the activations job's shard (the 3 samples are one batch)
 
 
 class Evil:
@@ -332,16 +332,16 @@ def rerun(killed) -> Path:
     return killed["workdir"]
 
 
+@pytest.mark.slow
+@pytest.mark.workflow
 def test_killed_job_leaves_only_complete_outputs(killed):
     assert killed["returncode"] == -signal.SIGKILL
     outputs = killed["outputs"]
     unreadable = {path: error for path, error in outputs.items() if error is not None}
     assert unreadable == {}
-    folder = "results/tiny/digits/activations"
-    assert f"{folder}/00000.h5" in outputs  # renamed into place before the kill
-    assert f"{folder}/00001.h5" not in outputs  # complete under its temporary name, never renamed
-    assert f"{folder}/00002.h5" not in outputs  # not written yet
-    assert len(killed["leftovers"]) == 1 and killed["leftovers"][0].startswith(".00001.h5.")
+    # complete under its temporary name, never renamed
+    assert "results/tiny/digits/activations/batch0000.h5" not in outputs
+    assert len(killed["leftovers"]) == 1 and killed["leftovers"][0].startswith(".batch0000.h5.")
     assert {"results/models/tiny/model.pt", "results/models/tiny/model.json"} <= outputs.keys()
     assert not any(path.startswith("results/sweep") for path in outputs)
 
@@ -392,23 +392,23 @@ CONFIG_ERRORS = [
     (
         "unknown key",
         config_with(sampels={"count": 3}),
-        ["Additional properties are not allowed ('sampels' was unexpected)"],
+        ["config.yaml: sampels: unknown key; expected one of ['analyses',", "(did you mean 'samples'?)"],
     ),
     (
         "unknown key in a model",
         config_with(models={"tiny": {**TINY, "wieghts": "w.pt"}}),
-        ["('wieghts' was unexpected)", "On instance['models']['tiny']"],
+        ["models.tiny.wieghts: unknown key", "(did you mean 'weights'?)"],
     ),
     (
         "wrong type",
         config_with(batching={"samples_per_job": "many"}),
-        ["'many' is not of type 'integer'", "On instance['batching']['samples_per_job']"],
+        ["batching.samples_per_job: 'many' is not of type 'integer'"],
     ),
-    ("missing required key", config_with(analyses=DELETE), ["'analyses' is a required property"]),
+    ("missing required key", config_with(analyses=DELETE), ["config.yaml: analyses: missing"]),
     (
         "empty sample list",
         config_with(samples={"indices": []}),
-        ["[] should be non-empty", "On instance['samples']['indices']"],
+        ["samples.indices: [] should be non-empty"],
     ),
     (
         "empty sample range",
@@ -423,47 +423,47 @@ CONFIG_ERRORS = [
     (
         "unknown model name",
         config_with(analyses=[{"model": "tiyn", "dataset": "digits"}]),
-        ["config: analyses[0].model names 'tiyn'; expected one of the models: ['tiny']"],
+        ["config.yaml: analyses[0].model: 'tiyn' is not one of the models ['tiny']"],
     ),
     (
         "unknown dataset name",
         config_with(analyses=[{"model": "tiny", "dataset": ["digits", "digts"]}]),
-        ["config: analyses[0].dataset names 'digts'; expected one of the datasets: ['digits']"],
+        ["config.yaml: analyses[0].dataset: 'digts' is not one of the datasets ['digits']"],
     ),
     (
         "unknown architecture",
         config_with(models={"tiny": {"architecture": "resnet99"}}),
-        ["'resnet99' is not one of ['digits_cnn',", "On instance['models']['tiny']['architecture']"],
+        ["models.tiny.architecture: 'resnet99' is not one of ['digits_cnn',"],
     ),
     (
         "unknown transform type",
         config_with(transforms=["standard", "fourier"]),
-        ["'fourier' is not one of ['standard', 'laplacian']", "On instance['transforms'][1]"],
+        ["transforms[1]: 'fourier' is not one of ['standard', 'laplacian']"],
     ),
     (
         "unknown colour scale",
         config_with(render={"scale": "rainbow"}),
-        ["'rainbow' is not one of ['layerscale', 'layernorm',", "On instance['render']['scale']"],
+        ["render.scale: 'rainbow' is not one of ['layerscale', 'layernorm',"],
     ),
     (
         "colormap matplotlib lacks",
         config_with(render={"cmap": "not_a_cmap"}),
-        ["config: render.cmap 'not_a_cmap' is not a matplotlib colormap"],
+        ["config.yaml: render.cmap: 'not_a_cmap' is not a matplotlib colormap"],
     ),
     (
         "pickle without trusted",
         config_with(models={"tiny": {"pickle": "evil.pt", "input_shape": [1, 8, 8]}}),
-        ["config: models.tiny is a pickled model (evil.pt) without 'trusted: true'", "unpickling runs"],
+        ["config.yaml: models.tiny: a pickled model (evil.pt) without 'trusted: true'", "unpickling runs"],
     ),
     (
         "model name leaving results/",
         config_with(models={"../../escape": TINY}, analyses=[{"model": "../../escape", "dataset": "digits"}]),
-        ["'../../escape' does not match '^[A-Za-z0-9][A-Za-z0-9_-]*$'", "On instance['models']"],
+        ["models: entry name '../../escape' does not match '^[A-Za-z0-9][A-Za-z0-9_-]*$'"],
     ),
     (
         "dataset name leaving results/",
         config_with(datasets={"/tmp/escape": DIGITS}, analyses=[{"model": "tiny", "dataset": "/tmp/escape"}]),
-        ["'/tmp/escape' does not match '^[A-Za-z0-9][A-Za-z0-9_-]*$'", "On instance['datasets']"],
+        ["datasets: entry name '/tmp/escape' does not match '^[A-Za-z0-9][A-Za-z0-9_-]*$'"],
     ),
     ("YAML tag for a Python object", PYTHON_TAG_CONFIG, ["Config file is not valid JSON or YAML"]),
 ]
@@ -486,6 +486,7 @@ def config_runs(tmp_path_factory) -> dict[str, tuple[Path, int, str]]:
     return {case[0]: run for case, run in zip(CONFIG_ERRORS, runs, strict=True)}
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize(("case", "expected"), [(case, expected) for case, _, expected in CONFIG_ERRORS])
 def test_bad_config_stops_snakemake_before_any_job(config_runs, case, expected):
     workdir, returncode, output = config_runs[case]
@@ -515,14 +516,17 @@ def built(workflow, tmp_path_factory) -> dict[str, Path]:
         "graph": models / "graph.h5",
         "standard": models / "operator_standard.h5",
         "laplacian": models / "operator_laplacian.h5",
-        "activations": workflow / "results" / "tiny" / "digits" / "activations" / "00000.h5",
+        "activations": workflow / "results" / "tiny" / "digits" / "activations" / "batch0000.h5",
         "other_model": other / "m.pt",
         "other_laplacian": other / "laplacian.h5",
     }
 
 
 def write_config(folder: Path, models: dict | None = None, datasets: dict | None = None) -> Path:
-    new_workdir(folder, {"models": models or {}, "datasets": datasets or {}})
+    """A complete config (the command line checks it as the workflow does) holding these entries."""
+    models, datasets = models or {"tiny": TINY}, datasets or {"digits": DIGITS}
+    analyses = [{"model": next(iter(models)), "dataset": next(iter(datasets))}]
+    new_workdir(folder, {"models": models, "datasets": datasets, "analyses": analyses})
     return folder / "config.yaml"
 
 
@@ -543,9 +547,9 @@ def exported(folder: Path, class_name: str) -> Path:
 def extract(folder: Path, model: Path, spec: dict) -> tuple[list, list[Path]]:
     """extract-activations of samples 0 and 1 of the dataset ``spec``."""
     config = write_config(folder / "config", datasets={"data": spec})
-    out = folder / "out"
+    out = folder / "out" / "activations.h5"
     argv = ["extract-activations", model, "--config", config, "--dataset", "data", "--samples", 0, 1]
-    return [*argv, "--out-dir", out], [out / "00000.h5", out / "00001.h5"]
+    return [*argv, "--out", out], [out]
 
 
 def array_file(folder: Path, values: np.ndarray, name: str = "inputs.npy") -> dict:
@@ -652,8 +656,8 @@ def python_tag_config(folder: Path, files: dict):
     return [*argv, "--metadata", metadata], [model, metadata, folder / MARKER]
 
 
-NAN_INPUTS = np.zeros((5, 1, 8, 8))
-NAN_INPUTS[1, 0, 2, 2], NAN_INPUTS[3, 0, 0, 0] = np.nan, np.inf
+NAN_INPUTS = np.zeros((5, 1, 8, 8))  # extract() reads samples 0 and 1 only: both are bad, 3 is not read
+NAN_INPUTS[1, 0, 2, 2], NAN_INPUTS[0, 0, 0, 0], NAN_INPUTS[3, 0, 0, 0] = np.nan, np.inf, np.nan
 
 #: Bad inputs given to the command line: (id, make(folder, files) -> (argv, paths that must not
 #: exist afterwards), fragments of the message).
@@ -686,7 +690,7 @@ CLI_ERRORS = [
     (
         "pickled model without trusted: true",
         evil_entry({"pickle": "evil.pt", "input_shape": [1, 8, 8]}),
-        ["model pickle 'evil.pt'", "unpickling runs whatever code the file holds; add 'trusted: true'"],
+        ["models.m: a pickled model (evil.pt) without 'trusted: true'", "unpickling runs whatever code"],
     ),
     (
         "weights file holding code",
@@ -752,7 +756,7 @@ CLI_ERRORS = [
     (
         "NaN and Inf inputs",
         bad_array(NAN_INPUTS),
-        ["2 samples contain NaN or Inf (positions [1, 3]); expected finite inputs"],
+        ["2 samples contain NaN or Inf (positions [0, 1]); expected finite inputs"],
     ),
     (
         "NaN and Inf activations",
@@ -772,19 +776,19 @@ CLI_ERRORS = [
         lambda folder, files: transform_with(
             folder, files["standard"], corrupt_copy(files["activations"], folder, flip_a_value)
         ),
-        ["00000.h5 is corrupt or truncated: content checksum", "does not match the stored"],
+        ["batch0000.h5 is corrupt or truncated: content checksum", "does not match the stored"],
     ),
     (
         "NaN in an activations file",
         lambda folder, files: transform_with(
             folder, files["standard"], with_nan(folder, files["activations"])
         ),
-        ["00000.h5 holds NaN or Inf activations in layers ['relu']; expected finite activations"],
+        ["batch0000.h5 holds NaN or Inf activations in layers ['relu']; expected finite activations"],
     ),
     (
         "activations of another model",
         lambda folder, files: transform_with(folder, files["other_laplacian"], files["activations"]),
-        ["00000.h5 holds activations of model", "but operator", "laplacian.h5 belongs to model"],
+        ["batch0000.h5 holds activations of model", "but operator", "laplacian.h5 belongs to model"],
     ),
     (
         "operator of another model's graph",
@@ -820,6 +824,8 @@ CLI_ERRORS = [
 ]
 
 
+@pytest.mark.slow  # the files it corrupts come from the workflow run
+@pytest.mark.workflow
 @pytest.mark.parametrize(
     ("make", "expected"), [pytest.param(make, expected, id=case) for case, make, expected in CLI_ERRORS]
 )
@@ -846,6 +852,8 @@ def test_trusted_pickle_runs_its_code(tmp_path):
     assert marker.exists()
 
 
+@pytest.mark.slow
+@pytest.mark.workflow
 def test_rerun_after_kill_completes(rerun, workflow):
     assert output_files(rerun) == output_files(workflow)
     for path in output_files(rerun):
@@ -854,6 +862,8 @@ def test_rerun_after_kill_completes(rerun, workflow):
         assert [row["sample"] for row in csv.DictReader(handle)] == ["00000", "00001", "00002"]
 
 
+@pytest.mark.slow
+@pytest.mark.workflow
 def test_reruns_are_bit_identical(workflow, rerun):
     """Every HDF5 dataset, checksum, table, PDF and model artifact of the two runs agrees bit for bit."""
     compared = pdfs = 0
@@ -867,5 +877,5 @@ def test_reruns_are_bit_identical(workflow, rerun):
         elif path.suffix in (".pt", ".csv", ".pdf"):  # PDFs carry no timestamp
             assert (workflow / path).read_bytes() == (rerun / path).read_bytes(), path
             pdfs += path.suffix == ".pdf"
-    assert compared == 14  # graph, 2 operators, 3 × 3 patterns, dataset and sweep summaries
+    assert compared == 8  # graph, 2 operators, a shard per pattern (3), dataset and sweep summaries
     assert pdfs > 0

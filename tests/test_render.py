@@ -226,7 +226,7 @@ def test_every_page_has_a_title_a_scale_and_layer_pages_a_colourbar(pattern, sym
 def test_pdf_images_are_the_hdf5_values_in_colour(tmp_path, monkeypatch):
     """Read a pattern file back with h5py and compare with the pixels handed to the PDF writer."""
     shapes = [(1, 6, 6), (5, 3, 4), (130,), (4, 7)]
-    pattern = make_pattern(shapes, n_samples=3)
+    pattern = make_pattern(shapes, n_samples=3, sample_ids=[40, 41, 42])  # a shard of three samples
     stored = tmp_path / "pattern.h5"
     hdf5.write_pattern(stored, pattern, {"note": "test"})
     drawn = []  # (gid, pixels) of every image, in the order written
@@ -242,13 +242,13 @@ def test_pdf_images_are_the_hdf5_values_in_colour(tmp_path, monkeypatch):
 
     monkeypatch.setattr(RendererPdf, "open_group", open_group)
     monkeypatch.setattr(RendererPdf, "draw_image", draw_image)
-    stages.render_file(stored, tmp_path / "p.pdf", scale="layernorm", cmap="coolwarm")
+    stages.render_file(stored, tmp_path / "p.pdf", scale="layernorm", cmap="coolwarm", sample=41)
     layer_images = [pixels for gid, pixels in drawn if gid == canvas.LAYER_IMAGE][1:]  # after the input
     assert len(layer_images) == len(shapes)
     cmap = matplotlib.colormaps["coolwarm"].with_extremes(bad=render.BACKGROUND)
     with h5py.File(stored, "r") as f:
         for index, pixels in enumerate(layer_images):
-            values = f[f"layers/{index:03d}"][0]  # sample 0, as stored
+            values = f[f"layers/{index:03d}"][1]  # sample id 41, as stored
             bound = np.abs(values).max()  # layernorm: -max|x| .. max|x|
             image = layer_image(values)
             colours = cmap(matplotlib.colors.Normalize(-bound, bound)(image), bytes=True)

@@ -1,6 +1,10 @@
-"""HDF5 storage: round trips, reproducibility, schema checks, corruption, atomicity, provenance."""
+"""HDF5 storage: round trips, reproducibility, schema checks, integrity checks, atomicity, provenance."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -8,6 +12,7 @@ import pytest
 import torch
 from conftest import SmallResNet
 
+from nsp_pipeline.analysis.dataset_statistics import class_statistics
 from nsp_pipeline.core.layout import Layer, Layout
 from nsp_pipeline.core.pattern import Pattern
 from nsp_pipeline.graph.neuron_graph import NeuronGraph
@@ -22,14 +27,18 @@ from nsp_pipeline.io.hdf5 import (
     read_layout,
     read_pattern,
     read_provenance,
+    read_sweep_summary,
     write_causal_operator,
+    write_dataset_summary,
     write_factorized_causal_operator,
     write_graph,
     write_laplacian_operator,
     write_layout,
     write_pattern,
+    write_sweep_summary,
 )
-from nsp_pipeline.io.provenance import config_hash, model_checksum, provenance
+from nsp_pipeline.io.provenance import config_hash, provenance, torch_version
+from nsp_pipeline.model.artifact import model_checksum
 from nsp_pipeline.model.capture import trace
 from nsp_pipeline.transforms.causal.builder import factorized_operator
 from nsp_pipeline.transforms.causal.closure import CausalOperator
@@ -115,6 +124,14 @@ def _assert_same_array(read: np.ndarray, written: np.ndarray) -> None:
     np.testing.assert_array_equal(read, written, strict=True)
 
 
+def _sweep_table() -> dict[str, np.ndarray]:
+    return {
+        "model": np.array(["net", "nët"], dtype=object),
+        "layer": np.array([0, 3]),
+        "mean_energy": np.array([1.5, np.nan]),
+    }
+
+
 def _write_all(tmp_path, layout, graph, causal, laplacian, factorized) -> dict[str, object]:
     """Write one file of every kind; return the path of each kind."""
     paths = {kind: tmp_path / f"{kind}.h5" for kind in hdf5.KINDS}
@@ -123,6 +140,10 @@ def _write_all(tmp_path, layout, graph, causal, laplacian, factorized) -> dict[s
     write_factorized_causal_operator(paths["factorized_causal_operator"], factorized[0], PROVENANCE)
     write_laplacian_operator(paths["laplacian_operator"], laplacian, PROVENANCE)
     write_pattern(paths["pattern"], _pattern(layout, full=True), PROVENANCE)
+    statistics = {"laplacian": class_statistics(_pattern(layout, full=True))}
+    write_dataset_summary(paths["dataset_summary"], statistics, PROVENANCE)
+    write_sweep_summary(paths["sweep_summary"], _sweep_table(), PROVENANCE)
+    assert paths.keys() == hdf5.KINDS.keys()
     return paths
 
 
@@ -257,8 +278,24 @@ def test_large_indices_are_compressed_and_round_trip(tmp_path) -> None:
     _assert_same_array(read.indices, indices)
 
 
+def test_sweep_summary_round_trip(tmp_path) -> None:
+    write_sweep_summary(tmp_path / "s.h5", _sweep_table(), PROVENANCE)
+    read = read_sweep_summary(tmp_path / "s.h5")
+    assert list(read) == ["model", "layer", "mean_energy"]
+    assert read["model"].tolist() == ["net", "nët"]
+    _assert_same_array(read["layer"], np.array([0, 3], dtype=np.int64))
+    _assert_same_array(read["mean_energy"], np.array([1.5, np.nan]))
+    assert read_provenance(tmp_path / "s.h5") == PROVENANCE
+    with h5py.File(tmp_path / "s.h5", "r") as file:  # the layout readers with plain h5py rely on
+        assert file.attrs["schema"] == "nsp-pipeline/sweep_summary" and "layout" not in file
+        assert file["table/model"].asstr()[()].tolist() == ["net", "nët"]
+    with pytest.raises(ValueError, match="differ in length"):
+        write_sweep_summary(tmp_path / "t.h5", {"a": np.zeros(2), "b": np.zeros(3)}, PROVENANCE)
+
+
 def test_provenance_is_stored_and_read_back(tmp_path, graph: NeuronGraph) -> None:
-    attributes = provenance(config={"seed": 0}, model=torch.nn.Linear(2, 1), dataset="mnist")
+    checksum = model_checksum(torch.nn.Linear(2, 1))
+    attributes = provenance(config={"seed": 0}, model_checksum=checksum, dataset="mnist")
     write_graph(tmp_path / "g.h5", graph, attributes)
     assert read_provenance(tmp_path / "g.h5") == attributes
 
@@ -397,9 +434,9 @@ def _raise(*args, **kwargs):
 
 def test_provenance_records_versions_and_hashes() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1))
-    attributes = provenance(config={"b": [1, 2], "a": "x"}, model=model, run="r1")
+    attributes = provenance(config={"b": [1, 2], "a": "x"}, model_checksum=model_checksum(model), run="r1")
     assert all(isinstance(value, str) for value in attributes.values())
-    assert attributes["torch_version"] == str(torch.__version__)
+    assert attributes["torch_version"] == torch_version() == str(torch.__version__)
     assert attributes["numpy_version"] == np.__version__
     assert attributes["h5py_version"] == h5py.__version__
     for key in ("nsp_pipeline_version", "python_version", "scipy_version", "hdf5_version"):
@@ -430,3 +467,124 @@ def test_model_checksum_covers_names_and_dtypes() -> None:
 def test_provenance_rejects_clashing_extras() -> None:
     with pytest.raises(ValueError, match="torch_version"):
         provenance(torch_version="1.0")
+
+
+def test_provenance_wants_the_checksum_not_the_model() -> None:
+    with pytest.raises(TypeError, match=r"model_checksum is a Linear; expected the checksum string"):
+        provenance(None, torch.nn.Linear(2, 1))
+
+
+def test_storage_does_not_import_torch() -> None:
+    """Reading and writing files, provenance included, works in a job that never imports torch."""
+    code = (
+        "import sys, nsp_pipeline.io.hdf5, nsp_pipeline.io.provenance as p; p.provenance(); "
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'torch'))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def _flip_byte_of(path, values: np.ndarray) -> None:
+    """Flip one bit in the stored bytes of ``values`` (found in the raw file), as a disk error would."""
+    data = bytearray(path.read_bytes())
+    at = data.find(np.ascontiguousarray(values, dtype="<f8").tobytes())
+    assert at >= 0
+    data[at + 3] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_byte_is_reported_with_the_file(tmp_path, laplacian) -> None:
+    write_laplacian_operator(tmp_path / "l.h5", laplacian, PROVENANCE)
+    _flip_byte_of(tmp_path / "l.h5", laplacian.eigenvectors[2])
+    with pytest.raises(
+        SchemaError, match=r"l\.h5 is corrupt or truncated: content checksum .* does not match"
+    ):
+        read_laplacian_operator(tmp_path / "l.h5")
+
+
+def _count_hashes(monkeypatch) -> list[int]:
+    calls = []
+    original = hdf5.content_sha256
+
+    def counted(arrays):
+        calls.append(len(arrays))
+        return original(arrays)
+
+    monkeypatch.setattr(hdf5, "content_sha256", counted)
+    return calls
+
+
+def test_a_file_is_hashed_once_per_process(tmp_path, monkeypatch, laplacian) -> None:
+    path = tmp_path / "l.h5"
+    write_laplacian_operator(path, laplacian, PROVENANCE)
+    calls = _count_hashes(monkeypatch)
+    for _ in range(3):
+        _assert_same_array(read_laplacian_operator(path).eigenvectors, laplacian.eigenvectors)
+    assert hdf5.read_operator(path).n_nodes == laplacian.n_nodes
+    assert len(calls) == 1
+    read_laplacian_operator(path, verify=False)
+    assert len(calls) == 1
+
+
+def test_a_rewritten_file_is_hashed_again(tmp_path, monkeypatch, laplacian) -> None:
+    path = tmp_path / "l.h5"
+    write_laplacian_operator(path, laplacian, PROVENANCE)
+    calls = _count_hashes(monkeypatch)
+    read_laplacian_operator(path)
+    shifted = LaplacianOperator(laplacian.layout, laplacian.eigenvalues + 1.0, laplacian.eigenvectors)
+    write_laplacian_operator(path, shifted, PROVENANCE)
+    n_writes = len(calls)
+    _assert_same_array(read_laplacian_operator(path).eigenvalues, shifted.eigenvalues)
+    assert len(calls) == n_writes + 1
+
+
+def test_edit_after_a_verified_read_is_detected(tmp_path, layout) -> None:
+    """A file changed later (a new modification time) is verified again; ``verify=False`` trusts it."""
+    path = tmp_path / "p.h5"
+    write_pattern(path, _pattern(layout, full=True), PROVENANCE)
+    read_pattern(path)
+    with h5py.File(path, "r+") as file:
+        file["layers/000"][0, 0] += 1.0
+    modified = path.stat().st_mtime_ns + 1_000_000_000
+    os.utime(path, ns=(modified, modified))
+    assert read_pattern(path, verify=False).values[0, 0] == _pattern(layout, full=True).values[0, 0] + 1.0
+    with pytest.raises(SchemaError, match=r"p\.h5 is corrupt or truncated: content checksum"):
+        read_pattern(path)
+
+
+# --------------------------------------------------------------------------- samples of a file
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_read_samples_by_id(tmp_path, monkeypatch, layout, verify) -> None:
+    """Selected samples equal the rows of the whole pattern, on a first (hashing) read and after it."""
+    pattern = _pattern(layout, full=True)  # ids 7, 8, 9
+    write_pattern(tmp_path / "p.h5", pattern, PROVENANCE)
+    calls = _count_hashes(monkeypatch)
+    for _ in range(2):
+        read = read_pattern(tmp_path / "p.h5", sample_ids=[9, 7, 9], verify=verify)
+        rows = [2, 0, 2]
+        _assert_same_array(read.values, pattern.values[rows])
+        for name in ("sample_ids", "labels", "predictions"):
+            _assert_same_array(getattr(read, name), getattr(pattern, name)[rows])
+        for name, values in pattern.diagnostics.items():
+            _assert_same_array(read.diagnostics[name], values[rows])
+        _assert_same_array(read.eigenvalues, pattern.eigenvalues)
+        assert read.domain == pattern.domain and read.layout == layout
+    assert len(calls) == verify  # one hash for the first verified read; none after it, none unverified
+    one = read_pattern(tmp_path / "p.h5", sample_ids=np.array([8]))
+    assert one.n_samples == 1 and one.labels is None  # label -1: unknown
+
+
+def test_missing_sample_ids_are_named(tmp_path, layout) -> None:
+    write_pattern(tmp_path / "p.h5", _pattern(layout, full=True), PROVENANCE)
+    with pytest.raises(
+        SchemaError, match=r"p\.h5 holds no samples with ids \[3, -1\]; it holds ids \[7, 8, 9\]"
+    ):
+        read_pattern(tmp_path / "p.h5", sample_ids=[7, 3, -1])
+    write_pattern(tmp_path / "bare.h5", _pattern(layout, full=False), PROVENANCE)
+    with pytest.raises(SchemaError, match=r"bare\.h5 stores no sample ids"):
+        read_pattern(tmp_path / "bare.h5", sample_ids=[0])

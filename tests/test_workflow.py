@@ -10,15 +10,18 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from cli_helpers import run
 from oracles import assert_close_to_scale, dense_zeta
 
 import nsp_pipeline as nsp
-from nsp_pipeline.analysis.dataset_statistics import read_averages
-from nsp_pipeline.data.datasets import load_dataset
+from nsp_pipeline.data.loading import load_dataset
 from nsp_pipeline.io import hdf5
+from nsp_pipeline.io.hdf5 import read_averages
 from nsp_pipeline.model.artifact import load_model
 
 pytest.importorskip("snakemake")
+
+pytestmark = [pytest.mark.slow, pytest.mark.workflow]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,8 +37,9 @@ CONFIG = {
     "transforms": ["standard", "laplacian"],
     "render": {"scale": "layernorm", "cmap": "viridis", "samples": {"indices": [3, 10]}},
 }
-BATCHES = [[3, 10], [11]]
-RENDERED = [3, 10]
+BATCHES = [[3, 10], [11]]  # batch0000, batch0001: a shard file per pattern each
+RENDERED = [3, 10]  # one render batch (batch0000), inside batch0000
+PATTERNS = ["activations", *CONFIG["transforms"]]
 
 
 def snakemake(workdir: Path, *args: str) -> str:
@@ -89,43 +93,67 @@ def test_outputs_agree_with_library(workdir):
         "factorized"
     )
     folder = results / model_name / "digits"
-    for batch in BATCHES:
+    for index, batch in enumerate(BATCHES):
         # One forward pass per batch: float32 kernels may round differently for other batch sizes.
         batch_pattern = nsp.trace(model, data.inputs[batch]).pattern()
+        shard_name = f"batch{index:04d}.h5"
+        shard = hdf5.read_pattern(folder / "activations" / shard_name)
+        np.testing.assert_array_equal(shard.values, batch_pattern.values)
+        assert shard.sample_ids.tolist() == data.ids[batch].tolist()
+        spectra = {kind: hdf5.read_pattern(folder / kind / shard_name) for kind in CONFIG["transforms"]}
         for row, position in enumerate(batch):
             expected = batch_pattern.sample(row)
-            activations = hdf5.read_pattern(folder / "activations" / f"{position:05d}.h5")
-            np.testing.assert_array_equal(activations.values, expected.values)
+            activations = shard.sample(row)
             alone = nsp.trace(model, data.inputs[position : position + 1]).pattern()
             np.testing.assert_allclose(activations.values, alone.values, rtol=1e-5, atol=1e-5)
             assert activations.labels[0] == data.labels[position]
             assert activations.sample_ids[0] == data.ids[position]
             for transform_type in CONFIG["transforms"]:
-                spectrum = hdf5.read_pattern(folder / transform_type / f"{position:05d}.h5")
+                spectrum = spectra[transform_type].sample(row)
+                assert spectrum.sample_ids[0] == data.ids[position]
                 direct = nsp.transform(expected, operators[transform_type])
                 if transform_type == "standard":  # factorised operator against the closure
                     assert_close_to_scale(spectrum.values[0], direct.values[0], zeta)
                     assert spectrum.diagnostics["significant_digits"].shape == (1, len(graph.layout))
                 else:
                     assert_same_laplacian_spectrum(spectrum, direct)
-            for pattern in ["activations", *CONFIG["transforms"]]:
-                pdf = folder / "pdf" / f"{position:05d}_{pattern}.pdf"
+            for pattern in PATTERNS:
+                pdfs = list((folder / "pdf").rglob(f"{position:05d}_{pattern}.pdf"))
                 if position in RENDERED:
+                    assert [pdf.parent.name for pdf in pdfs] == ["batch0000"]
                     # a summary page, for the Laplacian a frequency page, then a page per layer
-                    assert page_count(pdf) == len(graph.layout) + 1 + (pattern == "laplacian")
+                    assert page_count(pdfs[0]) == len(graph.layout) + 1 + (pattern == "laplacian")
                 else:
-                    assert not pdf.exists()
+                    assert pdfs == []
+
+
+def test_pdf_equals_render_of_the_sample_by_id(workdir, tmp_path):
+    """A workflow PDF is what ``render --sample ID`` makes of the same sample of the shards."""
+    folder = workdir / "results" / "net_a" / "digits"
+    position = RENDERED[1]
+    sample_id = int(hdf5.read_pattern(folder / "activations" / "batch0000.h5").sample_ids[1])
+    spectra, activations = (folder / kind / "batch0000.h5" for kind in ("laplacian", "activations"))
+    options = ("--scale", CONFIG["render"]["scale"], "--cmap", CONFIG["render"]["cmap"], "--model", "net_a")
+    chosen = ("--sample", sample_id, "--input", activations)
+    assert run("render", spectra, tmp_path / "s.pdf", *chosen, *options) == 0
+    workflow_pdf = folder / "pdf" / "batch0000" / f"{position:05d}_laplacian.pdf"
+    assert (tmp_path / "s.pdf").read_bytes() == workflow_pdf.read_bytes()
 
 
 def test_one_job_per_batch(workdir):
-    """Each batch of samples is one job per stage (a log per batch), shared by its samples."""
-    logs = workdir / "results" / "logs"
+    """Each batch of samples is one job per stage (a log per batch) and one shard per pattern."""
+    logs, results = workdir / "results" / "logs", workdir / "results" / "net_a"
     for dataset in CONFIG["analyses"][0]["dataset"]:
-        for stage in ("extract_activations", "transform_standard", "transform_laplacian"):
-            found = sorted(path.name for path in (logs / stage / "net_a" / dataset).iterdir())
-            assert found == ["batch0000.log", "batch0001.log"], (stage, dataset, found)
+        folders = [logs / "extract_activations" / "net_a" / dataset]
+        folders += [logs / "transform" / "net_a" / dataset / kind for kind in CONFIG["transforms"]]
+        for folder in folders:
+            found = sorted(path.name for path in folder.iterdir())
+            assert found == ["batch0000.log", "batch0001.log"], (folder, found)
+        for pattern in PATTERNS:
+            shards = sorted(path.name for path in (results / dataset / pattern).iterdir())
+            assert shards == ["batch0000.h5", "batch0001.h5"], (dataset, pattern, shards)
         rendered = sorted(path.name for path in (logs / "render" / "net_a" / dataset).iterdir())
-        assert rendered == ["batch0000.log"]  # the 2 rendered samples fit one batch
+        assert rendered == ["batch0000.log"]  # the 2 rendered samples fit one render batch
 
 
 def test_sweep_summary(workdir):
@@ -156,7 +184,9 @@ def test_summary_table(workdir):
         rows = list(csv.DictReader(handle))
     assert [row["sample"] for row in rows] == ["00003", "00010", "00011"]
     for row in rows:
-        pattern = hdf5.read_pattern(workdir / row["activations"])
+        # a sample of a shard, addressed by its id
+        pattern = hdf5.read_pattern(workdir / row["activations"], sample_ids=[int(row["source_id"])])
+        assert pattern.sample_ids.tolist() == [int(row["source_id"])]
         assert int(row["label"]) == pattern.labels[0]
         assert int(row["prediction"]) == pattern.predictions[0]
         if int(row["sample"]) in RENDERED:
@@ -200,19 +230,15 @@ def test_added_model_runs_only_its_own_jobs(workdir):
 def test_dataset_summary_and_class_averages(workdir):
     """Per analysis: the dataset summary's average activations equal the mean of the sample files."""
     folder = workdir / "results" / "net_a" / "digits"
-    patterns = [
-        hdf5.read_pattern(folder / "activations" / f"{p:05d}.h5") for p in CONFIG["samples"]["indices"]
-    ]
+    patterns = [hdf5.read_pattern(folder / "activations" / f"batch{i:04d}.h5") for i in range(len(BATCHES))]
     average, by_class = read_averages(folder / "dataset_summary.h5", "activations")
     values = np.concatenate([p.values for p in patterns])
     np.testing.assert_allclose(average.values[0], values.mean(axis=0), rtol=1e-12, atol=1e-12)
     labels = np.concatenate([p.labels for p in patterns])
     assert sorted(by_class.labels.tolist()) == sorted(set(labels.tolist()))
     assert page_count(folder / "dataset_summary.pdf") >= 3
-    expected = {f"{name}_all.pdf" for name in ["activations", *CONFIG["transforms"]]}
-    expected |= {
-        f"{name}_class_{label}.pdf" for name in ["activations", *CONFIG["transforms"]] for label in labels
-    }
+    expected = {f"{name}_all.pdf" for name in PATTERNS}
+    expected |= {f"{name}_class_{label}.pdf" for name in PATTERNS for label in labels}
     assert {path.name for path in (folder / "averages").glob("*.pdf")} == expected
 
 
@@ -224,7 +250,7 @@ def test_snakemake_report(workdir):
     assert "report.html" in names
     datasets = len(CONFIG["analyses"][0]["dataset"])
     for position in RENDERED:
-        for pattern in ["activations", *CONFIG["transforms"]]:
+        for pattern in PATTERNS:
             assert names.count(f"{position:05d}_{pattern}.pdf") == datasets
     for name in ("dataset_summary.pdf", "activations_all.pdf", "standard_all.pdf"):
         assert names.count(name) == datasets, name

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from nsp_pipeline.core.defaults import default
 from nsp_pipeline.core.pattern import Pattern
 from nsp_pipeline.graph.build import graph_from_trace
 from nsp_pipeline.model.capture import trace
@@ -26,7 +27,7 @@ from nsp_pipeline.transforms.api import TRANSFORM_TYPES, causal_operator_of, tra
 from nsp_pipeline.transforms.causal.closure import causal_operator
 from nsp_pipeline.transforms.causal.exact import exact_causal_spectrum
 from nsp_pipeline.transforms.causal.precision import LayerPrecision, summarize_precision
-from nsp_pipeline.transforms.laplacian import DEFAULT_MAX_NODES, laplacian_operator
+from nsp_pipeline.transforms.laplacian import laplacian_operator
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,9 @@ def analyze(
     model: nn.Module,
     inputs: torch.Tensor,
     transforms: Sequence[str] = ("standard",),
-    granularity: str = "ops",
-    max_nodes: int = DEFAULT_MAX_NODES,
-    k: int | None = None,
+    granularity: str = default("graph.granularity"),
+    max_nodes: int = default("laplacian.max_nodes"),
+    k: int | None = default("laplacian.k"),
     exact: bool = False,
 ) -> Analysis:
     """Activations and spectra of ``model`` on a batch, with nothing written to disk.
@@ -74,13 +75,17 @@ def analyze(
         ``(n_samples, *input_shape)``.
     transforms : sequence of {"standard", "laplacian"}
         Spectra to compute.
-    granularity : {"ops", "merged", "children"}
-        Layer granularity (``ops`` sees every torch.fx operation; see :mod:`nsp_pipeline.model.capture`).
+    granularity : {"children", "ops", "merged"}
+        Layer granularity: ``children`` (the model's direct submodules, ``nsp``'s layers) by
+        default, as the workflow's ``graph.granularity``; ``ops`` sees every torch.fx operation
+        (see :mod:`nsp_pipeline.model.capture`).
     max_nodes : int
-        Size limit of the full (dense) Laplacian eigendecomposition.
+        Size limit of the full (dense) Laplacian eigendecomposition (default: the
+        configuration's ``laplacian.max_nodes``).
     k : int, optional
         Compute only the ``k`` lowest Laplacian frequencies (a partial spectrum, whose
-        ``diagnostics["residual_energy"]`` is the energy not captured).
+        ``diagnostics["residual_energy"]`` is the energy not captured); by default (the
+        configuration's ``laplacian.k``) every frequency.
     exact : bool
         Also compute the causal spectrum in exact integer arithmetic
         (:func:`nsp_pipeline.transforms.causal.exact.exact_causal_spectrum`; small and medium networks), as

@@ -8,16 +8,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from nsp_pipeline.core.defaults import default
 from nsp_pipeline.core.errors import UnsupportedLayerError
+from nsp_pipeline.core.progress import progress
 from nsp_pipeline.graph.edges import op_edges
 from nsp_pipeline.graph.neuron_graph import NeuronGraph
-from nsp_pipeline.model.capture import Trace, eval_mode, trace
+from nsp_pipeline.model.capture import eval_mode, trace
+from nsp_pipeline.model.records import Trace
 
 log = logging.getLogger(__name__)
 
 
 def build_graph(
-    model: nn.Module, example: torch.Tensor, granularity: str = "children", incl: bool = True
+    model: nn.Module,
+    example: torch.Tensor,
+    granularity: str = default("graph.granularity"),
+    incl: bool = default("graph.incl"),
 ) -> NeuronGraph:
     """Build the neuron DAG of ``model``.
 
@@ -53,14 +59,14 @@ def graph_from_trace(recorded: Trace, incl: bool = True) -> NeuronGraph:
 def _graph_from_calls(recorded: Trace, incl: bool) -> NeuronGraph:
     layout = recorded.layout
     targets, sources = [], []
-    for index in range(1, len(layout)):
+    for index in progress(range(1, len(layout)), "graph edges", unit="layer"):
         layer, call = layout.layers[index], recorded.calls[index]
         try:
             parts = op_edges(call, incl)
         except UnsupportedLayerError as error:
             raise UnsupportedLayerError(
                 f"layer {index} {layer.name!r} ({layer.kind}): {error}. "
-                "See nsp_pipeline.graph.edges.supported_operations() for what is supported"
+                "See nsp_pipeline.supported_operations() for what is supported"
             ) from None
         for k, source, target in parts:
             sources.append(source + layout.offsets[call.input_layers[k]])

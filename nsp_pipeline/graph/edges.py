@@ -1,91 +1,44 @@
 """Neuron-level edges of one operation, derived analytically from its type and parameters.
 
-Each rule maps an :class:`~nsp_pipeline.model.capture.OpCall` to arrays of edges
+Each rule maps an :class:`~nsp_pipeline.model.records.OpCall` to arrays of edges
 ``(input k, source position in input k, target position in the output)``, positions
 being C-order flat indices of the per-sample tensors. With ``incl=True`` every structural
 edge is kept (even with weight 0); with ``incl=False`` only edges whose partial derivative
 is non-zero at the recorded input.
 
-Rule families:
+Which rule applies is the operation's entry in the registry (:mod:`nsp_pipeline.model.ops`,
+:class:`~nsp_pipeline.model.ops.EdgeRule`); the rules:
 
 - windowed (convolution and pooling, also adaptive): per spatial axis, which input
   positions each output position reads (kernel, stride, padding, dilation, ``ceil_mode``,
   padding mode), combined over axes and channels (``groups``);
-- ``Linear`` on the last axis;
+- linear on the last axis;
 - elementwise (activations, normalisation in eval mode, dropout, arithmetic with
   broadcasting): output position ``p`` reads position ``p`` of every (broadcast) input;
+- channels (normalisation with the sample's own statistics): each output reads its channel;
 - data movement (view, reshape, flatten, permute, cat, slicing, zero padding, nearest
   upsampling): the operation is replayed on tensors holding each input element's index,
   so the output says exactly where each value came from;
-- softmax along one axis: each output reads the whole line along that axis.
+- softmax along one axis: each output reads the whole line along that axis;
+- composite (containers): the container traced, the edges of its operations composed.
 """
 
 from __future__ import annotations
 
-import operator
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from nsp_pipeline.core.errors import UnsupportedLayerError
-from nsp_pipeline.model.capture import OpCall, fx_trace, record_graph_module
+from nsp_pipeline.model.capture import fx_trace, record_graph_module
+from nsp_pipeline.model.ops import EdgeRule, Operation, lookup
+from nsp_pipeline.model.records import OpCall
+from nsp_pipeline.model.windows import Window, axis_windows, call_window
 
 Edges = list[tuple[int, np.ndarray, np.ndarray]]
-
-
-ELEMENTWISE_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
-    nn.Mish, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid,
-    nn.Hardshrink, nn.Softshrink, nn.Tanhshrink, nn.LogSigmoid, nn.Threshold, nn.Identity,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
-)  # fmt: skip
-ELEMENTWISE_FUNCTIONS = {
-    F.relu, F.relu_, F.relu6, F.leaky_relu, F.prelu, F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish,
-    F.sigmoid, F.tanh, F.softplus, F.softsign, F.hardtanh, F.hardswish, F.hardsigmoid, F.hardshrink,
-    F.softshrink, F.tanhshrink, F.logsigmoid, F.threshold, F.dropout, F.dropout1d, F.dropout2d,
-    F.alpha_dropout, F.batch_norm,
-    torch.relu, torch.sigmoid, torch.tanh, torch.exp, torch.log, torch.abs, torch.neg, torch.sqrt,
-    torch.square, torch.sin, torch.cos, torch.clamp, torch.add, torch.sub, torch.mul, torch.div,
-    torch.maximum, torch.minimum, torch.where,
-    operator.add, operator.sub, operator.mul, operator.truediv, operator.neg, operator.pos,
-    operator.iadd, operator.imul,
-}  # fmt: skip
-ELEMENTWISE_METHODS = {
-    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "log", "abs", "neg", "sqrt",
-    "square", "clamp", "clamp_", "add", "add_", "sub", "mul", "mul_", "div", "float", "double",
-    "__add__", "__radd__", "__mul__", "__rmul__", "__sub__", "__truediv__",
-}  # fmt: skip
-MOVEMENT_MODULES = (
-    nn.Flatten, nn.Unflatten, nn.ZeroPad1d, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d,
-    nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle,
-)  # fmt: skip
-MOVEMENT_FUNCTIONS = {
-    torch.flatten, torch.reshape, torch.cat, torch.concat, torch.stack, torch.permute, torch.transpose,
-    torch.squeeze, torch.unsqueeze, torch.narrow, torch.movedim, torch.t, torch.unflatten,
-    operator.getitem, F.pad, F.pixel_shuffle, F.pixel_unshuffle,
-}  # fmt: skip
-MOVEMENT_METHODS = {
-    "view", "reshape", "flatten", "unflatten", "permute", "transpose", "squeeze", "unsqueeze",
-    "contiguous", "narrow", "movedim", "t", "view_as", "reshape_as", "expand", "expand_as",
-    "__getitem__",
-}  # fmt: skip
-SOFTMAX = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax}
-#: Data movement that only reshapes or reorders the elements of one tensor (a bijection):
-#: merged into the layer before under granularity ``merged``.
-SHAPE_ONLY_MODULES = (nn.Flatten, nn.Unflatten, nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle)
-SHAPE_ONLY_FUNCTIONS = {
-    torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze,
-    torch.movedim, torch.t, torch.unflatten, F.pixel_shuffle, F.pixel_unshuffle,
-}  # fmt: skip
-SHAPE_ONLY_METHODS = {
-    "view", "reshape", "flatten", "unflatten", "permute", "transpose", "squeeze", "unsqueeze",
-    "contiguous", "movedim", "t", "view_as", "reshape_as",
-}  # fmt: skip
 
 
 def op_edges(call: OpCall, incl: bool = True) -> Edges:
@@ -125,113 +78,10 @@ def _absorbed_slopes(call: OpCall) -> np.ndarray:
     return np.zeros(output.numel()) if slopes is None else slopes.reshape(-1).numpy()
 
 
-def is_shape_only(call: OpCall) -> bool:
-    """Whether an operation on one layer only reshapes or reorders its elements (``SHAPE_ONLY_*``)."""
-    target = call.target
-    if len(call.inputs) != 1:
-        return False
-    if isinstance(target, nn.Module):
-        return isinstance(target, SHAPE_ONLY_MODULES)
-    if isinstance(target, str):
-        return target in SHAPE_ONLY_METHODS
-    return target in SHAPE_ONLY_FUNCTIONS
-
-
-def is_unary_elementwise(call: OpCall) -> bool:
-    """Whether an operation maps each element of one layer to the element at its position, nothing else."""
-    if len(call.inputs) != 1 or call.output.shape != call.inputs[0].shape or _batch_statistics(call):
-        return False
-    target = call.target
-    if isinstance(target, nn.Module):
-        return isinstance(target, ELEMENTWISE_MODULES)
-    if isinstance(target, str):
-        return target in ELEMENTWISE_METHODS
-    return target in ELEMENTWISE_FUNCTIONS
-
-
-def _batch_statistics(call: OpCall) -> bool:
-    """Batch norm with the statistics of the sample itself (no running statistics, or training)."""
-    target = call.target
-    if isinstance(target, nn.modules.batchnorm._BatchNorm):
-        return target.running_mean is None
-    return target is F.batch_norm and bool(
-        _arguments(_BATCH_NORM_PARAMETERS, call.args, call.kwargs).get("training")
-    )
-
-
 def _operation_edges(call: OpCall, incl: bool) -> Edges:
     """Edges of the operation alone, between the tensors it reads and its output."""
-    target = call.target
-    if _batch_statistics(call):
-        return _channel_mixing(call)
-    if isinstance(target, nn.Module):
-        if isinstance(target, ELEMENTWISE_MODULES):
-            return _elementwise(call, incl)
-        if isinstance(target, MOVEMENT_MODULES) or (
-            isinstance(target, nn.Upsample) and target.mode == "nearest"
-        ):
-            return _movement(call)
-        if isinstance(target, nn.Linear):
-            return _linear(call, target.weight, incl)
-        if isinstance(target, nn.Softmax | nn.LogSoftmax):
-            return _softmax(call, target.dim)
-        window = module_window(target)
-        if window is not None:
-            return _windowed(call, window, incl)
-        if is_container(target):
-            return _composite(call, incl)
-    elif isinstance(target, str):
-        if target in ELEMENTWISE_METHODS:
-            return _elementwise(call, incl)
-        if target in MOVEMENT_METHODS:
-            return _movement(call)
-        if target in ("softmax", "log_softmax"):
-            return _softmax(call, _arguments(("input", "dim"), call.args, call.kwargs).get("dim"))
-    else:
-        if target in ELEMENTWISE_FUNCTIONS:
-            return _elementwise(call, incl)
-        if target in MOVEMENT_FUNCTIONS:
-            return _movement(call)
-        if target is F.linear:
-            return _linear(call, _arguments(("input", "weight"), call.args, call.kwargs)["weight"], incl)
-        if target in SOFTMAX:
-            return _softmax(call, _arguments(("input", "dim"), call.args, call.kwargs).get("dim"))
-        if target is F.interpolate and _interpolation_mode(call) == "nearest":
-            return _movement(call)
-        window = function_window(call)
-        if window is not None:
-            return _windowed(call, window, incl)
-    raise UnsupportedLayerError(f"no neuron-edge rule for {call.kind} ({_target_text(target)})")
-
-
-def supported_operations() -> list[str]:
-    """Names of every module, function and method with an edge rule."""
-    modules = [*ELEMENTWISE_MODULES, *MOVEMENT_MODULES, nn.Upsample, nn.Linear, nn.Softmax, nn.LogSoftmax]
-    modules += [*_WINDOW_MODULES]
-    functions = ELEMENTWISE_FUNCTIONS | MOVEMENT_FUNCTIONS | SOFTMAX | {F.linear, F.interpolate}
-    functions |= set(_WINDOW_FUNCTIONS)
-    names = {m.__name__ for m in modules}
-    names |= {getattr(f, "__name__", repr(f)) for f in functions}
-    names |= {f"Tensor.{m}" for m in ELEMENTWISE_METHODS | MOVEMENT_METHODS | {"softmax", "log_softmax"}}
-    return sorted(names)
-
-
-def _target_text(target) -> str:
-    if isinstance(target, nn.Module):
-        return f"module {type(target).__module__}.{type(target).__name__}"
-    if isinstance(target, str):
-        return f"tensor method .{target}()"
-    return f"function {getattr(target, '__module__', '')}.{getattr(target, '__name__', repr(target))}"
-
-
-def _arguments(names: tuple[str, ...], args: tuple, kwargs: dict) -> dict:
-    """Arguments of a call by parameter name (many torch functions have no Python signature)."""
-    return dict(zip(names, args)) | dict(kwargs)
-
-
-def _interpolation_mode(call: OpCall) -> str:
-    names = ("input", "size", "scale_factor", "mode")
-    return _arguments(names, call.args, call.kwargs).get("mode", "nearest")
+    entry = lookup(call)
+    return EDGE_RULES[entry.edges](call, entry, incl)
 
 
 def _sample_numel(tensor: torch.Tensor) -> int:
@@ -242,7 +92,7 @@ def _sample_numel(tensor: torch.Tensor) -> int:
 # Elementwise and data movement
 
 
-def _elementwise(call: OpCall, incl: bool) -> Edges:
+def _elementwise(call: OpCall, entry: Operation, incl: bool) -> Edges:
     out_shape = call.output.shape
     n_out = _sample_numel(call.output)
     targets = np.arange(n_out)
@@ -280,8 +130,11 @@ def _elementwise_partials(call: OpCall) -> list[np.ndarray]:
     ]
 
 
-def _movement(call: OpCall) -> Edges:
-    """Replay a data-movement operation on element codes to see where each output value came from."""
+def _movement(call: OpCall, entry: Operation, incl: bool) -> Edges:
+    """Replay a data-movement operation on element codes to see where each output value came from.
+
+    Every moved value has partial derivative 1, so ``incl`` changes nothing.
+    """
     sizes = [t.numel() for t in call.inputs]
     bases = np.concatenate([[0], np.cumsum(sizes)])
     codes = [
@@ -302,10 +155,7 @@ def _movement(call: OpCall) -> Edges:
     return [(k, codes_out[which == k] - bases[k], targets[which == k]) for k in range(len(sizes))]
 
 
-_BATCH_NORM_PARAMETERS = ("input", "running_mean", "running_var", "weight", "bias", "training")
-
-
-def _channel_mixing(call: OpCall) -> Edges:
+def _channel_mixing(call: OpCall, entry: Operation, incl: bool) -> Edges:
     """Normalisation with statistics of the sample itself: each output reads its whole channel."""
     shape = call.output.shape[1:]
     channels, per_channel = shape[0], shape[1:].numel()
@@ -315,9 +165,9 @@ def _channel_mixing(call: OpCall) -> Edges:
     return [(0, sources, targets)]
 
 
-def _softmax(call: OpCall, dim: int | None) -> Edges:
+def _softmax(call: OpCall, entry: Operation, incl: bool) -> Edges:
     """Softmax mixes every element of a line along ``dim``."""
-    shape = call.output.shape
+    shape, dim = call.output.shape, entry.argument(call, "dim")
     if dim is None:
         raise UnsupportedLayerError(f"{call.kind} without an explicit dim is not supported")
     dim = dim % len(shape)
@@ -330,12 +180,7 @@ def _softmax(call: OpCall, dim: int | None) -> Edges:
     return [(0, sources, targets)]
 
 
-def is_container(module: nn.Module) -> bool:
-    """A module that is not a ``torch.nn`` building block (``Sequential`` or user-defined)."""
-    return isinstance(module, nn.Sequential) or not type(module).__module__.startswith("torch.nn")
-
-
-def _composite(call: OpCall, incl: bool) -> Edges:
+def _composite(call: OpCall, entry: Operation, incl: bool) -> Edges:
     """Edges of a container module: which of its input neurons reach each output neuron."""
     with torch.no_grad():
         inner = record_graph_module(fx_trace(call.target), call.inputs[0])
@@ -367,8 +212,8 @@ def _composite(call: OpCall, incl: bool) -> Edges:
 # Linear
 
 
-def _linear(call: OpCall, weight: torch.Tensor, incl: bool) -> Edges:
-    (tensor,) = call.inputs[:1]
+def _linear(call: OpCall, entry: Operation, incl: bool) -> Edges:
+    (tensor,), weight = call.inputs[:1], entry.argument(call, "weight")
     out_features, in_features = weight.shape
     prefixes = _sample_numel(tensor) // in_features
     allowed = np.ones((out_features, in_features), dtype=bool)
@@ -383,158 +228,8 @@ def _linear(call: OpCall, weight: torch.Tensor, incl: bool) -> Edges:
 # Windowed operations: convolution, pooling, adaptive pooling
 
 
-@dataclass(frozen=True)
-class Window:
-    """Per-axis geometry of a convolution or pooling.
-
-    Parameters
-    ----------
-    kind : {"conv", "max", "avg", "adaptive_avg", "adaptive_max"}
-        Operation family.
-    kernel, stride, dilation : tuple of int
-        Per spatial axis (unused for adaptive pooling).
-    padding : tuple of (int, int)
-        ``(before, after)`` per spatial axis.
-    padding_mode : str
-        ``"zeros"`` or a mode of ``torch.nn.functional.pad`` (``reflect``, ``replicate``, ``circular``).
-    groups : int
-        Convolution groups (1 for pooling).
-    weight : torch.Tensor or None
-        Convolution weight ``(C_out, C_in / groups, *kernel)``.
-    ceil_mode : bool
-        Pooling ``ceil_mode`` (the output size already reflects it).
-    """
-
-    kind: str
-    kernel: tuple[int, ...]
-    stride: tuple[int, ...]
-    dilation: tuple[int, ...]
-    padding: tuple[tuple[int, int], ...]
-    padding_mode: str = "zeros"
-    groups: int = 1
-    weight: torch.Tensor | None = None
-    ceil_mode: bool = False
-
-
-_WINDOW_MODULES = (
-    nn.Conv1d, nn.Conv2d, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-)  # fmt: skip
-_CONV_PARAMETERS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-_POOL_PARAMETERS = {
-    "max": ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
-    "avg": (
-        "input",
-        "kernel_size",
-        "stride",
-        "padding",
-        "ceil_mode",
-        "count_include_pad",
-        "divisor_override",
-    ),
-}
-_WINDOW_FUNCTIONS = {
-    F.conv1d: ("conv", 1), F.conv2d: ("conv", 2), F.max_pool1d: ("max", 1), F.max_pool2d: ("max", 2),
-    F.avg_pool1d: ("avg", 1), F.avg_pool2d: ("avg", 2), F.adaptive_avg_pool1d: ("adaptive_avg", 1),
-    F.adaptive_avg_pool2d: ("adaptive_avg", 2), F.adaptive_max_pool1d: ("adaptive_max", 1),
-    F.adaptive_max_pool2d: ("adaptive_max", 2),
-}  # fmt: skip
-
-
-def _per_axis(value, n: int) -> tuple[int, ...]:
-    if isinstance(value, int):
-        return (value,) * n
-    value = tuple(int(v) for v in value)
-    return value if len(value) == n else value * n
-
-
-def _conv_padding(padding, kernel, dilation, n: int) -> tuple[tuple[int, int], ...]:
-    if padding == "valid":
-        return ((0, 0),) * n
-    if padding == "same":
-        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
-        return tuple((t // 2, t - t // 2) for t in totals)
-    return tuple((p, p) for p in _per_axis(padding, n))
-
-
-def module_window(module: nn.Module) -> Window | None:
-    if isinstance(module, nn.Conv1d | nn.Conv2d):
-        n = module.weight.ndim - 2
-        kernel, dilation = _per_axis(module.kernel_size, n), _per_axis(module.dilation, n)
-        return Window(
-            "conv", kernel, _per_axis(module.stride, n), dilation,
-            _conv_padding(module.padding, kernel, dilation, n), module.padding_mode,
-            module.groups, module.weight,
-        )  # fmt: skip
-    if isinstance(module, nn.MaxPool1d | nn.MaxPool2d | nn.AvgPool1d | nn.AvgPool2d):
-        n = 1 if isinstance(module, nn.MaxPool1d | nn.AvgPool1d) else 2
-        kind = "max" if isinstance(module, nn.MaxPool1d | nn.MaxPool2d) else "avg"
-        kernel = _per_axis(module.kernel_size, n)
-        stride = _per_axis(module.stride or module.kernel_size, n)
-        dilation = _per_axis(getattr(module, "dilation", 1), n)
-        padding = tuple((p, p) for p in _per_axis(module.padding, n))
-        return Window(kind, kernel, stride, dilation, padding, ceil_mode=module.ceil_mode)
-    if isinstance(module, nn.AdaptiveAvgPool1d | nn.AdaptiveAvgPool2d):
-        return Window("adaptive_avg", (), (), (), ())
-    if isinstance(module, nn.AdaptiveMaxPool1d | nn.AdaptiveMaxPool2d):
-        return Window("adaptive_max", (), (), (), ())
-    return None
-
-
-def function_window(call: OpCall) -> Window | None:
-    entry = _WINDOW_FUNCTIONS.get(call.target)
-    if entry is None:
-        return None
-    kind, n = entry
-    if kind.startswith("adaptive"):
-        return Window(kind, (), (), (), ())
-    args = _arguments(_CONV_PARAMETERS if kind == "conv" else _POOL_PARAMETERS[kind], call.args, call.kwargs)
-    if kind == "conv":
-        kernel = tuple(args["weight"].shape[2:])
-        dilation = _per_axis(args.get("dilation", 1), n)
-        return Window(
-            "conv", kernel, _per_axis(args.get("stride", 1), n), dilation,
-            _conv_padding(args.get("padding", 0), kernel, dilation, n), "zeros",
-            int(args.get("groups", 1)), args["weight"],
-        )  # fmt: skip
-    kernel = _per_axis(args["kernel_size"], n)
-    stride = _per_axis(args.get("stride") or args["kernel_size"], n)
-    padding = tuple((p, p) for p in _per_axis(args.get("padding", 0), n))
-    dilation = _per_axis(args.get("dilation", 1), n)
-    return Window(kind, kernel, stride, dilation, padding, ceil_mode=bool(args.get("ceil_mode", False)))
-
-
-def axis_windows(n_in: int, n_out: int, window: Window, axis: int) -> tuple[np.ndarray, ...]:
-    """Along one spatial axis: ``(output position, input position, kernel tap)`` of every read."""
-    o = np.arange(n_out)
-    if window.kind.startswith("adaptive"):
-        start = (o * n_in) // n_out
-        stop = -((-(o + 1) * n_in) // n_out)
-        width = int((stop - start).max())
-        taps = np.arange(width)
-        positions = start[:, None] + taps[None, :]
-        valid = positions < stop[:, None]
-        out = np.broadcast_to(o[:, None], positions.shape)
-        return out[valid], positions[valid], np.broadcast_to(taps, positions.shape)[valid]
-    kernel, stride, dilation = window.kernel[axis], window.stride[axis], window.dilation[axis]
-    before, after = window.padding[axis]
-    taps = np.arange(kernel)
-    padded = o[:, None] * stride + taps[None, :] * dilation  # position in the padded axis
-    if window.padding_mode == "zeros":
-        source = padded - before
-        valid = (source >= 0) & (source < n_in)
-    else:
-        codes = torch.arange(1, n_in + 1, dtype=torch.float64).reshape(1, 1, n_in)
-        mapping = F.pad(codes, (before, after), mode=window.padding_mode).reshape(-1).long().numpy() - 1
-        valid = padded < len(mapping)
-        source = np.where(valid, mapping[np.minimum(padded, len(mapping) - 1)], -1)
-    out = np.broadcast_to(o[:, None], padded.shape)
-    tap = np.broadcast_to(taps[None, :], padded.shape)
-    return out[valid], source[valid], tap[valid]
-
-
-def _windowed(call: OpCall, window: Window, incl: bool) -> Edges:
-    tensor = call.inputs[0]
+def _windowed(call: OpCall, entry: Operation, incl: bool) -> Edges:
+    tensor, window = call.inputs[0], call_window(call, entry)
     in_shape, out_shape = tuple(tensor.shape[1:]), tuple(call.output.shape[1:])
     n_spatial = len(in_shape) - 1
     if len(out_shape) != len(in_shape) or n_spatial not in (1, 2):
@@ -605,3 +300,15 @@ def _argmax_edges(call: OpCall, window: Window, n_spatial: int) -> Edges:
     channel = np.repeat(np.arange(out_shape[0]), int(np.prod(out_shape[1:])))
     sources = channel * in_spatial + argmax.reshape(-1).numpy()
     return [(0, sources, np.arange(len(sources)))]
+
+
+#: The rule of each :class:`~nsp_pipeline.model.ops.EdgeRule`: ``rule(call, entry, incl) -> edges``.
+EDGE_RULES: dict[EdgeRule, Callable[[OpCall, Operation, bool], Edges]] = {
+    EdgeRule.ELEMENTWISE: _elementwise,
+    EdgeRule.MOVEMENT: _movement,
+    EdgeRule.CHANNELS: _channel_mixing,
+    EdgeRule.WINDOWED: _windowed,
+    EdgeRule.LINEAR: _linear,
+    EdgeRule.SOFTMAX: _softmax,
+    EdgeRule.COMPOSITE: _composite,
+}

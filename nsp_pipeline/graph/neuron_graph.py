@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from nsp_pipeline.core.defaults import default
 from nsp_pipeline.core.layout import Layout
 
 
@@ -35,8 +36,8 @@ class NeuronGraph:
     layout: Layout
     indptr: np.ndarray
     indices: np.ndarray
-    incl: bool = True
-    granularity: str = "children"
+    incl: bool = default("graph.incl")
+    granularity: str = default("graph.granularity")
 
     def __post_init__(self) -> None:
         n = self.layout.n_nodes

@@ -1,9 +1,16 @@
-"""HDF5 files of the pipeline: neuron graphs, operators and patterns in one documented schema.
+"""HDF5 files of the pipeline: one writer and one reader core for every kind of file.
 
 Every file has the root attributes ``schema`` (``"nsp-pipeline/<kind>"``), ``schema_version``,
-the provenance attributes and ``content_sha256``, and a ``layout`` group. The full schema is in
-``docs/hdf5-schema.md``. Writes are atomic (temporary name, then rename) and bit-reproducible;
-reads check the kind, the required datasets and the checksum.
+the provenance attributes (:func:`nsp_pipeline.io.provenance.provenance`) and ``content_sha256``;
+all kinds but the sweep summary have a ``layout`` group. :data:`KINDS` is the registry of kinds:
+each has a ``write_<kind>`` and a ``read_<kind>`` function here, all built on one writer and one
+reader. The full schema is in ``docs/hdf5-schema.md``.
+
+Writes are atomic (temporary name, then rename) and bit-reproducible. Reads check the kind, the
+required datasets and the SHA-256 of the whole contents (``content_sha256``): once per process
+for each version of a file (same path, inode, size and modification time), so that a job reading
+a file several times (samples of a shard one by one, an operator per batch) hashes it once.
+``verify=False`` skips the checksum, for a file known to be intact.
 """
 
 from __future__ import annotations
@@ -11,14 +18,24 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from nsp_pipeline.analysis.dataset_statistics import (
+    TABLE_COLUMNS,
+    ClassStatistics,
+    summary_table,
+    top_k_columns,
+    top_k_entry,
+    top_k_label,
+)
 from nsp_pipeline.core.atomic import atomic_output
+from nsp_pipeline.core.errors import shortened
 from nsp_pipeline.core.layout import Layer, Layout
 from nsp_pipeline.core.pattern import Pattern
 from nsp_pipeline.graph.kronecker import AxisMap, Relation, Term
@@ -30,12 +47,48 @@ from nsp_pipeline.transforms.laplacian import LaplacianOperator
 #: Version of the schema written by this module; readers accept only this version.
 SCHEMA_VERSION = 1
 
-#: File kinds; the root attribute ``schema`` is ``"nsp-pipeline/<kind>"``.
-KINDS = ("graph", "causal_operator", "factorized_causal_operator", "laplacian_operator", "pattern")
+
+@dataclass(frozen=True)
+class FileKind:
+    """One kind of file of the registry :data:`KINDS`.
+
+    Parameters
+    ----------
+    holds : str
+        What a file of this kind holds, for messages and documentation.
+    layout : bool
+        Whether the file has a ``layout`` group (the layers of the network).
+    """
+
+    holds: str
+    layout: bool = True
+
+
+#: The kinds of file: the root attribute ``schema`` is ``"nsp-pipeline/<kind>"``, and this module
+#: has a ``write_<kind>`` and a ``read_<kind>`` function for each.
+KINDS: dict[str, FileKind] = {
+    "graph": FileKind("the neuron DAG (NeuronGraph)"),
+    "causal_operator": FileKind("strict ancestor sets (CausalOperator)"),
+    "factorized_causal_operator": FileKind("per-layer ancestor relations (FactorizedCausalOperator)"),
+    "laplacian_operator": FileKind("Laplacian eigenpairs (LaplacianOperator)"),
+    "pattern": FileKind("activations or a spectrum of a batch of samples (Pattern)"),
+    "dataset_summary": FileKind("per-class statistics of each pattern of an analysis (ClassStatistics)"),
+    "sweep_summary": FileKind("one table over every analysis of a sweep", layout=False),
+}
 
 #: Root attributes that belong to the schema, not to the provenance.
 RESERVED_ATTRIBUTES = frozenset(
-    {"schema", "schema_version", "content_sha256", "incl", "granularity", "domain"}
+    {
+        "schema",
+        "schema_version",
+        "content_sha256",
+        "incl",
+        "granularity",
+        "domain",
+        "patterns",
+        "top_k",
+        "columns",
+    }
 )
 
 _LAYOUT_DATASETS = (
@@ -50,6 +103,9 @@ _LAYOUT_DATASETS = (
 )
 _STRING = h5py.string_dtype("utf-8")
 _CHUNK = 1 << 20  # elements per chunk of a compressed dataset (8 MiB of int64)
+
+#: Files whose content checksum this process has verified: resolved path -> (signature, checksum).
+_VERIFIED: dict[str, tuple[tuple[int, ...], str]] = {}
 
 
 class SchemaError(ValueError):
@@ -141,15 +197,18 @@ def read_layout(group: h5py.Group) -> Layout:
 
 
 def _create(group: h5py.Group, name: str, values: np.ndarray, compress: bool = False) -> h5py.Dataset:
-    options = {}
+    """A dataset: contiguous, or if ``compress``, gzip level 4 + shuffle in chunks of :data:`_CHUNK`."""
+    options: dict[str, object] = {"track_times": False}
+    if values.dtype.kind == "O":
+        options["dtype"] = _STRING
     if compress and values.size:
-        options = {
+        options |= {
             "chunks": (min(values.size, _CHUNK),),
             "compression": "gzip",
             "compression_opts": 4,
             "shuffle": True,
         }
-    return group.create_dataset(name, data=values, track_times=False, **options)
+    return group.create_dataset(name, data=values, **options)
 
 
 def _read_dataset(dataset: h5py.Dataset) -> np.ndarray:
@@ -197,16 +256,28 @@ def _write_file(
     path: str | os.PathLike,
     kind: str,
     provenance: Mapping[str, str],
-    layout: Layout,
     arrays: Mapping[str, np.ndarray],
+    *,
+    layout: Layout | None = None,
     attributes: Mapping[str, object] | None = None,
-    dataset_attributes: Mapping[str, Mapping[str, object]] | None = None,
+    object_attributes: Mapping[str, Mapping[str, object]] | None = None,
     compressed: tuple[str, ...] = (),
 ) -> None:
+    """Write a file of one kind: root attributes, ``layout``, the datasets, their attributes, checksum.
+
+    ``arrays`` maps dataset paths (``"indices"``, ``"standard/table/class"``; groups are created
+    on the way) to values, ``object_attributes`` dataset or group paths to their attributes.
+    """
+    if (layout is not None) != KINDS[kind].layout:
+        raise ValueError(f"a {kind} file {'needs a' if KINDS[kind].layout else 'has no'} layout")
     clashes = sorted(RESERVED_ATTRIBUTES & provenance.keys())
     if clashes:
         raise ValueError(f"provenance keys {clashes} are reserved by the schema")
-    contents = {f"layout/{name}": values for name, values in _layout_arrays(layout).items()} | dict(arrays)
+    strings = {name: values.astype(object) for name, values in arrays.items() if values.dtype.kind == "U"}
+    arrays = {**arrays, **strings}
+    layout_arrays = {} if layout is None else _layout_arrays(layout)
+    contents = {f"layout/{name}": values for name, values in layout_arrays.items()} | arrays
+    _VERIFIED.pop(os.path.realpath(path), None)
     with atomic_output(path) as temporary, h5py.File(temporary, "w", locking=False) as file:
         file.attrs["schema"] = f"nsp-pipeline/{kind}"
         file.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
@@ -214,11 +285,13 @@ def _write_file(
             file.attrs[key] = str(provenance[key])
         for key, value in (attributes or {}).items():
             file.attrs[key] = value
-        write_layout(file.create_group("layout"), layout)
+        if layout is not None:
+            write_layout(file.create_group("layout"), layout)
         for name, values in arrays.items():
-            dataset = _create(file, name, values, compress=name in compressed)
-            for key, value in (dataset_attributes or {}).get(name, {}).items():
-                dataset.attrs[key] = value
+            _create(file, name, values, compress=name in compressed)
+        for name, values in (object_attributes or {}).items():
+            for key, value in values.items():
+                file[name].attrs[key] = value
         file.attrs["content_sha256"] = content_sha256(contents)
 
 
@@ -257,38 +330,106 @@ def _check_schema(path: str | os.PathLike, file: h5py.File, expected: str | None
         )
 
 
+def _signature(path: str | os.PathLike) -> tuple[int, ...]:
+    """What identifies one version of a file: device, inode, size, modification and change times."""
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
+
+
+def _read_values(path: str | os.PathLike, name: str, dataset: h5py.Dataset, rows: np.ndarray | None = None):
+    """A dataset's values, or only the given rows (any order, repeats allowed) of its first axis."""
+    try:
+        if rows is None:
+            return _read_dataset(dataset)
+        unique, inverse = np.unique(rows, return_inverse=True)
+        return (dataset[unique] if len(unique) else dataset[0:0])[inverse]
+    except OSError as error:
+        raise SchemaError(
+            f"{path} is corrupt or truncated: dataset {name!r} cannot be read (HDF5 error: {error}); "
+            "delete it and regenerate it"
+        ) from error
+
+
 def _read_file(
-    path: str | os.PathLike, kind: str, required: tuple[str, ...], per_layer: bool = False
+    path: str | os.PathLike,
+    kind: str,
+    required: Iterable[str] | Callable[[Mapping[str, object]], Iterable[str]] = (),
+    *,
+    verify: bool = True,
+    per_layer: bool = False,
+    rows: Callable[[Mapping[str, h5py.Dataset]], Mapping[str, np.ndarray]] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, object]]:
-    """Check and read every dataset; ``per_layer`` also requires ``layers/NNN`` for each layer."""
-    arrays: dict[str, np.ndarray] = {}
+    """Check a file and read its datasets.
 
-    def collect(name: str, item: h5py.Dataset | h5py.Group) -> None:
-        if isinstance(item, h5py.Dataset):
-            arrays[name] = _read_dataset(item)
+    Parameters
+    ----------
+    path : path
+        The file.
+    kind : str
+        Its expected kind.
+    required : iterable of str, or callable
+        Datasets it must have besides the layout, or a function of its root attributes giving them.
+    verify : bool
+        Verify the content checksum, unless this process has verified this version of the file.
+    per_layer : bool
+        Also require ``layers/NNN`` for each layer.
+    rows : callable, optional
+        Given the file's datasets by path, the rows (along the first axis) to read of some of them;
+        the others are read whole.
 
+    Returns
+    -------
+    arrays : dict of str to numpy.ndarray
+        Every dataset by path (only the requested rows of those ``rows`` names).
+    attributes : dict
+        The root attributes, and those of each group as ``"<group path>/<name>"``.
+    """
+    resolved = os.path.realpath(path)
     with _open(path) as file:
         _check_schema(path, file, kind)
+        signature = _signature(path)
         attributes = dict(file.attrs)
+        datasets: dict[str, h5py.Dataset] = {}
+
+        def collect(name: str, item: h5py.Dataset | h5py.Group) -> None:
+            if isinstance(item, h5py.Dataset):
+                datasets[name] = item
+            else:
+                attributes.update({f"{name}/{key}": value for key, value in item.attrs.items()})
+
         file.visititems(collect)
-    n_layers = len(arrays.get("layout/names", ())) if per_layer else 0
-    layers = (_layer_dataset(i) for i in range(n_layers))
-    missing = [
-        name
-        for name in (*(f"layout/{name}" for name in _LAYOUT_DATASETS), *required, *layers)
-        if name not in arrays
-    ]
-    if missing:
-        raise SchemaError(
-            f"{path} is corrupt or truncated: datasets {missing} of a {kind} file are missing; "
-            "delete it and regenerate it"
-        )
-    stored, computed = attributes.get("content_sha256"), content_sha256(arrays)
-    if stored != computed:
-        raise SchemaError(
-            f"{path} is corrupt or truncated: content checksum {computed} does not match the stored "
-            f"{stored}; delete it and regenerate it"
-        )
+        names = [f"layout/{name}" for name in _LAYOUT_DATASETS if KINDS[kind].layout]
+        with _consistent(path):
+            names += required(attributes) if callable(required) else required
+        if per_layer and "layout/names" in datasets:
+            names += [_layer_dataset(i) for i in range(len(datasets["layout/names"]))]
+        missing = [name for name in names if name not in datasets]
+        if missing:
+            raise SchemaError(
+                f"{path} is corrupt or truncated: datasets {missing} of a {kind} file are missing; "
+                "delete it and regenerate it"
+            )
+        stored, verified = attributes.get("content_sha256"), None
+        if verify and _VERIFIED.get(resolved) != (signature, stored):
+            verified = {name: _read_values(path, name, dataset) for name, dataset in datasets.items()}
+            computed = content_sha256(verified)
+            if stored != computed:
+                raise SchemaError(
+                    f"{path} is corrupt or truncated: content checksum {computed} does not match the "
+                    f"stored {stored}; delete it and regenerate it"
+                )
+            _VERIFIED[resolved] = signature, stored
+        selected = rows(datasets) if rows is not None else {}
+        if verified is not None:
+            arrays = {
+                name: values[selected[name]] if name in selected else values
+                for name, values in verified.items()
+            }
+        else:
+            arrays = {
+                name: _read_values(path, name, dataset, selected.get(name))
+                for name, dataset in datasets.items()
+            }
     return arrays, attributes
 
 
@@ -353,15 +494,23 @@ def write_graph(path: str | os.PathLike, graph: NeuronGraph, provenance: Mapping
         path,
         "graph",
         provenance,
-        graph.layout,
         {"indptr": _int64(graph.indptr), "indices": _int64(graph.indices)},
+        layout=graph.layout,
         attributes={"incl": np.int8(graph.incl), "granularity": graph.granularity},
         compressed=("indices",),
     )
 
 
-def read_graph(path: str | os.PathLike) -> NeuronGraph:
+def read_graph(path: str | os.PathLike, *, verify: bool = True) -> NeuronGraph:
     """Read a file written by :func:`write_graph`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    verify : bool, default True
+        Verify the SHA-256 of the contents, once per process for each version of the file (see
+        the module docstring); ``False`` skips it.
 
     Raises
     ------
@@ -370,7 +519,7 @@ def read_graph(path: str | os.PathLike) -> NeuronGraph:
     SchemaError
         If it is not a valid graph file, or is corrupt.
     """
-    arrays, attributes = _read_file(path, "graph", ("indptr", "indices"))
+    arrays, attributes = _read_file(path, "graph", ("indptr", "indices"), verify=verify)
     with _consistent(path):
         return NeuronGraph(
             layout=_layout_of(arrays),
@@ -399,19 +548,27 @@ def write_causal_operator(
         path,
         "causal_operator",
         provenance,
-        operator.layout,
         {
             "indptr": _int64(operator.indptr),
             "indices": _int64(operator.indices),
             "row_map": _int64(operator.row_map),
             "layer_rows": _int64(operator.layer_rows),
         },
+        layout=operator.layout,
         compressed=("indices",),
     )
 
 
-def read_causal_operator(path: str | os.PathLike) -> CausalOperator:
+def read_causal_operator(path: str | os.PathLike, *, verify: bool = True) -> CausalOperator:
     """Read a file written by :func:`write_causal_operator`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    verify : bool, default True
+        Verify the SHA-256 of the contents, once per process for each version of the file (see
+        the module docstring); ``False`` skips it.
 
     Raises
     ------
@@ -421,7 +578,7 @@ def read_causal_operator(path: str | os.PathLike) -> CausalOperator:
         If it is not a valid causal operator file, or is corrupt.
     """
     names = ("indptr", "indices", "row_map", "layer_rows")
-    arrays, _ = _read_file(path, "causal_operator", names)
+    arrays, _ = _read_file(path, "causal_operator", names, verify=verify)
     with _consistent(path):
         return CausalOperator(_layout_of(arrays), *(arrays[name] for name in names))
 
@@ -481,11 +638,21 @@ def write_factorized_causal_operator(
         "axis_first": _int64(np.concatenate([*firsts, np.zeros(0)])),
         "axis_second": _int64(np.concatenate([*seconds, np.zeros(0)])),
     }
-    _write_file(path, "factorized_causal_operator", provenance, operator.layout, arrays)
+    _write_file(path, "factorized_causal_operator", provenance, arrays, layout=operator.layout)
 
 
-def read_factorized_causal_operator(path: str | os.PathLike) -> FactorizedCausalOperator:
+def read_factorized_causal_operator(
+    path: str | os.PathLike, *, verify: bool = True
+) -> FactorizedCausalOperator:
     """Read a file written by :func:`write_factorized_causal_operator`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    verify : bool, default True
+        Verify the SHA-256 of the contents, once per process for each version of the file (see
+        the module docstring); ``False`` skips it.
 
     Raises
     ------
@@ -498,7 +665,7 @@ def read_factorized_causal_operator(path: str | os.PathLike) -> FactorizedCausal
         "grids", "single_parent_layers", "relations", "term_axes", "axis_all_to_all", "axis_shapes",
         "axis_first_offsets", "axis_second_offsets", "axis_first", "axis_second",
     )  # fmt: skip
-    arrays, _ = _read_file(path, "factorized_causal_operator", names)
+    arrays, _ = _read_file(path, "factorized_causal_operator", names, verify=verify)
     with _consistent(path):
         maps = []
         first, second = arrays["axis_first"], arrays["axis_second"]
@@ -523,8 +690,19 @@ def read_factorized_causal_operator(path: str | os.PathLike) -> FactorizedCausal
         return FactorizedCausalOperator(layout, grids, ancestors, single_parents)
 
 
-def read_operator(path: str | os.PathLike) -> CausalOperator | FactorizedCausalOperator | LaplacianOperator:
-    """Read an operator file of any kind (sparse closure, factorised, Laplacian)."""
+def read_operator(
+    path: str | os.PathLike, *, verify: bool = True
+) -> CausalOperator | FactorizedCausalOperator | LaplacianOperator:
+    """Read an operator file of any kind (sparse closure, factorised, Laplacian).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    verify : bool, default True
+        Verify the SHA-256 of the contents, once per process for each version of the file (see
+        the module docstring); ``False`` skips it.
+    """
     readers = {
         "causal_operator": read_causal_operator,
         "factorized_causal_operator": read_factorized_causal_operator,
@@ -533,7 +711,7 @@ def read_operator(path: str | os.PathLike) -> CausalOperator | FactorizedCausalO
     kind = read_header(path)["kind"]
     if kind not in readers:
         raise SchemaError(f"{path} is a {kind} file, expected an operator file ({', '.join(readers)})")
-    return readers[kind](path)
+    return readers[kind](path, verify=verify)
 
 
 def write_laplacian_operator(
@@ -554,13 +732,21 @@ def write_laplacian_operator(
         path,
         "laplacian_operator",
         provenance,
-        operator.layout,
         {"eigenvalues": _float64(operator.eigenvalues), "eigenvectors": _float64(operator.eigenvectors)},
+        layout=operator.layout,
     )
 
 
-def read_laplacian_operator(path: str | os.PathLike) -> LaplacianOperator:
+def read_laplacian_operator(path: str | os.PathLike, *, verify: bool = True) -> LaplacianOperator:
     """Read a file written by :func:`write_laplacian_operator`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    verify : bool, default True
+        Verify the SHA-256 of the contents, once per process for each version of the file (see
+        the module docstring); ``False`` skips it.
 
     Raises
     ------
@@ -569,7 +755,7 @@ def read_laplacian_operator(path: str | os.PathLike) -> LaplacianOperator:
     SchemaError
         If it is not a valid Laplacian operator file, or is corrupt.
     """
-    arrays, _ = _read_file(path, "laplacian_operator", ("eigenvalues", "eigenvectors"))
+    arrays, _ = _read_file(path, "laplacian_operator", ("eigenvalues", "eigenvectors"), verify=verify)
     with _consistent(path):
         return LaplacianOperator(_layout_of(arrays), arrays["eigenvalues"], arrays["eigenvectors"])
 
@@ -619,27 +805,46 @@ def write_pattern(path: str | os.PathLike, pattern: Pattern, provenance: Mapping
         path,
         "pattern",
         provenance,
-        layout,
         arrays,
+        layout=layout,
         attributes={"domain": pattern.domain},
-        dataset_attributes=layer_attributes,
+        object_attributes=layer_attributes,
     )
 
 
-def read_pattern(path: str | os.PathLike) -> Pattern:
-    """Read a file written by :func:`write_pattern`.
+def read_pattern(
+    path: str | os.PathLike, sample_ids: Sequence[int] | None = None, *, verify: bool = True
+) -> Pattern:
+    """Read a file written by :func:`write_pattern`: all its samples, or those with the given ids.
 
     A ``sample_ids``, ``labels`` or ``predictions`` dataset that is -1 throughout reads as None.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    sample_ids : sequence of int, optional
+        Ids of the samples to read (as stored in ``sample_ids``: each sample's index in its data
+        set), in the order wanted; only their rows are read from disk (after the first read of the
+        file in a process, which verifies all of it).
+    verify : bool, default True
+        Verify the SHA-256 of the contents, once per process for each version of the file (see
+        the module docstring); ``False`` skips it.
+
+    Returns
+    -------
+    Pattern
 
     Raises
     ------
     FileNotFoundError
         If the file does not exist.
     SchemaError
-        If it is not a valid pattern file, or is corrupt.
+        If it is not a valid pattern file, is corrupt, or holds no sample of some of ``sample_ids``.
     """
     columns = ("sample_ids", "labels", "predictions")
-    arrays, attributes = _read_file(path, "pattern", columns, per_layer=True)
+    select = None if sample_ids is None else (lambda datasets: _sample_rows(path, datasets, sample_ids))
+    arrays, attributes = _read_file(path, "pattern", columns, verify=verify, per_layer=True, rows=select)
     with _consistent(path):
         layout = _layout_of(arrays)
         metadata = {name: None if np.all(arrays[name] == -1) else arrays[name] for name in columns}
@@ -655,3 +860,251 @@ def read_pattern(path: str | os.PathLike) -> Pattern:
             },
             **metadata,
         )
+
+
+def _sample_rows(
+    path: str | os.PathLike, datasets: Mapping[str, h5py.Dataset], sample_ids: Sequence[int]
+) -> dict[str, np.ndarray]:
+    """Rows of the samples with the given ids, for every per-sample dataset of a pattern file."""
+    stored = datasets["sample_ids"][()].tolist()
+    if all(sample == -1 for sample in stored):
+        raise SchemaError(f"{path} stores no sample ids; read all of its {len(stored)} samples instead")
+    rows = {}
+    for row, sample in enumerate(stored):
+        rows.setdefault(sample, row)
+    wanted = [int(sample) for sample in sample_ids]
+    missing = [sample for sample in wanted if sample < 0 or sample not in rows]
+    if missing:
+        raise SchemaError(
+            f"{path} holds no samples with ids {shortened(missing)}; it holds ids {shortened(stored)}"
+        )
+    positions = np.array([rows[sample] for sample in wanted], dtype=np.int64)
+    per_sample = ("sample_ids", "labels", "predictions")
+    return {
+        name: positions
+        for name in datasets
+        if name in per_sample or name.startswith(("layers/", "diagnostics/"))
+    }
+
+
+def write_dataset_summary(
+    path: str | os.PathLike, statistics: Mapping[str, ClassStatistics], provenance: Mapping[str, str]
+) -> None:
+    """Write the statistics of the patterns of an analysis (``nsp-pipeline/dataset_summary``).
+
+    One group per pattern, named as in ``statistics``, holds its table (one row per sample group
+    and layer, :func:`nsp_pipeline.analysis.dataset_statistics.summary_table`), its top-k counts,
+    its classes and average patterns.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file, replaced atomically.
+    statistics : mapping of str to ClassStatistics
+        Each pattern's statistics (``"activations"``, a transform type), all of one layout and
+        one top-k list.
+    provenance : mapping of str to str
+        Root attributes from :func:`nsp_pipeline.io.provenance.provenance`.
+
+    Raises
+    ------
+    ValueError
+        If there is no pattern, a name cannot be a group name, or layouts or top-k lists differ.
+    """
+    if not statistics:
+        raise ValueError("a dataset summary holds the statistics of at least one pattern; got none")
+    first_name, first = next(iter(statistics.items()))
+    arrays: dict[str, np.ndarray] = {}
+    groups: dict[str, dict[str, object]] = {}
+    for name, stats in statistics.items():
+        if not name or "/" in name or name == "layout":
+            raise ValueError(f"pattern name {name!r}: expected a group name without '/', other than 'layout'")
+        if stats.layout != first.layout or stats.top_k != first.top_k:
+            raise ValueError(f"pattern {name!r} has other layers or top-k entries than {first_name!r}")
+        groups[name] = {"domain": stats.domain, "n_samples": np.int64(stats.n_samples)}
+        arrays |= {f"{name}/table/{column}": values for column, values in summary_table(stats).items()}
+        arrays[f"{name}/top_k_nodes"] = _int64(stats.top_k_nodes)
+        arrays[f"{name}/average"] = _float64(stats.average.values[0])
+        arrays[f"{name}/classes"] = _int64(stats.classes)
+        arrays[f"{name}/class_average"] = _float64(stats.class_average.values)
+        if stats.average.eigenvalues is not None:
+            arrays[f"{name}/eigenvalues"] = _float64(stats.average.eigenvalues)
+    _write_file(
+        path,
+        "dataset_summary",
+        provenance,
+        arrays,
+        layout=first.layout,
+        attributes={"top_k": [top_k_label(entry) for entry in first.top_k], "patterns": list(statistics)},
+        object_attributes=groups,
+    )
+
+
+def _summary_datasets(attributes: Mapping[str, object]) -> list[str]:
+    """The datasets a dataset summary must have, by its root attributes ``patterns`` and ``top_k``."""
+    top_k = [top_k_entry(str(label)) for label in attributes.get("top_k", ())]
+    per_pattern = [
+        "top_k_nodes",
+        "average",
+        "classes",
+        "class_average",
+        *(f"table/{column}" for column in (*TABLE_COLUMNS, *top_k_columns(top_k))),
+    ]
+    return [f"{name}/{dataset}" for name in attributes.get("patterns", ()) for dataset in per_pattern]
+
+
+def read_dataset_summary(path: str | os.PathLike, *, verify: bool = True) -> dict[str, ClassStatistics]:
+    """Read a file written by :func:`write_dataset_summary`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    verify : bool, default True
+        Verify the SHA-256 of the contents, once per process for each version of the file (see
+        the module docstring); ``False`` skips it.
+
+    Returns
+    -------
+    dict of str to ClassStatistics
+        Each pattern's statistics, in the order written. Shares of the top-k list are read back
+        from their labels (``"1%"`` is 0.01).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    SchemaError
+        If it is not a valid dataset summary, or is corrupt.
+    """
+    arrays, attributes = _read_file(path, "dataset_summary", _summary_datasets, verify=verify)
+    with _consistent(path):
+        layout = _layout_of(arrays)
+        top_k = tuple(top_k_entry(str(label)) for label in attributes["top_k"])
+        n_layers, statistics = len(layout), {}
+        for name in (str(name) for name in attributes["patterns"]):
+            table = {
+                key.removeprefix(f"{name}/table/"): values
+                for key, values in arrays.items()
+                if key.startswith(f"{name}/table/")
+            }
+            classes = arrays[f"{name}/classes"]
+            by_group = {
+                column: values.reshape(len(classes) + 1, n_layers) for column, values in table.items()
+            }
+            fractions = np.stack([by_group[column] for column in top_k_columns(top_k)], axis=1)
+            domain, n_samples = str(attributes[f"{name}/domain"]), int(attributes[f"{name}/n_samples"])
+            average = Pattern(
+                layout,
+                arrays[f"{name}/average"][None],
+                domain,
+                labels=np.array([-1]),
+                eigenvalues=arrays.get(f"{name}/eigenvalues"),
+            )
+            statistics[name] = ClassStatistics(
+                domain=domain,
+                layout=layout,
+                n_samples=n_samples,
+                classes=classes,
+                class_samples=by_group["samples"][1:, 0],
+                computed_nodes=by_group["computed_nodes"][0],
+                mean_energy=by_group["mean_energy"][0],
+                class_mean_energy=by_group["mean_energy"][1:],
+                top_k=top_k,
+                top_k_nodes=arrays[f"{name}/top_k_nodes"],
+                top_k_fraction=fractions[0],
+                class_top_k_fraction=fractions[1:],
+                average=average,
+                class_average=replace(average, values=arrays[f"{name}/class_average"], labels=classes),
+            )
+        return statistics
+
+
+def read_averages(path: str | os.PathLike, name: str, *, verify: bool = True) -> tuple[Pattern, Pattern]:
+    """The average patterns of one pattern of a dataset summary: of all samples, and of each class.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by :func:`write_dataset_summary`.
+    name : str
+        The pattern's group, e.g. ``"standard"``.
+    verify : bool, default True
+        Verify the SHA-256 of the contents, once per process for each version of the file (see
+        the module docstring); ``False`` skips it.
+
+    Returns
+    -------
+    average, class_average : Pattern
+        As in :class:`~nsp_pipeline.analysis.dataset_statistics.ClassStatistics`.
+
+    Raises
+    ------
+    SchemaError
+        If the file is not a valid dataset summary.
+    KeyError
+        If it has no pattern of that name.
+    """
+    statistics = read_dataset_summary(path, verify=verify)
+    if name not in statistics:
+        raise KeyError(f"{path} has no pattern {name!r}; it has {list(statistics)}")
+    return statistics[name].average, statistics[name].class_average
+
+
+def write_sweep_summary(
+    path: str | os.PathLike, table: Mapping[str, np.ndarray], provenance: Mapping[str, str]
+) -> None:
+    """Write one table over every analysis of a sweep (``nsp-pipeline/sweep_summary``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file, replaced atomically.
+    table : mapping of str to numpy.ndarray
+        Its columns in order, of equal length: numbers, or strings (object or unicode arrays).
+    provenance : mapping of str to str
+        Root attributes from :func:`nsp_pipeline.io.provenance.provenance`.
+
+    Raises
+    ------
+    ValueError
+        If the columns differ in length.
+    """
+    lengths = {column: len(values) for column, values in table.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"sweep table columns differ in length: {lengths}")
+    arrays = {f"table/{column}": np.asarray(values) for column, values in table.items()}
+    _write_file(path, "sweep_summary", provenance, arrays, attributes={"columns": list(table)})
+
+
+def _sweep_datasets(attributes: Mapping[str, object]) -> list[str]:
+    """The datasets a sweep summary must have: one per name in its root attribute ``columns``."""
+    return [f"table/{column}" for column in attributes.get("columns", ())]
+
+
+def read_sweep_summary(path: str | os.PathLike, *, verify: bool = True) -> dict[str, np.ndarray]:
+    """Read a file written by :func:`write_sweep_summary`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    verify : bool, default True
+        Verify the SHA-256 of the contents, once per process for each version of the file (see
+        the module docstring); ``False`` skips it.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        The columns in their order (strings as object arrays of ``str``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    SchemaError
+        If it is not a valid sweep summary, or is corrupt.
+    """
+    arrays, attributes = _read_file(path, "sweep_summary", _sweep_datasets, verify=verify)
+    with _consistent(path):
+        return {str(column): arrays[f"table/{column}"] for column in attributes["columns"]}

@@ -1,11 +1,14 @@
 """Provenance attributes stored in every output file: versions, config hash and model checksum.
 
-Nothing time- or host-dependent is recorded, so identical inputs give bit-identical files.
+Nothing time- or host-dependent is recorded, so identical inputs give bit-identical files. The
+module does not import torch: its version is read from the installed package's metadata, and the
+model checksum is computed by the caller (:func:`nsp_pipeline.model.artifact.model_checksum`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import platform
 from collections.abc import Mapping
@@ -14,7 +17,6 @@ from typing import Any
 import h5py
 import numpy as np
 import scipy
-import torch
 
 import nsp_pipeline
 
@@ -39,46 +41,19 @@ def config_hash(config: Mapping[str, Any] | None) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def model_checksum(model: torch.nn.Module | Mapping[str, torch.Tensor] | None) -> str:
-    """SHA-256 of a model's weights and buffers.
+def torch_version() -> str:
+    """Version of the installed torch, read without importing it (``""`` if it is not installed).
 
-    For every ``state_dict`` entry in key order, the digest covers
-    ``"{key}\\0{dtype}\\0{comma-separated shape}\\0"`` (UTF-8) followed by the tensor's raw
-    bytes in C order, taken on the CPU.
-
-    Parameters
-    ----------
-    model : torch.nn.Module, mapping of str to torch.Tensor, or None
-        The model, or its state dict.
-
-    Returns
-    -------
-    str
-        Hex digest, or ``""`` if ``model`` is None.
-
-    Raises
-    ------
-    TypeError
-        If a state dict entry is not a tensor.
+    It equals ``torch.__version__`` (e.g. ``"2.13.0+cpu"``): both come from the same build.
     """
-    if model is None:
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
         return ""
-    state = model.state_dict() if isinstance(model, torch.nn.Module) else model
-    digest = hashlib.sha256()
-    for key, tensor in state.items():
-        if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"state_dict entry {key!r} is a {type(tensor).__name__}, not a tensor")
-        tensor = tensor.detach().cpu().contiguous()
-        shape = ",".join(str(size) for size in tensor.shape)
-        digest.update(f"{key}\0{tensor.dtype}\0{shape}\0".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
 
 
 def provenance(
-    config: Mapping[str, Any] | None = None,
-    model: torch.nn.Module | Mapping[str, torch.Tensor] | None = None,
-    **extra: object,
+    config: Mapping[str, Any] | None = None, model_checksum: str = "", **extra: object
 ) -> dict[str, str]:
     """Provenance attributes for an output file.
 
@@ -86,8 +61,9 @@ def provenance(
     ----------
     config : mapping or None
         Configuration the output was computed with (see :func:`config_hash`).
-    model : torch.nn.Module, state dict or None
-        Model the output was computed from (see :func:`model_checksum`).
+    model_checksum : str
+        Checksum of the model the output was computed from
+        (:func:`nsp_pipeline.model.artifact.model_checksum`); ``""`` if none.
     **extra
         Further attributes (e.g. ``dataset="mnist"``), stored as ``str(value)``.
 
@@ -100,19 +76,26 @@ def provenance(
 
     Raises
     ------
+    TypeError
+        If ``model_checksum`` is not a string (e.g. a model: pass its checksum instead).
     ValueError
         If an extra attribute would replace one of the standard ones.
     """
+    if not isinstance(model_checksum, str):
+        raise TypeError(
+            f"model_checksum is a {type(model_checksum).__name__}; expected the checksum string, "
+            "nsp_pipeline.model.artifact.model_checksum(model)"
+        )
     attributes = {
         "nsp_pipeline_version": nsp_pipeline.__version__,
         "python_version": platform.python_version(),
-        "torch_version": str(torch.__version__),
+        "torch_version": torch_version(),
         "numpy_version": np.__version__,
         "scipy_version": scipy.__version__,
         "h5py_version": h5py.__version__,
         "hdf5_version": h5py.version.hdf5_version,
         "config_hash": config_hash(config),
-        "model_checksum": model_checksum(model),
+        "model_checksum": model_checksum,
     }
     clashes = sorted(attributes.keys() & extra.keys())
     if clashes:

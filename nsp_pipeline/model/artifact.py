@@ -32,8 +32,7 @@ import torch
 from torch import nn
 
 from nsp_pipeline.core.atomic import atomic_output
-from nsp_pipeline.data.datasets import Dataset
-from nsp_pipeline.io.provenance import model_checksum
+from nsp_pipeline.data.loading import Dataset
 from nsp_pipeline.model.architectures import ARCHITECTURES
 from nsp_pipeline.model.training import DEFAULT_TRAINING, accuracy, train_classifier
 
@@ -48,6 +47,42 @@ _TORCH_READ_ERRORS = (pickle.UnpicklingError, RuntimeError, OSError, EOFError, V
 
 class ModelError(ValueError):
     """A model entry, weights file or model artifact that cannot be used as it is."""
+
+
+def model_checksum(model: nn.Module | Mapping[str, torch.Tensor] | None) -> str:
+    """SHA-256 of a model's weights and buffers, recorded in artifacts and in file provenance.
+
+    For every ``state_dict`` entry in key order, the digest covers
+    ``"{key}\\0{dtype}\\0{comma-separated shape}\\0"`` (UTF-8) followed by the tensor's raw
+    bytes in C order, taken on the CPU.
+
+    Parameters
+    ----------
+    model : torch.nn.Module, mapping of str to torch.Tensor, or None
+        The model, or its state dict.
+
+    Returns
+    -------
+    str
+        Hex digest, or ``""`` if ``model`` is None.
+
+    Raises
+    ------
+    TypeError
+        If a state dict entry is not a tensor.
+    """
+    if model is None:
+        return ""
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    digest = hashlib.sha256()
+    for key, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"state_dict entry {key!r} is a {type(tensor).__name__}, not a tensor")
+        tensor = tensor.detach().cpu().contiguous()
+        shape = ",".join(str(size) for size in tensor.shape)
+        digest.update(f"{key}\0{tensor.dtype}\0{shape}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def build_model(entry: Mapping, base_dir: str | os.PathLike = ".") -> nn.Module:
@@ -111,7 +146,7 @@ def export_model(
     The artifact is a ``torch.save`` file that loads with ``weights_only=True``: a dict with
     ``format``, ``version``, ``entry``, ``source_dir`` (``base_dir`` relative to the
     artifact's folder), ``input_shape``, ``state_dict``, ``checksum``
-    (:func:`~nsp_pipeline.io.provenance.model_checksum`), ``architecture`` (``str(model)``),
+    (:func:`model_checksum`), ``architecture`` (``str(model)``),
     ``n_parameters``, ``accuracy`` and ``training``. Nothing time-dependent is stored, so the
     same entry and data give a bit-identical file; it is written atomically.
 

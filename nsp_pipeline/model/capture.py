@@ -11,162 +11,34 @@ Three layer granularities:
     functional activations, reshapes, additions and concatenations are layers of their own
     and each layer reads exactly the layers its operation takes as arguments.
 ``merged``
-    The ``ops`` layers without the operations that map each neuron to exactly one neuron:
-    shape-only operations (view, reshape, flatten, unflatten, permute, transpose, movedim,
-    squeeze, unsqueeze, contiguous, pixel and channel shuffles) and unary elementwise
-    operations (activations, eval-mode batch norm, dropout, identity, arithmetic with
-    constants such as ``x * 2`` or ``x + 1``). Each is merged into the layer it reads, which
-    keeps its name, kind, shape and element order (C order of its own operation's output)
-    and holds the values of the last merged operation in that order: ``conv1`` followed by
-    ``relu1`` is one layer ``conv1`` holding the ReLU's output. Layers that read a merged
-    operation read the layer it was merged into, through the shape-only operations in
-    between (:attr:`OpCall.moves`). Operations on two layers (residual ``+``, ``cat``),
-    slicing and padding stay layers. A value-changing operation is merged only where the
-    value it replaces is read by nothing else (no other operation, not the model's
-    output), and never into the input layer, which always holds the model's inputs.
+    The ``ops`` layers without the operations that map each neuron to exactly one neuron
+    (shape-only and unary elementwise operations, merged into the layer they read), so that
+    ``conv1`` followed by ``relu1`` is one layer ``conv1`` holding the ReLU's output; every kept
+    neuron keeps exactly its ancestors (:mod:`nsp_pipeline.model.merge`).
 
-    A merged operation ``v -> v'`` is an edge whose target has ``v`` as its only parent.
-    Merging contracts such edges, so every kept neuron keeps exactly its ancestors: the
-    causal transform means the same on fewer nodes, and the model's output is still
-    recorded (in the element order of the layer that holds it).
+What each layer records is an :class:`~nsp_pipeline.model.records.OpCall` in a
+:class:`~nsp_pipeline.model.records.Trace`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from math import prod
 
-import numpy as np
 import torch
 import torch.fx
 from torch import nn
 
+from nsp_pipeline.core.defaults import default
 from nsp_pipeline.core.errors import TraceError, UnsupportedLayerError
 from nsp_pipeline.core.layout import GRANULARITIES, Layer, Layout
-from nsp_pipeline.core.pattern import Pattern
+from nsp_pipeline.model.merge import merged
+from nsp_pipeline.model.records import OpCall, Trace, target_kind
 
 
-@dataclass(frozen=True)
-class OpCall:
-    """The operation that produced one layer, replayable on other inputs.
-
-    Parameters
-    ----------
-    target : nn.Module, callable or str
-        The module, the function, or the tensor method name that was called.
-    inputs : tuple of torch.Tensor
-        The tensors the operation read, in argument order.
-    input_layers : tuple of int
-        The layer each input comes from. An input may have another shape than its layer
-        (``children`` granularity: a ``view`` between children) but always the same
-        number of elements, in the same C order unless ``moves`` reorders them.
-    output : torch.Tensor
-        The operation's output.
-    replay : callable
-        ``replay(*tensors)`` calls the operation again with ``tensors`` in place of ``inputs``
-        and every other argument unchanged.
-    args, kwargs : tuple, dict
-        The arguments of the call, with their recorded values (for functional operations,
-        whose parameters such as ``kernel_size`` are arguments).
-    moves : tuple of tuple of OpCall
-        Granularity ``merged``: per input, the merged shape-only operations that turn its
-        layer into the tensor read (empty: none, also for the other granularities).
-    absorbed : tuple of OpCall
-        Granularity ``merged``: the operations merged into this layer, in call order; the
-        layer holds the last one's output, in the order of ``output`` (empty: none).
-    """
-
-    target: nn.Module | Callable | str
-    inputs: tuple[torch.Tensor, ...]
-    input_layers: tuple[int, ...]
-    output: torch.Tensor
-    replay: Callable[..., torch.Tensor]
-    args: tuple = ()
-    kwargs: dict = field(default_factory=dict)
-    moves: tuple[tuple[OpCall, ...], ...] = ()
-    absorbed: tuple[OpCall, ...] = ()
-
-    @property
-    def kind(self) -> str:
-        """Short type name: module class, function name or method name."""
-        return _kind(self.target)
-
-    def read_positions(self, k: int) -> np.ndarray | None:
-        """For each element of one sample of input ``k`` (C order), its position in its layer.
-
-        ``None`` where input ``k`` holds its layer's elements in C order (no ``moves``, or
-        moves that only reshape).
-        """
-        if not self.moves or not self.moves[k]:
-            return None
-        per_sample = self.inputs[k][0].numel()
-        positions = _moved_positions(self.moves[k], tuple(self.moves[k][0].inputs[0].shape))[:per_sample]
-        return None if np.array_equal(positions, np.arange(per_sample)) else positions
-
-
-def _moved_positions(moves: tuple[OpCall, ...], shape: tuple[int, ...]) -> np.ndarray:
-    """Replay shape-only operations on element codes: the flat source position of each result element."""
-    codes = torch.arange(prod(shape)).reshape(shape)
-    for move in moves:
-        codes = move.replay(codes)
-    return codes.reshape(-1).numpy()
-
-
-@dataclass(frozen=True)
-class Trace:
-    """What one forward pass recorded.
-
-    Parameters
-    ----------
-    layout : Layout
-        Recorded layers.
-    values : list of torch.Tensor
-        Each layer's output, shape ``(n_samples, *layer.shape)``.
-    calls : list of OpCall or None
-        The operation behind each layer (``None`` for the input). Replays are exact for the
-        batch the trace ran on; the graph builder traces a batch of one reference sample.
-    model_output : torch.Tensor
-        The model's output.
-    granularity : str
-        ``"children"``, ``"ops"`` or ``"merged"``.
-    model : nn.Module
-        The traced model (its operations are replayed when edges are derived).
-    output_layer : int or None
-        The layer the model returns, if it returns one recorded layer.
-    """
-
-    layout: Layout
-    values: list[torch.Tensor]
-    calls: list[OpCall | None]
-    model_output: torch.Tensor
-    granularity: str
-    model: nn.Module
-    output_layer: int | None = None
-
-    def pattern(self, labels=None, sample_ids=None) -> Pattern:
-        """The recorded activations as a float64 :class:`Pattern`."""
-        n_samples = self.values[0].shape[0]
-        flat = [v.detach().reshape(n_samples, -1).to(torch.float64).cpu().numpy() for v in self.values]
-        return Pattern(
-            layout=self.layout,
-            values=np.concatenate(flat, axis=1),
-            domain="activations",
-            sample_ids=sample_ids,
-            labels=labels,
-            predictions=predictions(self.model_output),
-        )
-
-
-def predictions(model_output: torch.Tensor) -> np.ndarray | None:
-    """Predicted class per sample (argmax of ``(n_samples, n_classes)`` output), else ``None``."""
-    if isinstance(model_output, torch.Tensor) and model_output.ndim == 2 and model_output.shape[1] > 1:
-        return model_output.argmax(dim=1).cpu().numpy()
-    return None
-
-
-def trace(model: nn.Module, inputs: torch.Tensor, granularity: str = "children") -> Trace:
+def trace(
+    model: nn.Module, inputs: torch.Tensor, granularity: str = default("graph.granularity")
+) -> Trace:
     """Run ``model`` on a batch and record every layer.
 
     The model runs in eval mode (restored afterwards) without gradients; outputs are
@@ -193,7 +65,7 @@ def trace(model: nn.Module, inputs: torch.Tensor, granularity: str = "children")
         if granularity == "children":
             return _trace_children(model, inputs)
         if granularity == "merged":
-            return _merge(*_record(fx_trace(model), inputs))
+            return merged(*_record(fx_trace(model), inputs))
         return _trace_ops(model, inputs)
 
 
@@ -209,20 +81,12 @@ def eval_mode(model: nn.Module):
             module.training = mode
 
 
-def _kind(target) -> str:
-    if isinstance(target, nn.Module):
-        return type(target).__name__
-    if isinstance(target, str):
-        return target
-    return getattr(target, "__name__", repr(target))
-
-
 def _describe(target, args=(), kwargs=None) -> str:
     if isinstance(target, nn.Module):
         return " ".join(repr(target).split())
     shown = [a for a in args if not isinstance(a, torch.fx.Node)]
     extra = ", ".join([*(repr(a) for a in shown), *(f"{k}={v!r}" for k, v in (kwargs or {}).items())])
-    return f"{_kind(target)}({extra})" if extra else _kind(target)
+    return f"{target_kind(target)}({extra})" if extra else target_kind(target)
 
 
 def _input_layer(inputs: torch.Tensor) -> Layer:
@@ -301,7 +165,9 @@ def _trace_children(model: nn.Module, inputs: torch.Tensor) -> Trace:
                 "the previous child's output (up to reshapes and elementwise functions), "
                 "use granularity 'ops'"
             )
-        layers.append(Layer(unique, tuple(output.shape[1:]), _kind(module), _describe(module), (previous,)))
+        layers.append(
+            Layer(unique, tuple(output.shape[1:]), target_kind(module), _describe(module), (previous,))
+        )
         values.append(output)
         calls.append(
             OpCall(
@@ -383,13 +249,13 @@ def _record(graph_module: torch.fx.GraphModule, inputs: torch.Tensor) -> tuple[T
             result = run(*args, **kwargs)
         except (RuntimeError, ValueError, TypeError, IndexError) as error:
             raise TraceError(
-                f"operation {node.name!r} ({_kind(target)}) failed on inputs of shape "
+                f"operation {node.name!r} ({target_kind(target)}) failed on inputs of shape "
                 f"{tuple(inputs.shape)} (batch, *input_shape): {error}"
             ) from error
         env[node] = result
         if sources and isinstance(result, tuple | list) and any(isinstance(r, torch.Tensor) for r in result):
             raise UnsupportedLayerError(
-                f"layer {node.name!r} ({_kind(target)}) returns {len(result)} tensors; operations with "
+                f"layer {node.name!r} ({target_kind(target)}) returns {len(result)} tensors; operations with "
                 "several outputs are not supported"
             )
         if not isinstance(result, torch.Tensor) or not sources:
@@ -401,7 +267,7 @@ def _record(graph_module: torch.fx.GraphModule, inputs: torch.Tensor) -> tuple[T
             Layer(
                 _unique_name(name, names),
                 tuple(result.shape[1:]),
-                _kind(target),
+                target_kind(target),
                 _describe(target, node.args, node.kwargs),
                 tuple(sorted({layer_of[n] for n in sources})),
             )
@@ -411,87 +277,6 @@ def _record(graph_module: torch.fx.GraphModule, inputs: torch.Tensor) -> tuple[T
         layer_of[node] = index
     recorded = Trace(Layout(tuple(layers)), values, calls, model_output, "ops", graph_module, output_layer)
     return recorded, returned
-
-
-def _merge(ops: Trace, returned: set[int]) -> Trace:
-    """The ``merged`` granularity of an ``ops`` trace (see the module docstring)."""
-    from nsp_pipeline.graph.edges import is_shape_only, is_unary_elementwise  # edges imports this module
-
-    n_layers = len(ops.layout)
-    readers = [int(index in returned) for index in range(n_layers)]
-    for call in ops.calls[1:]:
-        for layer in call.input_layers:
-            readers[layer] += 1
-    holder = list(range(n_layers))  # the layer each recorded layer is merged into (itself if kept)
-    path: list[tuple[int, ...]] = [()] * n_layers  # merged layers from the holder's operation to it
-    last_value: dict[int, int] = {}  # holder -> the merged layer whose values it holds
-    shape_only: set[int] = set()
-    for index in range(1, n_layers):
-        call = ops.calls[index]
-        if len(call.input_layers) != 1:
-            continue
-        source = call.input_layers[0]
-        if is_shape_only(call):
-            shape_only.add(index)
-        elif (
-            is_unary_elementwise(call)
-            and holder[source] != 0
-            and all(readers[layer] == 1 for layer in (holder[source], *path[source]))
-        ):
-            last_value[holder[source]] = index
-        else:
-            continue
-        holder[index] = holder[source]
-        path[index] = (*path[source], index)
-
-    def moves(layer: int) -> tuple[OpCall, ...]:
-        return tuple(ops.calls[step] for step in path[layer] if step in shape_only)
-
-    kept = [index for index in range(n_layers) if holder[index] == index]
-    renumber = {old: new for new, old in enumerate(kept)}
-    layers, values, calls = [ops.layout.layers[0]], [ops.values[0]], [None]
-    for index in kept[1:]:
-        call, layer = ops.calls[index], ops.layout.layers[index]
-        absorbed = tuple(ops.calls[step] for step in path[last_value[index]]) if index in last_value else ()
-        value = ops.values[index]
-        if absorbed:
-            value = _in_layer_order(ops.values[last_value[index]], moves(last_value[index]), value.shape)
-        input_layers = tuple(renumber[holder[source]] for source in call.input_layers)
-        calls.append(
-            replace(
-                call,
-                input_layers=input_layers,
-                moves=tuple(moves(source) for source in call.input_layers),
-                absorbed=absorbed,
-            )
-        )
-        description = " -> ".join([layer.description, *(merged.kind for merged in absorbed)])
-        layers.append(replace(layer, description=description, parents=tuple(sorted(set(input_layers)))))
-        values.append(value)
-    output_layer = ops.output_layer
-    if output_layer is not None:  # still one recorded layer if only reshapes lie between
-        output_moves, shape = moves(output_layer), tuple(ops.values[holder[output_layer]].shape)
-        positions = _moved_positions(output_moves, shape) if output_moves else None
-        in_order = positions is None or np.array_equal(positions, np.arange(len(positions)))
-        output_layer = renumber[holder[output_layer]] if in_order else None
-    return replace(
-        ops,
-        layout=Layout(tuple(layers)),
-        values=values,
-        calls=calls,
-        granularity="merged",
-        output_layer=output_layer,
-    )
-
-
-def _in_layer_order(value: torch.Tensor, moves: tuple[OpCall, ...], shape: torch.Size) -> torch.Tensor:
-    """Undo shape-only operations: ``value`` (their result) in the element order of a tensor of ``shape``."""
-    if not moves:
-        return value
-    ordered = torch.empty(value.numel(), dtype=value.dtype, device=value.device)
-    positions = torch.from_numpy(_moved_positions(moves, tuple(shape))).to(value.device)
-    ordered[positions] = value.reshape(-1)
-    return ordered.reshape(shape)
 
 
 def _mutates_input(node: torch.fx.Node, target) -> bool:

@@ -11,11 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nsp_pipeline.data.datasets import Dataset
+from nsp_pipeline.core.defaults import default
+from nsp_pipeline.core.progress import progress
+from nsp_pipeline.data.loading import Dataset
 
 #: Recipe that trains :class:`~nsp_pipeline.model.architectures.DigitsCNN` to ≥ 95 % on the digits
-#: test split.
-DEFAULT_TRAINING = {"epochs": 20, "learning_rate": 0.01, "batch_size": 64, "seed": 0}
+#: test split: the configuration's defaults of a model's ``train`` section.
+DEFAULT_TRAINING = default("models.*.train")
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ def train_classifier(
         generator = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
         was_training = model.training
-        for epoch in range(1, epochs + 1):
+        for epoch in progress(range(1, epochs + 1), "training", unit="epoch"):
             model.train()
             total = 0.0
             for batch in torch.randperm(len(train), generator=generator).split(batch_size):

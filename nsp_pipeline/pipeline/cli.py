@@ -1,6 +1,8 @@
 """Command line: every stage of the pipeline as a subcommand (``python -m nsp_pipeline <stage>``).
 
 The subcommands call the same functions (:mod:`nsp_pipeline.pipeline.stages`) as the Snakemake workflow.
+A ``--config`` file is checked as the workflow checks its own (:func:`nsp_pipeline.io.config.load_config`),
+and option defaults are the configuration schema's (:func:`nsp_pipeline.core.defaults.default`).
 """
 
 from __future__ import annotations
@@ -10,32 +12,20 @@ import logging
 import sys
 from pathlib import Path
 
-import yaml
-
+from nsp_pipeline.core.defaults import default
 from nsp_pipeline.core.layout import GRANULARITIES
+from nsp_pipeline.io.config import load_config
 from nsp_pipeline.pipeline import stages
 from nsp_pipeline.pipeline.logs import FORMAT
 from nsp_pipeline.pipeline.summaries import summarize
 from nsp_pipeline.render.pages import SCALES
 from nsp_pipeline.transforms.api import TRANSFORM_TYPES
-from nsp_pipeline.transforms.laplacian import DEFAULT_MAX_NODES
 
 
 def _config(path: str | None) -> dict:
     if path is None:
         raise ValueError("--config is needed to look up the dataset")
-    try:
-        with open(path) as handle:
-            config = yaml.safe_load(handle)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"config file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ValueError(f"config file {path} is a folder; expected a YAML file") from None
-    except yaml.YAMLError as error:
-        raise ValueError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"config file {path} holds {type(config).__name__}; expected a mapping of keys")
-    return config
+    return load_config(path)
 
 
 def _entry(config: dict, section: str, name: str, source: str) -> dict:
@@ -64,13 +54,19 @@ def _graph(args) -> None:
 def _extract(args) -> None:
     config = _config(args.config)
     spec = _entry(config, "datasets", args.dataset, args.config)
-    outputs = [Path(args.out_dir) / f"{position:05d}.h5" for position in args.samples]
-    stages.extract_activations(args.model, spec, args.samples, outputs, args.granularity)
+    stages.extract_activations(args.model, spec, args.samples, args.out, args.granularity)
 
 
 def _transform(args) -> None:
     outputs = [Path(args.out_dir) / Path(path).name for path in args.activations]
     stages.transform_files(args.activations, args.operator, outputs)
+
+
+def _granularity_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--granularity", choices=GRANULARITIES, default=default("graph.granularity"),
+        help="layer granularity (default: %(default)s)",
+    )  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:
@@ -82,7 +78,7 @@ def parser() -> argparse.ArgumentParser:
     export = sub.add_parser(
         "export-model", help="build (and train) a model of a config file; write its artifact"
     )
-    export.add_argument("--config", required=True, help="YAML config with 'models' (and 'datasets')")
+    export.add_argument("--config", required=True, help="the workflow's config file (checked alike)")
     export.add_argument("--model", required=True, help="name of the model entry")
     export.add_argument("--out", required=True, help="model artifact (.pt)")
     export.add_argument("--metadata", required=True, help="metadata (.json)")
@@ -91,14 +87,17 @@ def parser() -> argparse.ArgumentParser:
     graph = sub.add_parser("build-graph", help="neuron DAG of an exported model -> HDF5")
     graph.add_argument("model", help="model artifact")
     graph.add_argument("out", help="graph file (.h5)")
-    graph.add_argument("--granularity", choices=GRANULARITIES, default="children")
+    _granularity_option(graph)
     graph.add_argument(
-        "--exclude-zero-edges", action="store_true",
+        "--exclude-zero-edges", action=argparse.BooleanOptionalAction, default=not default("graph.incl"),
         help="INCL=False: keep only edges with a non-zero partial derivative at the reference sample",
     )  # fmt: skip
     graph.add_argument("--config", help="config holding the reference dataset")
     graph.add_argument("--dataset", help="dataset of the reference sample (with --exclude-zero-edges)")
-    graph.add_argument("--index", type=int, default=0, help="position of the reference sample")
+    graph.add_argument(
+        "--index", type=int, default=default("graph.reference.index"),
+        help="position of the reference sample (default: %(default)s)",
+    )  # fmt: skip
     graph.set_defaults(run=_graph)
 
     operator = sub.add_parser("compute-operator", help="precomputed operator of a transform type -> HDF5")
@@ -106,37 +105,58 @@ def parser() -> argparse.ArgumentParser:
     operator.add_argument("out", help="operator file (.h5)")
     operator.add_argument("--transform", choices=TRANSFORM_TYPES, default="standard")
     operator.add_argument("--model", help="standard: the model artifact, traced for the factorised operator")
-    operator.add_argument("--max-nodes", type=int, default=DEFAULT_MAX_NODES, help="Laplacian size limit")
-    operator.add_argument("--k", type=int, help="Laplacian: only the k lowest frequencies (partial spectrum)")
+    operator.add_argument(
+        "--max-nodes", type=int, default=default("laplacian.max_nodes"),
+        help="Laplacian: size limit of the full eigendecomposition (default: %(default)s)",
+    )  # fmt: skip
+    operator.add_argument(
+        "--k", type=int, default=default("laplacian.k"),
+        help="Laplacian: only the k lowest frequencies (partial spectrum; default: all)",
+    )  # fmt: skip
     operator.set_defaults(
         run=lambda a: stages.compute_operator_file(a.graph, a.transform, a.out, a.model, a.max_nodes, a.k)
     )
 
-    extract = sub.add_parser("extract-activations", help="activations of dataset samples, a file per sample")
+    extract = sub.add_parser(
+        "extract-activations", help="activations of dataset samples in one forward pass -> one shard file"
+    )
     extract.add_argument("model", help="model artifact")
     extract.add_argument("--config", required=True, help="config holding the dataset")
     extract.add_argument("--dataset", required=True, help="name of the dataset entry")
     extract.add_argument("--samples", type=int, nargs="+", required=True, help="sample positions")
-    extract.add_argument("--out-dir", required=True, help="folder for <position>.h5 files")
-    extract.add_argument("--granularity", choices=GRANULARITIES, default="children")
+    extract.add_argument("--out", required=True, help="shard file (.h5) of the samples, in the order given")
+    _granularity_option(extract)
     extract.set_defaults(run=_extract)
 
-    spectrum = sub.add_parser("transform", help="spectra of activations files, a file per sample")
+    spectrum = sub.add_parser("transform", help="spectra of activations shards, a spectra shard per shard")
     spectrum.add_argument("operator", help="operator file")
-    spectrum.add_argument("activations", nargs="+", help="activations files")
+    spectrum.add_argument("activations", nargs="+", help="activations files (shards)")
     spectrum.add_argument("--out-dir", required=True, help="folder for the spectra (same file names)")
     spectrum.set_defaults(run=_transform)
 
-    render = sub.add_parser("render", help="PDF of an activations or spectrum file, a page per layer")
-    render.add_argument("pattern", help="activations or spectrum file")
+    render = sub.add_parser(
+        "render", help="PDF of one sample of an activations or spectrum file, a page per layer"
+    )
+    render.add_argument("pattern", help="activations or spectrum file (a shard)")
     render.add_argument("out", help="PDF file")
-    render.add_argument("--scale", choices=SCALES, default="layerscale")
-    render.add_argument("--cmap", default="viridis", help="any matplotlib colormap")
-    render.add_argument("--symlog", action="store_true", help="symmetric-log colour scale")
+    scale = default("render.scale")
+    render.add_argument("--scale", choices=SCALES, default=scale, help="colour limits (default: %(default)s)")
+    render.add_argument(
+        "--cmap", default=default("render.cmap"), help="any matplotlib colormap (default: %(default)s)"
+    )
+    render.add_argument(
+        "--symlog", action=argparse.BooleanOptionalAction, default=default("render.symlog"),
+        help="symmetric-log colour scale",
+    )  # fmt: skip
     render.add_argument("--model", help="model name for the summary page")
     render.add_argument("--input", help="the sample's activations file (its input image, for spectra)")
+    render.add_argument(
+        "--sample", type=int, help="id of the sample to draw (its source index); needed for a file of several"
+    )
     render.set_defaults(
-        run=lambda a: stages.render_file(a.pattern, a.out, a.scale, a.cmap, a.symlog, a.model, a.input)
+        run=lambda a: stages.render_file(
+            a.pattern, a.out, a.scale, a.cmap, a.symlog, a.model, a.input, a.sample
+        )
     )
 
     summary = sub.add_parser("summarize", help="CSV tables of samples and of layer energies")

@@ -3,9 +3,11 @@
 1. :func:`export_model` — build (and train) a model, write the artifact and its metadata;
 2. :func:`build_graph_file` — the model's neuron DAG;
 3. :func:`compute_operator_file` — the precomputed operator of one transform type;
-4. :func:`extract_activations` — activations of a batch of samples, one file per sample;
-5. :func:`transform_files` — spectra of a batch of samples, one file per sample;
-6. :func:`render_file` — a PDF of activations or a spectrum;
+4. :func:`extract_activations` — activations of a batch of samples in one forward pass, written as
+   one shard file (a pattern file of the batch's samples, each addressable by its sample id);
+5. :func:`transform_files` — the spectra of shards, a spectra shard per activations shard;
+6. :func:`render_file` — a PDF of one sample's activations or spectrum; :func:`render_samples` — the
+   PDFs of some samples of a shard (the workflow's render jobs).
 
 The summary tables are made by :mod:`nsp_pipeline.pipeline.summaries`.
 
@@ -23,8 +25,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from nsp_pipeline.core.atomic import atomic_output
+from nsp_pipeline.core.defaults import default
 from nsp_pipeline.core.errors import NonFiniteError, ProvenanceError, shortened
-from nsp_pipeline.core.pattern import Pattern, concatenate
+from nsp_pipeline.core.pattern import Pattern
 from nsp_pipeline.io import hdf5
 from nsp_pipeline.transforms.api import causal_operator_of, compute_operator, transform
 from nsp_pipeline.transforms.laplacian import DEFAULT_MAX_NODES
@@ -56,14 +59,14 @@ def export_model(
     base_dir : path
         Folder that relative paths in ``entry`` are relative to.
     """
-    from nsp_pipeline.data import datasets
+    from nsp_pipeline.data.loading import load_dataset
     from nsp_pipeline.model import artifact
 
     train = test = None
     if train_dataset is not None:
         input_shape = tuple(artifact.build_model(entry, base_dir).input_shape)
-        train = datasets.load_dataset({**train_dataset, "split": "train"}, input_shape)
-        test = datasets.load_dataset({**train_dataset, "split": "test"}, input_shape)
+        train = load_dataset({**train_dataset, "split": "train"}, input_shape)
+        test = load_dataset({**train_dataset, "split": "test"}, input_shape)
     metadata = artifact.export_model(entry, model_out, base_dir=base_dir, train_data=train, test_data=test)
     with atomic_output(metadata_out) as temporary:
         temporary.write_text(json.dumps(metadata, indent=2, sort_keys=True, default=str) + "\n")
@@ -75,26 +78,20 @@ def _reference_input(model_path: PathLike, reference: Mapping | None):
     """The exported model and the sample its graph is built at (zeros if none is needed)."""
     import torch
 
-    from nsp_pipeline.data import datasets
+    from nsp_pipeline.data.loading import load_samples
     from nsp_pipeline.model import artifact
 
     model, metadata = artifact.load_model(model_path)
     shape = tuple(metadata["input_shape"])
     if reference is None:
         return model, torch.zeros(1, *shape)
-    dataset = datasets.load_dataset(reference["dataset"], shape)
-    position = int(reference.get("index", 0))
-    if not 0 <= position < len(dataset.inputs):
-        raise IndexError(
-            f"reference sample {position} is outside dataset {dataset.name!r} of {len(dataset.inputs)}"
-        )
-    return model, dataset.inputs[position : position + 1]
+    return model, load_samples(reference["dataset"], [int(reference.get("index", 0))], shape).inputs
 
 
 def build_graph_file(
     model_path: PathLike,
     graph_out: PathLike,
-    granularity: str = "children",
+    granularity: str = default("graph.granularity"),
     incl: bool = True,
     reference: Mapping | None = None,
 ) -> None:
@@ -116,13 +113,14 @@ def build_graph_file(
     """
     from nsp_pipeline.graph.build import build_graph
     from nsp_pipeline.io.provenance import provenance
+    from nsp_pipeline.model.artifact import model_checksum
 
     if not incl and reference is None:
         raise ValueError("incl=False keeps edges by their partial derivative at a reference sample; give one")
     model, example = _reference_input(model_path, reference)
     graph = build_graph(model, example, granularity, incl=incl)
     settings = {"granularity": granularity, "incl": incl, "reference": reference}
-    hdf5.write_graph(graph_out, graph, provenance(settings, model))
+    hdf5.write_graph(graph_out, graph, provenance(settings, model_checksum(model)))
     log.info("graph of %s: %d nodes, %d edges -> %s", model_path, graph.n_nodes, graph.n_edges, graph_out)
 
 
@@ -132,7 +130,7 @@ def compute_operator_file(
     operator_out: PathLike,
     model_path: PathLike | None = None,
     max_nodes: int = DEFAULT_MAX_NODES,
-    k: int | None = None,
+    k: int | None = default("laplacian.k"),
 ) -> str:
     """Precompute the operator of one transform type and write it to HDF5.
 
@@ -164,7 +162,7 @@ def compute_operator_file(
     ProvenanceError
         If ``model_path`` is not the model the graph was built from.
     """
-    from nsp_pipeline.io.provenance import model_checksum, provenance
+    from nsp_pipeline.io.provenance import provenance
 
     graph = hdf5.read_graph(graph_path)
     graph_sha256 = hdf5.read_header(graph_path)["content_sha256"]
@@ -173,6 +171,7 @@ def compute_operator_file(
     if transform_type == "standard":
         recorded = None
         if model_path is not None:
+            from nsp_pipeline.model.artifact import model_checksum
             from nsp_pipeline.model.capture import trace
 
             model, example = _reference_input(model_path, None)
@@ -186,10 +185,7 @@ def compute_operator_file(
     else:
         operator = compute_operator(graph, transform_type, max_nodes=max_nodes, k=k)
         method = f"{k} lowest eigenpairs" if operator.is_partial else "full eigendecomposition"
-    attributes = provenance(settings, graph_sha256=graph_sha256) | {
-        "model_checksum": graph_model,
-        "method": method,
-    }
+    attributes = provenance(settings, graph_model, graph_sha256=graph_sha256, method=method)
     writers = {
         "CausalOperator": hdf5.write_causal_operator,
         "FactorizedCausalOperator": hdf5.write_factorized_causal_operator,
@@ -204,22 +200,23 @@ def extract_activations(
     model_path: PathLike,
     dataset: Mapping,
     positions: Sequence[int],
-    activations_out: Sequence[PathLike],
-    granularity: str = "children",
+    activations_out: PathLike,
+    granularity: str = default("graph.granularity"),
     threads: int | None = None,
 ) -> None:
-    """Record the activations of selected samples in one forward pass, one file per sample.
+    """Record the activations of selected samples in one forward pass, as one shard file.
 
     Parameters
     ----------
     model_path : path
         Exported model artifact.
     dataset : mapping
-        Dataset spec (see :func:`nsp_pipeline.data.datasets.load_dataset`).
+        Dataset spec (see :mod:`nsp_pipeline.data.specs`).
     positions : sequence of int
-        Positions of the samples in the dataset.
-    activations_out : sequence of path
-        One output file per position.
+        Positions of the samples in the dataset; only these samples are read.
+    activations_out : path
+        The shard: a pattern file holding the samples in the order of ``positions``, each with its
+        ``sample_ids`` (index in the source data), label and prediction.
     granularity : {"children", "ops", "merged"}
         Layer granularity (must match the graph's).
     threads : int, optional
@@ -232,25 +229,16 @@ def extract_activations(
     """
     import torch
 
-    from nsp_pipeline.data import datasets
+    from nsp_pipeline.data.loading import load_samples
     from nsp_pipeline.io.provenance import provenance
     from nsp_pipeline.model import artifact
     from nsp_pipeline.model.capture import trace
 
-    if len(positions) != len(activations_out):
-        raise ValueError(f"{len(positions)} samples but {len(activations_out)} output files")
     if threads is not None:
         torch.set_num_threads(threads)
     model, metadata = artifact.load_model(model_path)
-    data = datasets.load_dataset(dataset, tuple(metadata["input_shape"]))
-    index = torch.as_tensor(list(positions), dtype=torch.long)
-    if len(index) and (index.min() < 0 or index.max() >= len(data.inputs)):
-        raise IndexError(
-            f"sample positions {list(positions)} outside dataset {data.name!r} of {len(data.inputs)}"
-        )
-    pattern = trace(model, data.inputs[index], granularity).pattern(
-        labels=data.labels[index.numpy()], sample_ids=data.ids[index.numpy()]
-    )
+    data = load_samples(dataset, positions, tuple(metadata["input_shape"]))
+    pattern = trace(model, data.inputs, granularity).pattern(labels=data.labels, sample_ids=data.ids)
     finite = np.isfinite(pattern.values)
     if not finite.all():
         samples = [positions[row] for row in np.flatnonzero(~finite.all(axis=1))]
@@ -259,19 +247,21 @@ def extract_activations(
             f"{data.name!r}, in layers {_non_finite_layers(pattern)}; expected finite activations "
             "(the model overflows or takes e.g. log(0); rescale the inputs or fix the model)"
         )
-    attributes = provenance({"dataset": dict(dataset), "granularity": granularity}, model, dataset=data.name)
-    for row, path in enumerate(activations_out):
-        hdf5.write_pattern(path, pattern.sample(row), attributes)
-    log.info("activations of %d samples of %s", len(positions), data.name)
+    settings = {"dataset": dict(dataset), "granularity": granularity}
+    attributes = provenance(settings, artifact.model_checksum(model), dataset=data.name)
+    hdf5.write_pattern(activations_out, pattern, attributes)
+    log.info("activations of %d samples of %s -> %s", len(positions), data.name, activations_out)
 
 
 def transform_files(
     activations_paths: Sequence[PathLike], operator_path: PathLike, spectra_out: Sequence[PathLike]
 ) -> None:
-    """Spectra of activations files with a precomputed operator, as one batch, one file per sample.
+    """Spectra of activations files (shards) with a precomputed operator, a spectra file per shard.
 
-    Causal spectra whose layers keep fewer than 3 significant digits in float64 are written
-    all the same, with their per-layer digits in the file; a warning names the layers.
+    Each file is transformed as one batch, and its spectra are written to the file at the same
+    place in ``spectra_out``, sample for sample. Nothing is written unless every file can be
+    transformed. Causal spectra whose layers keep fewer than 3 significant digits in float64 are
+    written all the same, with their per-layer digits in the file; a warning names the layers.
 
     Raises
     ------
@@ -283,7 +273,7 @@ def transform_files(
     if len(activations_paths) != len(spectra_out):
         raise ValueError(f"{len(activations_paths)} activations files but {len(spectra_out)} output files")
     operator_model = hdf5.read_provenance(operator_path).get("model_checksum", "")
-    patterns, sources = [], []
+    shards = []
     for path in activations_paths:
         pattern, source = hdf5.read_pattern(path), hdf5.read_provenance(path)
         if pattern.domain == "activations" and not np.isfinite(pattern.values).all():
@@ -297,18 +287,21 @@ def transform_files(
                 f"operator {operator_path} belongs to model {operator_model[:12]}... (its graph's "
                 "model_checksum); use the operator computed from this model's graph"
             )
-        patterns.append(pattern)
-        sources.append(source)
+        shards.append((path, pattern, source))
     operator = hdf5.read_operator(operator_path)
-    try:
-        spectra = transform(concatenate(patterns), operator)
-    except ValueError as error:
-        raise ValueError(f"transforming {activations_paths[0]} ... with {operator_path}: {error}") from None
+    spectra = []
+    for path, pattern, _ in shards:
+        try:
+            spectra.append(transform(pattern, operator))
+        except ValueError as error:
+            raise ValueError(f"transforming {path} with {operator_path}: {error}") from None
     operator_sha256 = hdf5.read_header(operator_path)["content_sha256"]
-    for row, (source, path) in enumerate(zip(sources, spectra_out, strict=True)):
-        hdf5.write_pattern(path, spectra.sample(row), source | {"operator_sha256": operator_sha256})
-    _warn_about_precision(spectra)
-    log.info("%s spectra of %d samples with %s", spectra.domain, len(spectra_out), operator_path)
+    for (_, _, source), spectrum, path in zip(shards, spectra, spectra_out, strict=True):
+        hdf5.write_pattern(path, spectrum, source | {"operator_sha256": operator_sha256})
+        _warn_about_precision(spectrum)
+        log.info(
+            "%s spectra of %d samples with %s -> %s", spectrum.domain, spectrum.n_samples, operator_path, path
+        )
 
 
 def _non_finite_layers(pattern: Pattern) -> str:
@@ -333,18 +326,19 @@ def _warn_about_precision(spectra: Pattern) -> None:
 def render_file(
     pattern_path: PathLike,
     pdf_out: PathLike,
-    scale: str = "layerscale",
-    cmap: str = "viridis",
-    symlog: bool = False,
+    scale: str = default("render.scale"),
+    cmap: str = default("render.cmap"),
+    symlog: bool = default("render.symlog"),
     model: str | None = None,
     input_path: PathLike | None = None,
+    sample: int | None = None,
 ) -> None:
-    """Render an activations or spectrum file as a PDF: a summary page, then a page per layer.
+    """Render one sample of an activations or spectrum file as a PDF: a summary page, then a page per layer.
 
     Parameters
     ----------
     pattern_path, pdf_out : path
-        The pattern file and the PDF to write.
+        The pattern file (a shard of one or more samples) and the PDF to write.
     scale, cmap : str
         Colour scale (``layerscale``, ``layernorm``, ``globalscale``, ``globalnorm``) and colormap.
     symlog : bool
@@ -353,11 +347,78 @@ def render_file(
         Model name for the summary page.
     input_path : path, optional
         The sample's activations file, whose layer 0 (the input) the summary page of a spectrum shows.
+    sample : int, optional
+        The sample's id (its index in the source data, the files' ``sample_ids``); needed when the
+        file holds more than one sample.
+
+    Raises
+    ------
+    ValueError
+        If ``sample`` is None and the file holds several samples.
     """
     from nsp_pipeline.render.pages import render_pattern
 
-    input_image = None if input_path is None else hdf5.read_pattern(input_path).layer(0)[0]
-    pattern = hdf5.read_pattern(pattern_path)
+    chosen = None if sample is None else [sample]
+    pattern = hdf5.read_pattern(pattern_path, sample_ids=chosen)
+    if pattern.n_samples != 1:
+        ids = "unknown" if pattern.sample_ids is None else shortened(pattern.sample_ids.tolist())
+        raise ValueError(
+            f"{pattern_path} holds {pattern.n_samples} samples (ids {ids}); choose one by its id "
+            "(render --sample ID)"
+        )
+    input_image = None
+    if input_path is not None:
+        input_image = hdf5.read_pattern(input_path, sample_ids=chosen).layer(0)[0]
     render_pattern(
         pattern, pdf_out, scale=scale, cmap=cmap, symlog=symlog, model=model, input_image=input_image
     )
+
+
+def render_samples(
+    shards: Mapping[str, PathLike],
+    rows: Sequence[int],
+    names: Sequence[str],
+    pdf_dir: PathLike,
+    scale: str = default("render.scale"),
+    cmap: str = default("render.cmap"),
+    symlog: bool = default("render.symlog"),
+    model: str | None = None,
+) -> None:
+    """PDFs of some samples of a shard, its activations and each spectrum: ``<pdf_dir>/<name>_<pattern>.pdf``.
+
+    Each PDF is what :func:`render_file` makes of that sample alone; the summary pages of the
+    spectra show the sample's input, layer 0 of its activations.
+
+    Parameters
+    ----------
+    shards : mapping of str to path
+        ``"activations"`` and each transform type to its shard file (the same samples, in the same order).
+    rows : sequence of int
+        Rows of the samples to render in the shards.
+    names : sequence of str
+        Their names in the PDF file names (the workflow names a sample by its zero-padded position).
+    pdf_dir : path
+        Folder of the PDFs; it appears complete or not at all.
+    scale, cmap, symlog, model
+        As in :func:`render_file`.
+    """
+    from nsp_pipeline.render.pages import render_pattern
+
+    if len(rows) != len(names):
+        raise ValueError(f"{len(rows)} rows but {len(names)} sample names")
+    patterns = {kind: hdf5.read_pattern(path) for kind, path in shards.items()}
+    inputs = patterns["activations"].layer(0)
+    with atomic_output(pdf_dir) as folder:
+        folder.mkdir()
+        for row, name in zip(rows, names, strict=True):
+            for kind, pattern in patterns.items():
+                render_pattern(
+                    pattern.sample(row),
+                    folder / f"{name}_{kind}.pdf",
+                    scale=scale,
+                    cmap=cmap,
+                    symlog=symlog,
+                    model=model,
+                    input_image=inputs[row],
+                )
+    log.info("PDFs of %d samples -> %s", len(rows), pdf_dir)

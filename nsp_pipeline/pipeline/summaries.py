@@ -1,4 +1,4 @@
-"""Tables of results: per analysis (samples, per-layer energies) and over a whole sweep.
+"""Tables of results: per analysis (samples, per-layer energies, dataset statistics) and over a sweep.
 
 Energies are ``Σ_v x_v²`` over a layer's nodes, averaged over the samples; coefficients a
 partial Laplacian spectrum did not compute (NaN) are left out, and the file's
@@ -11,15 +11,17 @@ import csv
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from nsp_pipeline.analysis.dataset_statistics import write_dataset_summary
+from nsp_pipeline.analysis.dataset_statistics import TOP_K, ClassStatistics, class_statistics
 from nsp_pipeline.core.atomic import atomic_output
 from nsp_pipeline.core.pattern import Pattern, concatenate
 from nsp_pipeline.io import hdf5
+from nsp_pipeline.io.provenance import provenance
+from nsp_pipeline.render.dataset_plots import plot_statistics, render_averages
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +32,6 @@ LAYER_COLUMNS = ("pattern", "layer", "name", "kind", "nodes", "mean_energy", "en
 
 #: Columns of the sweep table (one row per model, dataset, pattern and layer).
 SWEEP_COLUMNS = ("model", "dataset", "transform", "samples", "accuracy", *LAYER_COLUMNS[1:])
-
-
-def _read_all(paths: Sequence[PathLike]) -> Pattern:
-    return concatenate([hdf5.read_pattern(path) for path in paths])
 
 
 def layer_rows(pattern: Pattern) -> list[dict]:
@@ -69,51 +67,139 @@ def summarize(
     dataset_out: PathLike | None = None,
     plots_out: PathLike | None = None,
     title: str = "",
+    samples: Sequence[str] | None = None,
 ) -> None:
     """Write an analysis's per-sample and per-layer tables (CSV), and its dataset-level summary.
 
     Parameters
     ----------
     patterns : mapping of str to sequence of path
-        ``"activations"`` and each transform type to its per-sample files, aligned.
+        ``"activations"`` and each transform type to its files (shards of one or more samples),
+        aligned: the same samples in the same order.
     pdfs : sequence of path
         Rendered PDFs, named ``<sample>_<pattern>.pdf`` (only some samples may have them).
     samples_out : path
-        One row per sample: position, source id, label, prediction, its files.
+        One row per sample: its name, source id, label, prediction, the file holding it per pattern.
     layers_out : path
         One row per pattern and layer: see :data:`LAYER_COLUMNS`.
     dataset_out, plots_out : path, optional
         Per-class energies, average patterns and top-k energy fractions (HDF5) and their plots
-        (PDF), see :func:`nsp_pipeline.analysis.dataset_statistics.write_dataset_summary`; both or neither.
+        (PDF), see :func:`summarize_dataset`; both or neither. The HDF5 file's provenance names the
+        activations' model and dataset.
     title : str
         Context for the plots' titles, e.g. ``"digits_cnn × digits"``.
+    samples : sequence of str, optional
+        Names of the samples, in order (the workflow's: zero-padded positions in the dataset);
+        default: their source ids.
     """
-    activations = patterns["activations"]
     by_name = {Path(pdf).name: str(pdf) for pdf in pdfs}
-    loaded = {name: _read_all(files) for name, files in patterns.items()}
+    shards = {name: [hdf5.read_pattern(path) for path in files] for name, files in patterns.items()}
+    loaded = {name: concatenate(parts) for name, parts in shards.items()}
     first = loaded["activations"]
+    holders = {
+        name: [str(path) for path, part in zip(patterns[name], parts) for _ in range(part.n_samples)]
+        for name, parts in shards.items()
+    }
+    ids = range(first.n_samples) if first.sample_ids is None else first.sample_ids.tolist()
+    names = [str(sample) for sample in (ids if samples is None else samples)]
+    if len(names) != first.n_samples:
+        raise ValueError(
+            f"{len(names)} sample names for the {first.n_samples} samples of {patterns['activations']}"
+        )
     with atomic_output(samples_out) as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             ["sample", "source_id", "label", "prediction", *patterns, *(f"{p}_pdf" for p in patterns)]
         )
-        for row, path in enumerate(activations):
-            stem = Path(path).stem
+        for row, sample in enumerate(names):
             metadata = [
                 "" if column is None else int(column[row])
                 for column in (first.sample_ids, first.labels, first.predictions)
             ]
-            files = [str(files[row]) for files in patterns.values()]
-            rendered = [by_name.get(f"{stem}_{name}.pdf", "") for name in patterns]
-            writer.writerow([stem, *metadata, *files, *rendered])
+            files = [files[row] for files in holders.values()]
+            rendered = [by_name.get(f"{sample}_{name}.pdf", "") for name in patterns]
+            writer.writerow([sample, *metadata, *files, *rendered])
     with atomic_output(layers_out) as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=LAYER_COLUMNS)
         writer.writeheader()
         for pattern in loaded.values():
             writer.writerows(layer_rows(pattern))
     if dataset_out is not None:
-        write_dataset_summary(loaded, dataset_out, plots_out, title=title)
-    log.info("summary of %d samples -> %s, %s", len(activations), samples_out, layers_out)
+        source = hdf5.read_provenance(patterns["activations"][0])
+        attributes = {key: source[key] for key in ("model_checksum", "dataset") if key in source}
+        summarize_dataset(loaded, dataset_out, plots_out, title=title, attributes=attributes)
+    log.info("summary of %d samples -> %s, %s", len(names), samples_out, layers_out)
+
+
+def summarize_dataset(
+    patterns: Mapping[str, Pattern | Sequence[PathLike]],
+    hdf5_out: PathLike,
+    plots_out: PathLike,
+    averages_dir: PathLike | None = None,
+    *,
+    title: str = "",
+    attributes: Mapping[str, str] | None = None,
+    top_k: Sequence[int | float] = TOP_K,
+    **render_options: object,
+) -> dict[str, ClassStatistics]:
+    """Dataset-level statistics of an analysis: written (HDF5), plotted (PDF), averages rendered.
+
+    Both files appear together or not at all.
+
+    Parameters
+    ----------
+    patterns : mapping of str to Pattern or sequence of path
+        Each pattern's name (``"activations"``, a transform type) to a batch of its samples, or
+        to its files (read and stacked here). All must share one layout.
+    hdf5_out : path
+        The statistics (:func:`nsp_pipeline.io.hdf5.write_dataset_summary`).
+    plots_out : path
+        Their plots (:func:`nsp_pipeline.render.dataset_plots.plot_statistics`).
+    averages_dir : path, optional
+        Folder for the average patterns drawn like samples
+        (:func:`nsp_pipeline.render.dataset_plots.render_averages`).
+    title : str
+        Context put before every plot title, e.g. ``"digits_cnn × digits"``.
+    attributes : mapping of str to str, optional
+        Further provenance of the HDF5 file (:func:`nsp_pipeline.io.provenance.provenance`'s
+        ``model_checksum``, or extras such as model and dataset names).
+    top_k : sequence of int or float, default TOP_K
+        Top-k entries (see :func:`nsp_pipeline.analysis.dataset_statistics.top_k_nodes`).
+    **render_options
+        ``scale``, ``cmap``, ``symlog`` of the rendered averages (see
+        :func:`nsp_pipeline.render.pages.render_pattern`).
+
+    Returns
+    -------
+    dict of str to ClassStatistics
+        The statistics of each pattern.
+
+    Raises
+    ------
+    ValueError
+        If no pattern is given or their layouts differ.
+    """
+    if not patterns:
+        raise ValueError("summarize_dataset needs at least one pattern")
+    loaded = {
+        name: value
+        if isinstance(value, Pattern)
+        else concatenate([hdf5.read_pattern(path) for path in value])
+        for name, value in patterns.items()
+    }
+    first = next(iter(loaded))
+    for name, pattern in loaded.items():
+        if pattern.layout != loaded[first].layout:
+            raise ValueError(f"pattern {name!r} has other layers than {first!r}")
+    statistics = {name: class_statistics(pattern, top_k) for name, pattern in loaded.items()}
+    with ExitStack() as outputs:
+        hdf5_temporary = outputs.enter_context(atomic_output(hdf5_out))
+        plots_temporary = outputs.enter_context(atomic_output(plots_out))
+        hdf5.write_dataset_summary(hdf5_temporary, statistics, provenance(**(attributes or {})))
+        plot_statistics(statistics, plots_temporary, title)
+        if averages_dir is not None:
+            render_averages(statistics, averages_dir, title, **render_options)
+    return statistics
 
 
 def accuracy(samples_table: PathLike) -> float:
@@ -169,16 +255,14 @@ def summarize_sweep(
         writer = csv.DictWriter(handle, fieldnames=SWEEP_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    with atomic_output(hdf5_out) as temporary, h5py.File(temporary, "w", locking=False) as file:
-        file.attrs["schema"] = "nsp-pipeline/sweep_summary"
-        group = file.create_group("table")
-        for column in SWEEP_COLUMNS:
-            values = [row[column] for row in rows]
-            if column in ("samples", "layer", "nodes"):
-                data = np.asarray(values, dtype=np.int64)
-            elif column in ("accuracy", "mean_energy", "energy_share", "min_digits"):
-                data = np.asarray([np.nan if v == "" else float(v) for v in values], dtype=np.float64)
-            else:
-                data = np.asarray(values, dtype=h5py.string_dtype("utf-8"))
-            group.create_dataset(column, data=data, track_times=False)
+    columns = {}
+    for column in SWEEP_COLUMNS:
+        values = [row[column] for row in rows]
+        if column in ("samples", "layer", "nodes"):
+            columns[column] = np.asarray(values, dtype=np.int64)
+        elif column in ("accuracy", "mean_energy", "energy_share", "min_digits"):
+            columns[column] = np.asarray([np.nan if v == "" else float(v) for v in values], dtype=np.float64)
+        else:
+            columns[column] = np.asarray(values, dtype=object)
+    hdf5.write_sweep_summary(hdf5_out, columns, provenance())
     log.info("sweep summary of %d analyses, %d rows -> %s, %s", len(analyses), len(rows), table_out, hdf5_out)

@@ -49,8 +49,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from nsp_pipeline.core.atomic import atomic_output
+from nsp_pipeline.core.defaults import default
 from nsp_pipeline.core.layout import Layer
 from nsp_pipeline.core.pattern import Pattern
+from nsp_pipeline.core.progress import progress
 from nsp_pipeline.render import canvas
 from nsp_pipeline.render.tables import (
     TRANSFORM_NAMES,
@@ -718,7 +720,8 @@ def _pages(report: _Report) -> Iterator[Figure]:
             fig = _page(report, _frequency_subtitle(report))
             _draw_frequencies(fig, report)
             yield fig
-    for index, (layer, values) in enumerate(zip(pattern.layout.layers, pattern.layers(), strict=True)):
+    layers = zip(pattern.layout.layers, pattern.layers(), strict=True)
+    for index, (layer, values) in enumerate(progress(layers, "layer pages", len(pattern.layout), "page")):
         fig = _page(report, _layer_subtitle(report, index))
         _draw_layer(fig, layer, values[report.sample], report.norms[index], report.colormap)
         yield fig
@@ -727,11 +730,11 @@ def _pages(report: _Report) -> Iterator[Figure]:
 def page_figures(
     pattern: Pattern,
     sample: int = 0,
-    scale: str = "layerscale",
-    cmap: str | Colormap = "viridis",
+    scale: str = default("render.scale"),
+    cmap: str | Colormap = default("render.cmap"),
     title: str | None = None,
     *,
-    symlog: bool = False,
+    symlog: bool = default("render.symlog"),
     model: str | None = None,
     input_image: np.ndarray | None = None,
     summary: bool = True,
@@ -753,11 +756,11 @@ def render_pattern(
     pattern: Pattern,
     path: str | os.PathLike,
     sample: int = 0,
-    scale: str = "layerscale",
-    cmap: str | Colormap = "viridis",
+    scale: str = default("render.scale"),
+    cmap: str | Colormap = default("render.cmap"),
     title: str | None = None,
     *,
-    symlog: bool = False,
+    symlog: bool = default("render.symlog"),
     model: str | None = None,
     input_image: np.ndarray | None = None,
     summary: bool = True,
@@ -772,14 +775,15 @@ def render_pattern(
         PDF file to write. It appears only once complete (see :func:`atomic_output`).
     sample : int, default 0
         Sample of the batch to draw; negative indices count from the end.
-    scale : {"layerscale", "layernorm", "globalscale", "globalnorm"}, default "layerscale"
-        Colour limits; see :func:`color_limits`.
-    cmap : str or matplotlib.colors.Colormap, default "viridis"
+    scale : {"layerscale", "layernorm", "globalscale", "globalnorm"}
+        Colour limits; see :func:`color_limits`. Default: the configuration's ``render.scale``
+        (:func:`nsp_pipeline.core.defaults.default`), as are those of ``cmap`` and ``symlog``.
+    cmap : str or matplotlib.colors.Colormap
         Matplotlib colormap. The ``norm`` scales suit diverging maps such as ``"RdBu_r"``.
     title : str or None
         Overall title above every page. ``None`` builds one from the sample index, its
         id, label and prediction where known, and the pattern's domain; ``""`` shows none.
-    symlog : bool, default False
+    symlog : bool
         Map colours on a symmetric-log scale (for spectra spanning many orders of
         magnitude), linear within ``±t`` with ``t`` from :func:`symlog_threshold`; see
         :func:`color_norms`. Every page's subtitle names the scale and ``t``.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from nsp_pipeline.core.defaults import default
 from nsp_pipeline.core.pattern import Pattern
 from nsp_pipeline.graph.neuron_graph import NeuronGraph
 from nsp_pipeline.transforms.causal.closure import CausalOperator, causal_operator
@@ -28,7 +29,7 @@ def compute_operator(
     graph: NeuronGraph,
     type: str = "standard",
     max_nodes: int = DEFAULT_MAX_NODES,
-    k: int | None = None,
+    k: int | None = default("laplacian.k"),
     recorded: Trace | None = None,
 ) -> Operator:
     """Precompute the operator of a transform type on ``graph``.
@@ -40,9 +41,11 @@ def compute_operator(
     type : {"standard", "laplacian"}
         ``standard``: causal Fourier transform; ``laplacian``: eigendecomposition of L = D − W.
     max_nodes : int
-        Size limit of the full (dense) Laplacian eigendecomposition.
+        Size limit of the full (dense) Laplacian eigendecomposition (default: the configuration's
+        ``laplacian.max_nodes``).
     k : int, optional
-        Laplacian only: compute the ``k`` lowest frequencies (a partial spectrum) instead of all.
+        Laplacian only: compute the ``k`` lowest frequencies (a partial spectrum) instead of all
+        (default: the configuration's ``laplacian.k``, every frequency).
     recorded : Trace, optional
         Standard only: the trace of one reference sample the graph was built from. With it,
         the factorised operator is used where the network allows it (see

@@ -42,14 +42,16 @@ import scipy.linalg
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 
+from nsp_pipeline.core.defaults import default
 from nsp_pipeline.core.layout import Layout
+from nsp_pipeline.core.progress import progress_bar
 from nsp_pipeline.graph.neuron_graph import NeuronGraph
 
 log = logging.getLogger(__name__)
 
-#: Default largest graph (in nodes) for the full eigendecomposition: U alone takes
-#: 8·n² bytes (800 MB at 10,000 nodes) and ``eigh`` is O(n³).
-DEFAULT_MAX_NODES = 10_000
+#: Default largest graph (in nodes) for the full eigendecomposition, the configuration's
+#: ``laplacian.max_nodes``: U alone takes 8·n² bytes (800 MB at 10,000 nodes) and ``eigh`` is O(n³).
+DEFAULT_MAX_NODES = default("laplacian.max_nodes")
 
 #: Default largest ``n · k`` of a partial decomposition: ``U_k`` takes 8·n·k bytes (2 GB at
 #: this limit), and the solver holds a few times as much while it runs.
@@ -184,7 +186,7 @@ def laplacian_matrix(graph: NeuronGraph) -> sp.csr_array:
 def laplacian_operator(
     graph: NeuronGraph,
     max_nodes: int = DEFAULT_MAX_NODES,
-    k: int | None = None,
+    k: int | None = default("laplacian.k"),
     max_dense_entries: int = DEFAULT_MAX_DENSE_ENTRIES,
 ) -> LaplacianOperator:
     """Eigendecomposition of the graph Laplacian: full, or the ``k`` lowest frequencies.
@@ -200,7 +202,8 @@ def laplacian_operator(
         Full decomposition only: refuse graphs with more nodes than this (dense ``n × n``
         memory, O(n³) time).
     k : int, optional
-        ``None`` (default): the full dense decomposition. An int ``1 <= k < n_nodes``: the
+        ``None`` (the default, the configuration's ``laplacian.k``): the full dense
+        decomposition. An int ``1 <= k < n_nodes``: the
         ``k`` lowest-frequency eigenpairs by a sparse solver that never forms an ``n × n``
         matrix (see :func:`partial_eigenpairs`), giving a partial operator.
     max_dense_entries : int
@@ -308,24 +311,28 @@ def partial_eigenpairs(laplacian: sp.sparray, k: int, seed: int = 0) -> tuple[np
     rng = np.random.default_rng(seed)
     basis, values = np.empty((n, 0)), np.empty(0)
     extra = min(k, _DEFLATED_REQUEST)
-    for round_ in range(_MAX_ROUNDS):
-        found = basis.shape[1]
-        request = k if round_ == 0 else min(k, max(extra, k - found))
-        new_values, new_vectors = _deflated_lowest(laplacian, factor, sigma, basis, request, rng)
-        complete = found >= k and (
-            len(new_values) == 0 or new_values.min() >= values[k - 1] - 1e-9 * max(1.0, abs(values[k - 1]))
-        )
-        if complete:
-            break
-        log.info(
-            "Lanczos round %d: %d eigenpairs, %d below the current k-th eigenvalue",
-            round_,
-            len(new_values),
-            int(np.sum(new_values < values[k - 1])) if found >= k else len(new_values),
-        )
-        values, basis = _rayleigh_ritz(laplacian, np.hstack([basis, new_vectors]), k)
-    else:
-        raise RuntimeError(f"the partial Laplacian eigensolver did not settle in {_MAX_ROUNDS} rounds")
+    with progress_bar(k, "Lanczos rounds", unit="eigenpair") as bar:
+        for round_ in range(_MAX_ROUNDS):
+            bar.set_postfix_str(f"round {round_}")
+            found = basis.shape[1]
+            request = k if round_ == 0 else min(k, max(extra, k - found))
+            new_values, new_vectors = _deflated_lowest(laplacian, factor, sigma, basis, request, rng)
+            complete = found >= k and (
+                len(new_values) == 0
+                or new_values.min() >= values[k - 1] - 1e-9 * max(1.0, abs(values[k - 1]))
+            )
+            if complete:
+                break
+            log.info(
+                "Lanczos round %d: %d eigenpairs, %d below the current k-th eigenvalue",
+                round_,
+                len(new_values),
+                int(np.sum(new_values < values[k - 1])) if found >= k else len(new_values),
+            )
+            values, basis = _rayleigh_ritz(laplacian, np.hstack([basis, new_vectors]), k)
+            bar.update(basis.shape[1] - bar.n)
+        else:
+            raise RuntimeError(f"the partial Laplacian eigensolver did not settle in {_MAX_ROUNDS} rounds")
     residual = np.linalg.norm(laplacian @ basis - basis * values, axis=0).max()
     if not residual <= 1e-6 * max_degree:  # ‖L‖ <= 2 · max degree
         raise RuntimeError(f"the partial Laplacian eigensolver did not converge (residual {residual:.2e})")

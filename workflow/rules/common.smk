@@ -3,11 +3,12 @@
 import itertools
 from dataclasses import dataclass
 
-import matplotlib
-from snakemake.utils import validate
+from nsp_pipeline.data.specs import DatasetError, dataset_size, select_samples  # torch-free
+from nsp_pipeline.io.config import validate_config
 
-
-validate(config, schema="../schemas/config.schema.yaml")
+# The packaged schema (nsp_pipeline/core/config.schema.yaml) and its cross-checks, as for the command
+# line's --config: a bad config stops here, with a message naming its file and key; defaults are filled in.
+config.update(validate_config(config, files=workflow.configfiles))
 
 
 def as_list(value):
@@ -15,57 +16,21 @@ def as_list(value):
     return list(value) if isinstance(value, list) else [value]
 
 
-def check_config():
-    """Cross-checks the schema cannot express, with messages that name the key to fix."""
-    for index, analysis in enumerate(config["analyses"]):
-        for key, section in (("model", "models"), ("dataset", "datasets")):
-            for name in as_list(analysis[key]):
-                if name not in config[section]:
-                    raise ValueError(
-                        f"config: analyses[{index}].{key} names {name!r}; "
-                        f"expected one of the {section}: {sorted(config[section])}"
-                    )
-    for name, entry in config["models"].items():
-        if "pickle" in entry and entry.get("trusted") is not True:
-            raise ValueError(
-                f"config: models.{name} is a pickled model ({entry['pickle']}) without 'trusted: true'; "
-                "unpickling runs whatever code the file holds, so add 'trusted: true' only if you made "
-                "the file or trust its source (or save a state_dict and use 'module', 'class' and 'weights')"
-            )
-        if "train" in entry and entry.get("train_data") not in config["datasets"]:
-            raise ValueError(
-                f"config: models.{name} has 'train' but its train_data {entry.get('train_data')!r} "
-                f"is not one of the datasets {sorted(config['datasets'])}"
-            )
-    if config["render"]["cmap"] not in matplotlib.colormaps:
-        raise ValueError(
-            f"config: render.cmap {config['render']['cmap']!r} is not a matplotlib colormap "
-            "(e.g. viridis, magma, RdBu_r)"
-        )
-    graph = config["graph"]
-    if not graph["incl"] and graph.get("reference", {}).get("dataset") not in config["datasets"]:
-        raise ValueError(
-            "config: graph.incl is false, which needs graph.reference.dataset (one of the datasets) "
-            "to evaluate partial derivatives at"
-        )
-
-
-check_config()
-
-# Imported after the checks above, so that a bad config fails before torch's import (seconds).
-from nsp_pipeline.data.datasets import DatasetError, dataset_size, select_samples
-
-
 @dataclass(frozen=True)
 class Analysis:
-    """One model on one dataset: its samples, their batches (one job each), those rendered."""
+    """One model on one dataset: its samples in batches, and the render batches of those rendered.
+
+    A batch is one job per stage and one shard file per pattern (activations, each transform),
+    named ``batch0000``, ``batch0001``, ...; ``batches`` maps each name to the positions of its
+    samples in the dataset, in order. A render batch holds samples of one batch only, so that its
+    job reads one shard per pattern; ``render_batches`` maps each name (numbered on their own) to
+    its batch and the positions it renders.
+    """
 
     model: str
     dataset: str
-    samples: tuple
-    batches: tuple
-    rendered: tuple
-    render_batches: tuple
+    batches: dict
+    render_batches: dict
 
     @property
     def folder(self):
@@ -76,7 +41,7 @@ def selected(key, dataset, size):
     """Positions a sample selection of the config (``samples`` or ``render.samples``) picks."""
     selection = config["render"].get("samples", config["samples"]) if key == "render.samples" else config[key]
     try:
-        return select_samples(size, selection)
+        return [int(position) for position in select_samples(size, selection)]
     except DatasetError as error:
         raise ValueError(f"config: {key} for dataset {dataset!r}: {error}") from None
 
@@ -87,6 +52,12 @@ def size_of(dataset):
         return dataset_size(config["datasets"][dataset])
     except DatasetError as error:
         raise ValueError(f"config: datasets.{dataset}: {error}") from None
+
+
+def named_batches(items, size):
+    """Consecutive chunks of ``size`` items, named batch0000, batch0001, ..."""
+    chunks = [tuple(items[start : start + size]) for start in range(0, len(items), size)]
+    return {f"batch{index:04d}": chunk for index, chunk in enumerate(chunks)}
 
 
 def plan_analyses():
@@ -100,45 +71,105 @@ def plan_analyses():
                 continue
             if dataset not in sizes:
                 sizes[dataset] = size_of(dataset)
-            positions = selected("samples", dataset, sizes[dataset])
-            samples = tuple(f"{position:05d}" for position in positions)
+            batches = named_batches(selected("samples", dataset, sizes[dataset]), per_job)
             rendered = set(selected("render.samples", dataset, sizes[dataset]))
-            batches = tuple(samples[start : start + per_job] for start in range(0, len(samples), per_job))
-            chosen = tuple(name for name, position in zip(samples, positions) if position in rendered)
-            render_batches = tuple(
-                chosen[start : start + render_per_job] for start in range(0, len(chosen), render_per_job)
-            )
-            plans[model, dataset] = Analysis(model, dataset, samples, batches, chosen, render_batches)
-    return list(plans.values())
+            render_chunks = [
+                (name, chunk)
+                for name, positions in batches.items()
+                for chunk in named_batches([p for p in positions if p in rendered], render_per_job).values()
+            ]
+            render_batches = {f"batch{index:04d}": chunk for index, chunk in enumerate(render_chunks)}
+            plans[model, dataset] = Analysis(model, dataset, batches, render_batches)
+    return plans
 
 
-ANALYSES = plan_analyses()
+PLANS = plan_analyses()
+ANALYSES = list(PLANS.values())
 PATTERNS = ["activations", *config["transforms"]]
+
+
+def sample_name(position):
+    """A sample's name in file names and tables: its position in the dataset, zero-padded."""
+    return f"{position:05d}"
 
 
 def analysis(wildcards):
     """The planned analysis of a job's model and dataset wildcards."""
-    return next(a for a in ANALYSES if (a.model, a.dataset) == (wildcards.model, wildcards.dataset))
+    try:
+        return PLANS[wildcards.model, wildcards.dataset]
+    except KeyError:
+        planned = sorted(f"{model}/{dataset}" for model, dataset in PLANS)
+        raise ValueError(
+            f"results/{wildcards.model}/{wildcards.dataset}: no analysis of the config runs model "
+            f"{wildcards.model!r} on dataset {wildcards.dataset!r}; planned: {planned}"
+        ) from None
 
 
-def rule_name(stage, plan, batch):
-    """Rule name of one batch of one analysis (model and dataset names may hold '-')."""
-    return f"{stage}__{plan.model}__{plan.dataset}__{batch:04d}".replace("-", "_")
+def planned(batches, wildcards, what):
+    """The entry of ``wildcards.batch`` in a plan's batches or render batches, with a clear error."""
+    try:
+        return batches[wildcards.batch]
+    except KeyError:
+        raise ValueError(
+            f"results/{wildcards.model}/{wildcards.dataset}: no {what} {wildcards.batch}; "
+            f"the config makes {', '.join(batches) or 'none'}"
+        ) from None
 
 
-def batch_resources(samples_per_job, megabytes_per_sample):
+def batch_positions(wildcards):
+    """Positions in the dataset of the samples of a batch job, in order."""
+    return list(planned(analysis(wildcards).batches, wildcards, "batch"))
+
+
+def shard(wildcards, pattern, batch):
+    """The shard file of one pattern (activations or a transform type) of a batch."""
+    return f"results/{wildcards.model}/{wildcards.dataset}/{pattern}/{batch}.h5"
+
+
+def render_inputs(wildcards):
+    """The shards a render job reads: its batch's, one per pattern."""
+    batch, _ = planned(analysis(wildcards).render_batches, wildcards, "render batch")
+    return {pattern: shard(wildcards, pattern, batch) for pattern in PATTERNS}
+
+
+def render_rows(wildcards):
+    """Rows in their shards of the samples a render job renders."""
+    batch, positions = planned(analysis(wildcards).render_batches, wildcards, "render batch")
+    return [analysis(wildcards).batches[batch].index(position) for position in positions]
+
+
+def render_names(wildcards):
+    """Names of the samples a render job renders (its PDFs are ``<name>_<pattern>.pdf``)."""
+    _, positions = planned(analysis(wildcards).render_batches, wildcards, "render batch")
+    return [sample_name(position) for position in positions]
+
+
+def summary_inputs(wildcards):
+    """Every shard of one analysis by pattern, and its folders of PDFs, for its summary tables."""
+    plan = analysis(wildcards)
+    inputs = {pattern: [shard(wildcards, pattern, batch) for batch in plan.batches] for pattern in PATTERNS}
+    inputs["pdfs"] = [f"{plan.folder}/pdf/{batch}" for batch in plan.render_batches]
+    return inputs
+
+
+def sample_names(wildcards):
+    """Names of every sample of an analysis, in the order of its shards."""
+    return [sample_name(p) for positions in analysis(wildcards).batches.values() for p in positions]
+
+
+def batch_resources(megabytes_per_sample):
     """mem_mb and runtime (minutes) of a batch job, growing with its inputs and each retry."""
     return {
         "mem_mb": lambda wildcards, input, attempt: int(
-            (1000 + 3 * input.size_mb + megabytes_per_sample * samples_per_job) * attempt
+            (1000 + 3 * input.size_mb + megabytes_per_sample * len(batch_positions(wildcards))) * attempt
         ),
         "runtime": lambda wildcards, attempt: 10 * attempt,
     }
 
 
-def dataset_files(dataset):
+def dataset_files(wildcards):
     """Files of a user dataset, so that changing them reruns what depends on them."""
-    spec = config["datasets"][dataset]
+    spec = config["datasets"][wildcards.dataset]
     return [spec[key] for key in ("path", "labels") if key in spec]
 
 
@@ -160,15 +191,6 @@ def graph_reference():
     if config["graph"]["incl"] or reference is None:
         return None
     return {"dataset": config["datasets"][reference["dataset"]], "index": reference.get("index", 0)}
-
-
-def summary_inputs(wildcards):
-    """Per-sample files of one analysis, by kind, for its summary tables."""
-    plan, base = analysis(wildcards), f"results/{wildcards.model}/{wildcards.dataset}"
-    inputs = {pattern: [f"{base}/{pattern}/{s}.h5" for s in plan.samples] for pattern in PATTERNS}
-    for pattern in PATTERNS:
-        inputs[f"{pattern}_pdf"] = [f"{base}/pdf/{s}_{pattern}.pdf" for s in plan.rendered]
-    return inputs
 
 
 def operator_inputs(wildcards):

@@ -8,19 +8,19 @@ rule export_model:
     output:
         model="results/models/{model}/model.pt",
         metadata="results/models/{model}/model.json",
-    params:
-        entry=lambda wildcards: config["models"][wildcards.model],
-        train_dataset=train_dataset,
     log:
         "results/logs/export_model/{model}.log",
     benchmark:
         "results/benchmarks/export_model/{model}.tsv"
+    conda:
+        "../envs/nsp-pipeline.yaml"
     threads: 1
     resources:
         mem_mb=lambda wildcards, input, attempt: int((2000 + 4 * input.size_mb) * attempt),
         runtime=lambda wildcards, attempt: 60 * attempt,
-    conda:
-        "../envs/nsp-pipeline.yaml"
+    params:
+        entry=lookup(dpath="models/{model}", within=config),
+        train_dataset=train_dataset,
     script:
         "../scripts/export_model.py"
 
@@ -30,41 +30,41 @@ rule build_graph:
         model="results/models/{model}/model.pt",
     output:
         graph="results/models/{model}/graph.h5",
-    params:
-        granularity=config["graph"]["granularity"],
-        incl=config["graph"]["incl"],
-        reference=graph_reference(),
     log:
         "results/logs/build_graph/{model}.log",
     benchmark:
         "results/benchmarks/build_graph/{model}.tsv"
+    conda:
+        "../envs/nsp-pipeline.yaml"
     threads: 1
     resources:
         mem_mb=lambda wildcards, input, attempt: int((2000 + 20 * input.size_mb) * attempt),
         runtime=lambda wildcards, attempt: 30 * attempt,
-    conda:
-        "../envs/nsp-pipeline.yaml"
+    params:
+        granularity=config["graph"]["granularity"],
+        incl=config["graph"]["incl"],
+        reference=graph_reference(),
     script:
         "../scripts/build_graph.py"
 
 
-rule compute_inverse:
+rule compute_operator:
     input:
         unpack(operator_inputs),
     output:
         operator="results/models/{model}/operator_{transform}.h5",
-    params:
-        max_nodes=config["laplacian"]["max_nodes"],
-        k=config["laplacian"].get("k"),
     log:
-        "results/logs/compute_inverse/{model}_{transform}.log",
+        "results/logs/compute_operator/{model}/{transform}.log",
     benchmark:
-        "results/benchmarks/compute_inverse/{model}_{transform}.tsv"
+        "results/benchmarks/compute_operator/{model}/{transform}.tsv"
+    conda:
+        "../envs/nsp-pipeline.yaml"
     threads: 1
     resources:
         mem_mb=operator_memory,
         runtime=lambda wildcards, attempt: 120 * attempt,
-    conda:
-        "../envs/nsp-pipeline.yaml"
+    params:
+        max_nodes=config["laplacian"]["max_nodes"],
+        k=config["laplacian"].get("k"),
     script:
-        "../scripts/compute_inverse.py"
+        "../scripts/compute_operator.py"

@@ -1,4 +1,4 @@
-"""Snakemake script of the extract_activations rules: one forward pass over a batch of samples."""
+"""Snakemake script of rule extract_activations: one forward pass over a batch, one shard file."""
 
 from nsp_pipeline.pipeline.logs import log_to
 from nsp_pipeline.pipeline.stages import extract_activations

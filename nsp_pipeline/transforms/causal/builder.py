@@ -14,33 +14,25 @@ use the sparse closure of :mod:`nsp_pipeline.transforms.causal.closure`, which i
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
-import torch
-from torch import nn
 
 from nsp_pipeline.core.errors import UnsupportedLayerError
-from nsp_pipeline.graph.edges import (
-    ELEMENTWISE_FUNCTIONS,
-    ELEMENTWISE_METHODS,
-    ELEMENTWISE_MODULES,
-    axis_windows,
-    function_window,
-    is_container,
-    module_window,
-    op_edges,
-)
+from nsp_pipeline.core.progress import progress
+from nsp_pipeline.graph.edges import op_edges
 from nsp_pipeline.graph.kronecker import AxisMap, Relation, Term
-from nsp_pipeline.model.capture import OpCall, Trace, eval_mode
+from nsp_pipeline.model.capture import eval_mode
+from nsp_pipeline.model.ops import Operation, RelationKind, lookup
+from nsp_pipeline.model.records import OpCall, Trace
+from nsp_pipeline.model.windows import axis_windows, call_window
 from nsp_pipeline.transforms.causal.factorized import FactorizedCausalOperator, Grid
 
 log = logging.getLogger(__name__)
 
 
-#: Shape-only operations: a neuron keeps its position in C order, so the layer keeps the grid
-#: of its input (a flattened conv output is still channels × rows × columns).
-RESHAPES = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous", "view_as", "reshape_as"}
-RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
+#: An output grid and, per input ``k``, its relation.
+Relations = tuple[Grid, list[tuple[int, Relation]]]
 
 
 class NotFactorizableError(ValueError):
@@ -54,35 +46,29 @@ def natural_grid(shape: tuple[int, ...]) -> Grid:
     return (*shape, 1, 1, 1)[:3] if shape else (1, 1, 1)
 
 
-def _identity_relation(grid: Grid) -> Relation:
-    return Relation([Term.identity(grid)])
+def _reshape_relations(call: OpCall, entry: Operation, in_grids: list[Grid]) -> Relations:
+    """An order-preserving reshape of one input keeps the input's grid.
+
+    A neuron keeps its position in C order, so a flattened conv output is still channels × rows ×
+    columns.
+    """
+    if len(call.inputs) != 1:
+        return _generic_relations(call, entry, in_grids)
+    return in_grids[0], [(0, Relation([Term.identity(in_grids[0])]))]
 
 
-def _is_reshape(call: OpCall) -> bool:
-    target = call.target
-    if isinstance(target, nn.Module):
-        return isinstance(target, nn.Flatten)
-    if isinstance(target, str):
-        return target in RESHAPES
-    return target in RESHAPE_FUNCTIONS
-
-
-def _is_plain_elementwise(call: OpCall, in_grids: list[Grid]) -> bool:
-    """An elementwise operation whose inputs all have the output's shape and one grid."""
-    target = call.target
-    if isinstance(target, nn.Module):
-        elementwise = isinstance(target, ELEMENTWISE_MODULES) and not (
-            isinstance(target, nn.modules.batchnorm._BatchNorm) and target.running_mean is None
-        )
-    elif isinstance(target, str):
-        elementwise = target in ELEMENTWISE_METHODS
-    else:
-        elementwise = target in ELEMENTWISE_FUNCTIONS and target is not torch.nn.functional.batch_norm
+def _identity_relations(call: OpCall, entry: Operation, in_grids: list[Grid]) -> Relations:
+    """Elementwise on inputs of the output's shape and one grid: every neuron reads its own position."""
     shape = call.output.shape
-    return elementwise and all(t.shape == shape for t in call.inputs) and len(set(in_grids)) == 1
+    if any(t.shape != shape for t in call.inputs) or len(set(in_grids)) != 1:
+        return _generic_relations(call, entry, in_grids)
+    return in_grids[0], [(k, Relation([Term.identity(in_grids[0])])) for k in range(len(call.inputs))]
 
 
-def _window_relation(call: OpCall, window, in_grid: Grid, out_grid: Grid) -> Relation:
+def _window_relations(call: OpCall, entry: Operation, in_grids: list[Grid]) -> Relations:
+    """Convolution and pooling: per-axis windows, channel groups."""
+    window = call_window(call, entry)
+    in_grid, out_grid = in_grids[0], natural_grid(tuple(call.output.shape[1:]))
     in_shape, out_shape = tuple(call.inputs[0].shape[1:]), tuple(call.output.shape[1:])
     if natural_grid(in_shape) != in_grid:
         raise NotFactorizableError(f"{call.kind} reads a reshaped layer")
@@ -103,22 +89,23 @@ def _window_relation(call: OpCall, window, in_grid: Grid, out_grid: Grid) -> Rel
         channels = AxisMap.from_pairs(out_channel, in_channel, (c_out, c_in))
     else:
         channels = AxisMap.identity(c_in)
-    return Relation([Term(channels, *axes)])
+    return out_grid, [(0, Relation([Term(channels, *axes)]))]
 
 
-def _linear_relation(call: OpCall, weight: torch.Tensor, in_grid: Grid) -> tuple[Grid, Relation]:
-    in_shape = tuple(call.inputs[0].shape[1:])
-    out_features = weight.shape[0]
+def _linear_relations(call: OpCall, entry: Operation, in_grids: list[Grid]) -> Relations:
+    """Linear on a flat input (all to all) or on a ``(T, N)`` input (the last axis mixes), else generic."""
+    in_shape, in_grid = tuple(call.inputs[0].shape[1:]), in_grids[0]
+    out_features = entry.argument(call, "weight").shape[0]
     if len(in_shape) == 1:  # every output reads the whole (flattened) input
         out_grid = (out_features, 1, 1)
-        return out_grid, Relation([Term(*(AxisMap.ones(o, i) for o, i in zip(out_grid, in_grid)))])
+        return out_grid, [(0, Relation([Term(*(AxisMap.ones(o, i) for o, i in zip(out_grid, in_grid)))]))]
     if len(in_shape) == 2 and natural_grid(in_shape) == in_grid:  # (T, N): the last axis mixes
         out_grid = (in_shape[0], out_features, 1)
         term = Term(
             AxisMap.identity(in_shape[0]), AxisMap.ones(out_features, in_shape[1]), AxisMap.identity(1)
         )
-        return out_grid, Relation([term])
-    raise NotFactorizableError(f"Linear on per-sample shape {in_shape}")
+        return out_grid, [(0, Relation([term]))]
+    return _generic_relations(call, entry, in_grids)
 
 
 def _factorize(sources: np.ndarray, targets: np.ndarray, in_grid: Grid, out_grid: Grid) -> Term | None:
@@ -137,7 +124,7 @@ def _factorize(sources: np.ndarray, targets: np.ndarray, in_grid: Grid, out_grid
     return Term(*axes)
 
 
-def _generic_relations(call: OpCall, in_grids: list[Grid]) -> tuple[Grid, list[tuple[int, Relation]]]:
+def _generic_relations(call: OpCall, entry: Operation, in_grids: list[Grid]) -> Relations:
     """Exact edges of a cheap operation, factorised per axis; the output grid is chosen to fit."""
     try:
         parts = op_edges(call, incl=True)
@@ -159,8 +146,26 @@ def _generic_relations(call: OpCall, in_grids: list[Grid]) -> tuple[Grid, list[t
     raise NotFactorizableError(f"the edges of {call.kind} are not a per-axis product")
 
 
-def op_relations(call: OpCall, in_grids: list[Grid]) -> tuple[Grid, list[tuple[int, Relation]]]:
+def _no_relations(call: OpCall, entry: Operation, in_grids: list[Grid]) -> Relations:
+    raise NotFactorizableError(f"container {call.kind}; use the 'ops' granularity")
+
+
+#: The rule of each :class:`~nsp_pipeline.model.ops.RelationKind`:
+#: ``rule(call, entry, input grids) -> (output grid, [(input k, relation)])``.
+RELATION_RULES: dict[RelationKind, Callable[[OpCall, Operation, list[Grid]], Relations]] = {
+    RelationKind.RESHAPE: _reshape_relations,
+    RelationKind.IDENTITY: _identity_relations,
+    RelationKind.WINDOW: _window_relations,
+    RelationKind.LINEAR: _linear_relations,
+    RelationKind.GENERIC: _generic_relations,
+    RelationKind.NONE: _no_relations,
+}
+
+
+def op_relations(call: OpCall, in_grids: list[Grid]) -> Relations:
     """The grid of an operation's output and its relation to each input (structural edges).
+
+    The relation kind is the operation's entry in :mod:`nsp_pipeline.model.ops`.
 
     Raises
     ------
@@ -178,22 +183,11 @@ def op_relations(call: OpCall, in_grids: list[Grid]) -> tuple[Grid, list[tuple[i
             f"{call.kind} reads its input through {', '.join(reordered)} (granularity 'merged'), "
             "which reorders the elements"
         )
-    out_shape = tuple(call.output.shape[1:])
-    target = call.target
-    if (_is_reshape(call) and len(call.inputs) == 1) or _is_plain_elementwise(call, in_grids):
-        return in_grids[0], [(k, _identity_relation(in_grids[0])) for k in range(len(call.inputs))]
-    window = module_window(target) if isinstance(target, nn.Module) else None
-    if window is None and not isinstance(target, nn.Module | str):
-        window = function_window(call)
-    if window is not None:
-        out_grid = natural_grid(out_shape)
-        return out_grid, [(0, _window_relation(call, window, in_grids[0], out_grid))]
-    if isinstance(target, nn.Linear):
-        out_grid, relation = _linear_relation(call, target.weight, in_grids[0])
-        return out_grid, [(0, relation)]
-    if isinstance(target, nn.Module) and is_container(target):
-        raise NotFactorizableError(f"container {call.kind}; use the 'ops' granularity")
-    return _generic_relations(call, in_grids)
+    try:
+        entry = lookup(call)
+    except UnsupportedLayerError as error:
+        raise NotFactorizableError(str(error)) from None
+    return RELATION_RULES[entry.relation](call, entry, in_grids)
 
 
 def _single_parent_relations(parts, in_grids, out_grid, input_layers) -> dict[int, Relation] | None:
@@ -230,7 +224,7 @@ def factorized_operator(recorded: Trace) -> FactorizedCausalOperator:
     ancestors: list[dict[int, Relation]] = [{}]
     single_parents: list[dict[int, Relation] | None] = [None]
     with eval_mode(recorded.model):
-        for index in range(1, len(layout)):
+        for index in progress(range(1, len(layout)), "causal relations", unit="layer"):
             call = recorded.calls[index]
             try:
                 out_grid, parts = op_relations(call, [grids[p] for p in call.input_layers])

@@ -1,4 +1,4 @@
-"""Snakemake script of rule compute_inverse."""
+"""Snakemake script of rule compute_operator: the precomputed operator of one transform type."""
 
 from nsp_pipeline.pipeline.logs import log_to
 from nsp_pipeline.pipeline.stages import compute_operator_file

@@ -1,0 +1,257 @@
+"""Configuration files: read them, check them against the packaged schema, fill in the defaults.
+
+One check for the workflow (``workflow/rules/common.smk``), the command line (``--config``) and
+the library alike:
+
+- :func:`load_config` reads a YAML file, refusing duplicate keys (YAML would silently keep the
+  last) and Python tags, then calls :func:`validate_config`;
+- :func:`validate_config` checks a mapping against the JSON schema
+  (:data:`~nsp_pipeline.core.defaults.SCHEMA_PATH`, JSON Schema 2020-12), fills in its defaults
+  (:func:`~nsp_pipeline.core.defaults.fill_defaults`, as ``snakemake.utils.validate`` does), and
+  runs the cross-checks a schema cannot express: the model and dataset names of ``analyses``,
+  ``pickle`` without ``trusted: true``, ``train`` without a known ``train_data``, the colormap,
+  and the reference sample of ``graph.incl: false``.
+
+Every problem is a :class:`ConfigError` whose one-line message names the file, the key path
+(``render.cmap``, ``analyses[0].model``) and what was expected. Torch is never imported.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jsonschema
+import yaml
+
+from nsp_pipeline.core.defaults import SCHEMA, SCHEMA_PATH, fill_defaults, resolved
+
+__all__ = ["SCHEMA_PATH", "ConfigError", "load_config", "read_yaml", "validate_config"]
+
+_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+
+class ConfigError(ValueError):
+    """A configuration that does not fit the schema or its cross-checks."""
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """The mapping a YAML configuration file holds, without validation.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file.
+    ConfigError
+        If it is a folder, is not YAML (Python tags included), holds something other than a
+        mapping, or repeats a key within one mapping (naming the key and both lines).
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = yaml.load(handle, Loader=_UniqueKeyLoader)  # a SafeLoader: no Python tags
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder; expected a YAML file") from None
+    except _DuplicateKey as duplicate:
+        key, line, first = duplicate.args
+        raise ConfigError(
+            f"{path}, line {line}: key {key!r} appears a second time in one mapping (first on line "
+            f"{first}); YAML would keep only the last, so keep one"
+        ) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"config file {path} holds {type(config).__name__}; expected a mapping of keys")
+    return config
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """Read a YAML configuration file and validate it (:func:`read_yaml`, :func:`validate_config`).
+
+    Returns
+    -------
+    dict
+        The configuration with every default filled in.
+    """
+    return validate_config(read_yaml(path), source=str(path))
+
+
+def validate_config(config: Mapping, source: str = "config", files: Sequence[str | os.PathLike] = ()) -> dict:
+    """Check a configuration and fill in its defaults.
+
+    Parameters
+    ----------
+    config : mapping
+        The configuration (left unchanged).
+    source : str
+        Name of the configuration in messages where ``files`` are not given.
+    files : sequence of path
+        The YAML files ``config`` was merged from (Snakemake's ``configfile:`` and
+        ``--configfile``). Each is read again (:func:`read_yaml`, which refuses duplicate keys),
+        and a message names the file that sets the offending key.
+
+    Returns
+    -------
+    dict
+        A new configuration: ``config`` with every default of the schema filled in.
+
+    Raises
+    ------
+    ConfigError
+        The first problem found, e.g. ``config.yaml: render.scale: 'rainbow' is not one of
+        ['layerscale', ...]``.
+    """
+    sources, seen = [], set()
+    for path in files:  # Snakemake may list one file twice, by two names
+        if os.path.realpath(path) not in seen:
+            seen.add(os.path.realpath(path))
+            sources.append((str(path), read_yaml(path)))
+    filled = copy.deepcopy(dict(config))
+    fill_defaults(filled)
+
+    def fail(path: Sequence[str | int], message: str) -> ConfigError:
+        return ConfigError(f"{_file_of(path, config, sources, source)}: {_key_path(path)}: {message}")
+
+    error = next(iter(_VALIDATOR.iter_errors(filled)), None)
+    if error is not None:
+        raise fail(*_explained(error))
+    _cross_check(filled, fail)
+    return filled
+
+
+# --- reading -----------------------------------------------------------------------------------------------
+
+
+class _DuplicateKey(Exception):
+    """A key given twice in one YAML mapping: (key, line, first line)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        lines: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, list | dict):
+                continue  # unhashable: the base class reports it
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise _DuplicateKey(key, line, lines[key])
+            lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
+# --- messages ----------------------------------------------------------------------------------------------
+
+
+def _key_path(path: Sequence[str | int]) -> str:
+    """``render.cmap``, ``analyses[0].model``; ``(top level)`` for the empty path."""
+    text = "".join(f"[{key}]" if isinstance(key, int) else f".{key}" for key in path).lstrip(".")
+    return text or "(top level)"
+
+
+def _lookup(mapping: Any, path: Sequence[str | int]) -> tuple[bool, Any]:
+    for key in path:
+        try:
+            mapping = mapping[key]
+        except (KeyError, IndexError, TypeError):
+            return False, None
+    return True, mapping
+
+
+def _file_of(path: Sequence[str | int], config: Mapping, sources: list, fallback: str) -> str:
+    """The file(s) that set the value at ``path`` (or the deepest part of it any file sets)."""
+    if not sources:
+        return fallback
+    found, value = _lookup(config, path)
+    holders = [name for name, data in sources if found and _lookup(data, path) == (True, value)]
+    for depth in range(len(path), 0, -1):
+        if holders:
+            break
+        holders = [name for name, data in sources if _lookup(data, path[:depth])[0]]
+    return ", ".join(holders or [name for name, _ in sources])
+
+
+def _explained(error: jsonschema.ValidationError) -> tuple[list, str]:
+    """The key path of a schema error and what was expected there."""
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = min(set(error.instance) - set(allowed), key=str)
+        close = difflib.get_close_matches(str(unknown), allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return [*path, unknown], f"unknown key; expected one of {allowed}{hint}"
+    if error.validator == "required":
+        missing = next(key for key in error.validator_value if key not in error.instance)
+        return [*path, missing], "missing; a required key"
+    if error.validator == "maxProperties" and error.schema.get("properties"):
+        keys = ", ".join(error.schema["properties"])
+        return path, f"{error.message}; expected at most {error.validator_value} of {keys}"
+    if "propertyNames" in error.schema_path:
+        return path, f"entry name {error.message}"
+    if error.validator == "oneOf":
+        options = "; ".join(_expected(option) for option in error.validator_value)
+        count = "none" if error.context else "more than one"
+        return path, f"matches {count} of the choices; expected exactly one of: {options}"
+    return path, error.message
+
+
+def _expected(option: Mapping) -> str:
+    """A choice of a ``oneOf``, in words: its required keys or its type."""
+    option = resolved(option)
+    if "required" in option:
+        return " and ".join(option["required"])
+    if option.get("type") == "array":
+        return f"a list of {option['items']['type']}s"
+    return f"a {option.get('type', 'value')}"
+
+
+def _cross_check(config: dict, fail) -> None:
+    """Checks a schema cannot express, with messages that name the key to fix."""
+    for index, analysis in enumerate(config["analyses"]):
+        for key, section in (("model", "models"), ("dataset", "datasets")):
+            names = analysis[key] if isinstance(analysis[key], list) else [analysis[key]]
+            for name in names:
+                if name not in config[section]:
+                    known = sorted(config[section])
+                    raise fail(["analyses", index, key], f"{name!r} is not one of the {section} {known}")
+    for name, entry in config["models"].items():
+        if "pickle" in entry and entry.get("trusted") is not True:
+            raise fail(
+                ["models", name],
+                f"a pickled model ({entry['pickle']}) without 'trusted: true'; unpickling runs whatever "
+                "code the file holds, so add 'trusted: true' only if you made the file or trust its "
+                "source (or save a state_dict and use 'module', 'class' and 'weights')",
+            )
+        if "train" in entry and entry.get("train_data") not in config["datasets"]:
+            known = sorted(config["datasets"])
+            problem = _absent_or_unknown(entry.get("train_data"))
+            raise fail(
+                ["models", name, "train_data"], f"{problem}; 'train' needs one of the datasets {known}"
+            )
+    from matplotlib import colormaps  # imported only here: a second or so
+
+    if config["render"]["cmap"] not in colormaps:
+        raise fail(
+            ["render", "cmap"],
+            f"{config['render']['cmap']!r} is not a matplotlib colormap (e.g. viridis, magma, RdBu_r)",
+        )
+    graph = config["graph"]
+    reference = graph.get("reference", {}).get("dataset")
+    if not graph["incl"] and reference not in config["datasets"]:
+        raise fail(
+            ["graph", "reference", "dataset"],
+            f"{_absent_or_unknown(reference)}; graph.incl false needs a reference sample "
+            f"(reference: {{dataset, index}}) from one of the datasets {sorted(config['datasets'])}",
+        )
+
+
+def _absent_or_unknown(name: str | None) -> str:
+    return "missing" if name is None else f"{name!r} is not a dataset"

@@ -1,0 +1,146 @@
+"""What a traced forward pass records: the operation behind each layer and the trace itself.
+
+:class:`OpCall` and :class:`Trace` are made by :mod:`nsp_pipeline.model.capture`, regrouped by
+:mod:`nsp_pipeline.model.merge` and read by the operation registry (:mod:`nsp_pipeline.model.ops`),
+the edge rules and the factorised operator's builder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from math import prod
+
+import numpy as np
+import torch
+from torch import nn
+
+from nsp_pipeline.core.layout import Layout
+from nsp_pipeline.core.pattern import Pattern
+
+
+@dataclass(frozen=True)
+class OpCall:
+    """The operation that produced one layer, replayable on other inputs.
+
+    Parameters
+    ----------
+    target : nn.Module, callable or str
+        The module, the function, or the tensor method name that was called.
+    inputs : tuple of torch.Tensor
+        The tensors the operation read, in argument order.
+    input_layers : tuple of int
+        The layer each input comes from. An input may have another shape than its layer
+        (``children`` granularity: a ``view`` between children) but always the same
+        number of elements, in the same C order unless ``moves`` reorders them.
+    output : torch.Tensor
+        The operation's output.
+    replay : callable
+        ``replay(*tensors)`` calls the operation again with ``tensors`` in place of ``inputs``
+        and every other argument unchanged.
+    args, kwargs : tuple, dict
+        The arguments of the call, with their recorded values (for functional operations,
+        whose parameters such as ``kernel_size`` are arguments).
+    moves : tuple of tuple of OpCall
+        Granularity ``merged``: per input, the merged shape-only operations that turn its
+        layer into the tensor read (empty: none, also for the other granularities).
+    absorbed : tuple of OpCall
+        Granularity ``merged``: the operations merged into this layer, in call order; the
+        layer holds the last one's output, in the order of ``output`` (empty: none).
+    """
+
+    target: nn.Module | Callable | str
+    inputs: tuple[torch.Tensor, ...]
+    input_layers: tuple[int, ...]
+    output: torch.Tensor
+    replay: Callable[..., torch.Tensor]
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    moves: tuple[tuple[OpCall, ...], ...] = ()
+    absorbed: tuple[OpCall, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """Short type name: module class, function name or method name."""
+        return target_kind(self.target)
+
+    def read_positions(self, k: int) -> np.ndarray | None:
+        """For each element of one sample of input ``k`` (C order), its position in its layer.
+
+        ``None`` where input ``k`` holds its layer's elements in C order (no ``moves``, or
+        moves that only reshape).
+        """
+        if not self.moves or not self.moves[k]:
+            return None
+        per_sample = self.inputs[k][0].numel()
+        positions = moved_positions(self.moves[k], tuple(self.moves[k][0].inputs[0].shape))[:per_sample]
+        return None if np.array_equal(positions, np.arange(per_sample)) else positions
+
+
+def target_kind(target) -> str:
+    """Short type name of an operation: module class, function name or method name."""
+    if isinstance(target, nn.Module):
+        return type(target).__name__
+    if isinstance(target, str):
+        return target
+    return getattr(target, "__name__", repr(target))
+
+
+def moved_positions(moves: tuple[OpCall, ...], shape: tuple[int, ...]) -> np.ndarray:
+    """Replay shape-only operations on element codes: the flat source position of each result element."""
+    codes = torch.arange(prod(shape)).reshape(shape)
+    for move in moves:
+        codes = move.replay(codes)
+    return codes.reshape(-1).numpy()
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What one forward pass recorded.
+
+    Parameters
+    ----------
+    layout : Layout
+        Recorded layers.
+    values : list of torch.Tensor
+        Each layer's output, shape ``(n_samples, *layer.shape)``.
+    calls : list of OpCall or None
+        The operation behind each layer (``None`` for the input). Replays are exact for the
+        batch the trace ran on; the graph builder traces a batch of one reference sample.
+    model_output : torch.Tensor
+        The model's output.
+    granularity : str
+        ``"children"``, ``"ops"`` or ``"merged"``.
+    model : nn.Module
+        The traced model (its operations are replayed when edges are derived).
+    output_layer : int or None
+        The layer the model returns, if it returns one recorded layer.
+    """
+
+    layout: Layout
+    values: list[torch.Tensor]
+    calls: list[OpCall | None]
+    model_output: torch.Tensor
+    granularity: str
+    model: nn.Module
+    output_layer: int | None = None
+
+    def pattern(self, labels=None, sample_ids=None) -> Pattern:
+        """The recorded activations as a float64 :class:`Pattern`."""
+        n_samples = self.values[0].shape[0]
+        flat = [v.detach().reshape(n_samples, -1).to(torch.float64).cpu().numpy() for v in self.values]
+        return Pattern(
+            layout=self.layout,
+            values=np.concatenate(flat, axis=1),
+            domain="activations",
+            sample_ids=sample_ids,
+            labels=labels,
+            predictions=predictions(self.model_output),
+        )
+
+
+def predictions(model_output: torch.Tensor) -> np.ndarray | None:
+    """Predicted class per sample (argmax of ``(n_samples, n_classes)`` output), else ``None``."""
+    if isinstance(model_output, torch.Tensor) and model_output.ndim == 2 and model_output.shape[1] > 1:
+        return model_output.argmax(dim=1).cpu().numpy()
+    return None

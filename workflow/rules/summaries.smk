@@ -1,0 +1,90 @@
+# Per analysis: the tables and dataset summary, the class averages; over all analyses: the sweep table.
+
+
+rule summarize:
+    input:
+        unpack(summary_inputs),
+    output:
+        samples="results/{model}/{dataset}/summary.csv",
+        layers="results/{model}/{dataset}/layers.csv",
+        dataset="results/{model}/{dataset}/dataset_summary.h5",
+        plots=report(
+            "results/{model}/{dataset}/dataset_summary.pdf",
+            caption="../report/dataset_summary.rst",
+            category="Datasets",
+            labels={"model": "{model}", "dataset": "{dataset}"},
+        ),
+    log:
+        "results/logs/summarize/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/summarize/{model}/{dataset}.tsv"
+    conda:
+        "../envs/nsp-pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
+        runtime=lambda wildcards, attempt: 20 * attempt,
+    params:
+        samples=sample_names,
+    script:
+        "../scripts/summarize.py"
+
+
+rule render_averages:
+    input:
+        dataset="results/{model}/{dataset}/dataset_summary.h5",
+    output:
+        averages=report(
+            directory("results/{model}/{dataset}/averages"),
+            patterns=["{name}.pdf"],
+            caption="../report/averages.rst",
+            category="Class averages",
+            subcategory="{model} × {dataset}",
+            labels={"average": "{name}"},
+        ),
+    log:
+        "results/logs/render_averages/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/render_averages/{model}/{dataset}.tsv"
+    conda:
+        "../envs/nsp-pipeline.yaml"
+    threads: 4  # PDFs rendered side by side, one worker process per thread
+    resources:
+        mem_mb=lambda wildcards, input, threads, attempt: int(
+            (600 + 400 * threads + 10 * input.size_mb) * attempt
+        ),
+        runtime=lambda wildcards, attempt: 30 * attempt,
+    params:
+        scale=config["render"]["scale"],
+        cmap=config["render"]["cmap"],
+        symlog=config["render"]["symlog"],
+    script:
+        "../scripts/render_averages.py"
+
+
+rule summarize_sweep:
+    input:
+        samples=[f"{plan.folder}/summary.csv" for plan in ANALYSES],
+        layers=[f"{plan.folder}/layers.csv" for plan in ANALYSES],
+    output:
+        table=report(
+            "results/sweep/summary.csv",
+            caption="../report/sweep.rst",
+            category="Sweep",
+            labels={"table": "sweep"},
+        ),
+        hdf5="results/sweep/summary.h5",
+    log:
+        "results/logs/summarize_sweep.log",
+    benchmark:
+        "results/benchmarks/summarize_sweep.tsv"
+    conda:
+        "../envs/nsp-pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, attempt: 1000 * attempt,
+        runtime=lambda wildcards, attempt: 10 * attempt,
+    params:
+        analyses=[[plan.model, plan.dataset] for plan in ANALYSES],
+    script:
+        "../scripts/summarize_sweep.py"
