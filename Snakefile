@@ -7,10 +7,20 @@ import os
 
 from snakemake.utils import min_version
 
+from nsp_pipeline.io.config import read_yaml
+
 min_version("9.0")
 
+CONFIGFILE = "config.yaml"
+# Read first with the package's bounded reader, before Snakemake's own, which would expand a
+# "billion laughs" file without end and keep the last of two equal keys: either stops here, naming
+# the file. (Snakemake reads --configfile files before this Snakefile: read_yaml checks them too,
+# after Snakemake has read them; see the README.)
+if os.path.exists(CONFIGFILE):
+    read_yaml(CONFIGFILE)
 
-configfile: "config.yaml"
+
+configfile: CONFIGFILE
 
 
 report: "workflow/report/workflow.rst"
@@ -43,8 +53,7 @@ localrules:
     summarize_sweep,
 
 
+# Every output of the analyses is a target, so that a deleted one is made again.
 rule all:
     input:
-        [f"{plan.folder}/summary.csv" for plan in ANALYSES],
-        [f"{plan.folder}/averages" for plan in ANALYSES],
-        "results/sweep/summary.csv",
+        every_output,

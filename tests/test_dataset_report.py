@@ -228,7 +228,7 @@ def written(tmp_path_factory, patterns):
 def test_hdf5_read_back_with_h5py_equals_statistics(written, patterns):
     stats, summary_file, _ = written
     with h5py.File(summary_file, "r") as file:
-        assert file.attrs["schema"] == "nsp-pipeline/dataset_summary" and file.attrs["schema_version"] == 1
+        assert file.attrs["schema"] == "nsp-pipeline/dataset_summary" and file.attrs["schema_version"] == 2
         assert file.attrs["model"] == "net" and file.attrs["dataset"] == "data"
         assert file.attrs["nsp_pipeline_version"] and len(file.attrs["content_sha256"]) == 64
         assert list(file.attrs["patterns"]) == list(patterns)

@@ -16,14 +16,15 @@ from nsp_pipeline.data.specs import DatasetError, dataset_size, select_samples
 
 @pytest.fixture
 def images(tmp_path):
-    """A folder of three 4×5 grayscale PNGs, a text file, and a labels CSV with a header."""
+    """A folder of three 4×5 grayscale PNGs, a text file, and a labels CSV with a header (b.png's
+    label unknown)."""
     folder = tmp_path / "images"
     folder.mkdir()
     for i, name in enumerate(["b.png", "a.png", "c.png"]):
         Image.fromarray(np.full((4, 5), 50 * i, dtype=np.uint8)).save(folder / name)
     (folder / "notes.txt").write_text("not an image")
     labels = tmp_path / "labels.csv"
-    labels.write_text("filename,label\na.png,3\nc.png,7\n")
+    labels.write_text("filename,label\na.png,3\nc.png,7\nb.png,-1\n")
     return folder, labels
 
 
@@ -204,13 +205,13 @@ def test_image_folder_errors(images, tmp_path):
     with pytest.raises(DatasetError, match="'grayscale' is 'yes'"):
         load_dataset({**spec, "grayscale": "yes"})
     labels.write_text("a.png,3\nz.png,1\n")
-    with pytest.raises(DatasetError, match=r"labels.csv line 2: image 'z.png' is not in"):
+    with pytest.raises(DatasetError, match=r"labels.csv line 2: 'z.png' is not one of the 3 images of"):
         load_dataset({**spec, "labels": str(labels)})
     labels.write_text("a.png,three\n")
     with pytest.raises(DatasetError, match=r"labels.csv line 1.*integer label"):
         load_dataset({**spec, "labels": str(labels)})
     labels.write_text("a.png,1\na.png,2\n")
-    with pytest.raises(DatasetError, match=r"'a.png' is labelled twice"):
+    with pytest.raises(DatasetError, match=r"line 2: image 'a.png' is labelled again \(first on line 1\)"):
         load_dataset({**spec, "labels": str(labels)})
     Image.fromarray(np.zeros((6, 6), dtype=np.uint8)).save(folder / "d.png")
     with pytest.raises(DatasetError, match=r"d.png has shape \(1, 6, 6\) but a.png has \(1, 4, 5\)"):
@@ -238,19 +239,19 @@ def test_select_samples():
 @pytest.mark.parametrize(
     ("selection", "message"),
     [
-        ({}, "expected exactly one of the keys"),
-        ({"count": 1, "all": True}, "expected exactly one of the keys"),
-        ({"first": 3}, "expected exactly one of the keys"),
-        ({"count": 0}, "'count' is 0; expected a positive integer"),
-        ({"count": True}, "'count' is True"),
-        ({"count": 11}, "'count' is 11; the dataset has only 10 samples"),
-        ({"indices": []}, "expected a non-empty list"),
-        ({"indices": [1, 10, -1]}, r"'indices' \[10, -1\] out of range; expected 0 <= index < 10"),
-        ({"indices": [1, 2, 1]}, r"repeats \[1\]"),
-        ({"range": [5, 5]}, r"'range' is \[5, 5\]; expected 0 <= start < stop <= 10"),
-        ({"range": [0, 11]}, "stop is exclusive"),
+        ({}, "samples is {}; expected exactly one key of"),
+        ({"count": 1, "all": True}, "expected exactly one key of"),
+        ({"first": 3}, "expected exactly one key of"),
+        ({"count": 0}, r"samples.count is 0; expected an integer from 1 to 10 \(the dataset has 10"),
+        ({"count": True}, "samples.count is True"),
+        ({"count": 11}, "samples.count is 11; expected an integer from 1 to 10"),
+        ({"indices": []}, "samples.indices is \\[\\]; expected a non-empty list"),
+        ({"indices": [1, 10, -1]}, r"samples.indices\[1\] is 10 \(and 1 more\); expected integers from 0"),
+        ({"indices": [1, 2, 1]}, r"samples.indices\[2\] repeats samples.indices\[0\] \(1\)"),
+        ({"range": [5, 5]}, r"samples.range is \[5, 5\]; expected 0 <= start < stop <= 10"),
+        ({"range": [0, 11]}, r"samples.range\[1\] is 11; expected integers from 0 to 10"),
         ({"range": [0]}, "expected \\[start, stop\\] integers"),
-        ({"all": False}, "'all' is False; expected true"),
+        ({"all": False}, "samples.all is False; expected true"),
     ],
 )
 def test_select_samples_errors(selection, message):
@@ -292,12 +293,12 @@ def spec_of(kind, folder):
         raw = rng.integers(0, 256, (N, 4, 5, 3)).astype(np.uint8)
         for i in range(N):
             Image.fromarray(raw[i]).save(images / f"{i:03d}.png")
-        rows = [f"{i:03d}.png,{labels[i]}" for i in rng.permutation(N)[: N - 3]]
+        rows = [f"{i:03d}.png,{labels[i]}" for i in rng.permutation(N)]
         (folder / "labels.csv").write_text("\n".join(["filename,label", *rows]) + "\n")
         spec = {"source": "images", "path": str(images), "labels": str(folder / "labels.csv")}
         if kind == "images-rgb":
-            return {**spec, "grayscale": False}, None, raw.transpose(0, 3, 1, 2) / 255.0, None
-        return spec, (1, 7, 9), None, None
+            return {**spec, "grayscale": False}, None, raw.transpose(0, 3, 1, 2) / 255.0, labels
+        return spec, (1, 7, 9), None, labels
     split = {"digits": "test", "digits-resized": "train"}[kind]
     spec = {"source": "digits", "split": split, **({"size": 12} if kind == "digits-resized" else {})}
     return spec, None, None, None

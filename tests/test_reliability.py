@@ -413,7 +413,7 @@ CONFIG_ERRORS = [
     (
         "empty sample range",
         config_with(samples={"range": [5, 5]}),
-        ["config: samples for dataset 'digits': sample selection 'range' is [5, 5]; expected 0 <= start"],
+        ["config: samples for dataset 'digits': samples.range is [5, 5]; expected 0 <= start"],
     ),
     (
         "data file missing",

@@ -219,7 +219,7 @@ def test_pattern_file_is_readable_with_plain_h5py(tmp_path, layout: Layout) -> N
         np.testing.assert_array_equal(dataset[()], pattern.layer("features.0/conv"))
         np.testing.assert_array_equal(file["layers/003"].attrs["parents"], [0, 2])
         assert file["labels"].dtype == np.int64 and file.attrs["domain"] == "laplacian"
-        assert file.attrs["schema"] == "nsp-pipeline/pattern" and file.attrs["schema_version"] == 1
+        assert file.attrs["schema"] == "nsp-pipeline/pattern" and file.attrs["schema_version"] == 2
 
 
 def test_missing_metadata_is_stored_as_minus_one(tmp_path, layout: Layout) -> None:
@@ -346,8 +346,10 @@ def test_foreign_hdf5_file_is_a_schema_error(tmp_path) -> None:
 def test_newer_schema_version_is_a_schema_error(tmp_path, graph: NeuronGraph) -> None:
     write_graph(tmp_path / "g.h5", graph, PROVENANCE)
     with h5py.File(tmp_path / "g.h5", "r+") as file:
-        file.attrs["schema_version"] = 2
-    with pytest.raises(SchemaError, match="schema_version 2"):
+        file.attrs["schema_version"] = hdf5.SCHEMA_VERSION + 1
+    with pytest.raises(
+        SchemaError, match=rf"g\.h5 has schema_version {hdf5.SCHEMA_VERSION + 1}; .* reads version"
+    ):
         read_graph(tmp_path / "g.h5")
 
 
@@ -509,9 +511,9 @@ def _count_hashes(monkeypatch) -> list[int]:
     calls = []
     original = hdf5.content_sha256
 
-    def counted(arrays):
+    def counted(arrays, attributes):
         calls.append(len(arrays))
-        return original(arrays)
+        return original(arrays, attributes)
 
     monkeypatch.setattr(hdf5, "content_sha256", counted)
     return calls

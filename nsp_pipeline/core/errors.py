@@ -24,4 +24,4 @@ class NonFiniteError(ValueError):
 
 
 class ProvenanceError(ValueError):
-    """Files computed from different models are combined."""
+    """Files computed from different models, data, settings or samples are combined."""

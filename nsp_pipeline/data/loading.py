@@ -7,11 +7,56 @@ back in the requested order); an image folder opens only the requested files. An
 cannot be memory-mapped (it may be compressed), so its inputs array is read whole, once, and
 indexed; the digits are in memory anyway. Labels, one integer per sample (a CSV file for image
 folders), are always read and checked whole.
+
+Array files
+    Inputs of any real dtype (bool, integers, float16/32/64, either byte order) become float32
+    with their values unchanged (values beyond float32's range would become Inf and are refused
+    with the NaN and Inf values, naming the file and the samples' positions). Arrays of Python
+    objects, strings, complex numbers or records are refused. Labels are integers, or floats
+    without fractions; ``-1`` marks an unknown label, lower labels are refused.
+
+Image modes
+    Images are read as Pillow opens them, turned the way their EXIF orientation says, as values
+    in [0, 1]: ``1``, ``L``, ``P`` and the 8-bit colour modes (``RGB``, ``RGBX``, ``YCbCr``) are
+    divided by 255; 16-bit grayscale (``I;16``, and ``I`` with values in 0..65535) by 65535, so
+    that their whole range is kept. A palette image (``P``, ``PA``) is read through its RGB(A)
+    colours. ``grayscale: true`` (the default) converts colour to luma (Pillow's ITU-R 601-2
+    weights, ``L = 0.299 R + 0.587 G + 0.114 B``); ``grayscale: false`` repeats a grayscale image
+    in three channels. Refused, naming the file and its mode: ``F`` (floating point has no fixed
+    range: use an array dataset), ``CMYK`` (turning it into RGB needs the file's colour profile:
+    convert it first), other modes (``LAB``, ``HSV``, 32-bit ``I`` beyond 16 bits), and
+    animations (more than one frame).
+
+Transparency
+    An alpha channel (``LA``, ``RGBA``, ``PA``, or a palette with a transparent colour) that is
+    opaque everywhere is ignored. An image with any transparent pixel shows what is behind it, so
+    its values depend on a background that the file does not hold: it is refused unless the spec's
+    ``alpha`` says how to read it: ``black`` or ``white`` composites it over that background
+    (``value × a + background × (1 − a)``, ``a`` the alpha in [0, 1], on the stored values), and
+    ``channel`` reads the alpha channel itself as the image (a glyph drawn in the alpha channel
+    over constant colours; every channel then holds the alpha). With ``alpha: channel``, images
+    without an alpha channel are refused.
+
+Image folders and their labels
+    A folder's images are its files with the suffixes of
+    :data:`~nsp_pipeline.data.specs.IMAGE_SUFFIXES` (any case); other files, hidden files
+    (``.name``) and subfolders are ignored. Images of one dataset must have one size unless the
+    model's input shape is given (each is then resized to it). A corrupt image is refused naming
+    it. The labels CSV has one ``filename,label`` row per image of the folder, in any order,
+    with ``-1`` for an image whose label is unknown; a CSV without a row for an image, with a row
+    for a file that is not one of the images, with an image twice, or with a label that is not
+    an integer >= -1 is refused, naming the CSV, the line and the files. Files saved by
+    spreadsheets are read: UTF-8 with or without a byte-order mark, ``,`` or ``;`` or tab
+    separators (those of the first row), CRLF line ends, an optional header row (a first row
+    whose label is not a number and whose file name is not an image of the folder), blank rows
+    and empty trailing columns. Other encodings are refused (save the CSV as UTF-8).
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +79,7 @@ from nsp_pipeline.data.specs import (
     image_files,
     is_int,
     load_npy,
+    npz_header,
     read,
     read_h5,
     source_of,
@@ -152,7 +198,7 @@ def _load(spec: Mapping, positions: np.ndarray | None, input_shape: tuple[int, .
         bad = (bad if positions is None else positions[bad]).tolist()
         raise DatasetError(
             f"{_describe(spec, name)}: {len(bad)} samples contain NaN or Inf (positions "
-            f"{shortened(bad)}); expected finite inputs"
+            f"{shortened(bad)}); expected finite inputs (within float32's range, about ±3.4e38)"
         )
     if input_shape is not None:
         inputs = _fit(inputs, tuple(input_shape), _describe(spec, name))
@@ -222,22 +268,26 @@ def _load_array(spec: Mapping, positions: np.ndarray | None):
 
 
 def _rows(inputs, path: Path, positions: np.ndarray | None) -> tuple[np.ndarray, int]:
-    """Rows ``positions`` of an inputs array (or memory map, or HDF5 dataset) and its sample count."""
+    """Rows ``positions`` of an inputs array (or memory map, or HDF5 dataset) as native float32, and
+    the number of samples."""
     if inputs.dtype.kind not in "biuf":
-        raise DatasetError(f"{path}: inputs have dtype {inputs.dtype}; expected real numbers")
-    if inputs.ndim < 2:
+        raise DatasetError(
+            f"{path}: inputs have dtype {inputs.dtype}; expected real numbers (bool, integers or floats)"
+        )
+    if inputs.ndim < 2 or inputs.shape[0] == 0:
         raise DatasetError(
             f"{path}: inputs have shape {inputs.shape}; "
-            "expected (N, *sample_shape), e.g. (N, C, H, W) or (N, H, W)"
+            "expected (N, *sample_shape) with N >= 1, e.g. (N, C, H, W) or (N, H, W)"
         )
-    return _take(inputs, positions), int(inputs.shape[0])
+    with np.errstate(over="ignore"):  # beyond float32's range: Inf, refused with NaN and Inf
+        return np.asarray(_take(inputs, positions), dtype=np.float32), int(inputs.shape[0])
 
 
 def _npz_arrays(path: Path, inputs_key: str, labels_key: str, labels_required: bool, positions):
     with np.load(path, allow_pickle=False) as archive:
-        for key in (inputs_key, labels_key) if labels_required else (inputs_key,):
-            if key not in archive.files:
-                raise DatasetError(f"{path} has no array {key!r}; it holds {sorted(archive.files)}")
+        labelled = labels_required or labels_key in archive.files
+        for key in (inputs_key, labels_key) if labelled else (inputs_key,):
+            npz_header(path, key)  # names a missing array, refuses Python objects
         inputs = _rows(archive[inputs_key], path, positions)
         return inputs, archive[labels_key] if labels_key in archive.files else None
 
@@ -263,32 +313,48 @@ def _labels(labels: np.ndarray | None, n: int, source: Path) -> np.ndarray:
         raise DatasetError(
             f"{source}: labels have dtype {labels.dtype} or fractions; expected integer labels"
         )
+    wrong = np.flatnonzero((labels < -1) | (labels > np.iinfo(np.int64).max))
+    if wrong.size:
+        raise DatasetError(
+            f"{source}: labels {shortened(labels[wrong].tolist())} at positions {shortened(wrong.tolist())}; "
+            "expected class labels >= 0, or -1 for an unknown label"
+        )
     return labels.astype(np.int64)
 
 
-def _load_images(spec: Mapping, positions: np.ndarray | None, input_shape: tuple[int, ...] | None):
-    from PIL import Image, UnidentifiedImageError
+#: Transparency options of an images spec's ``alpha`` (see the module docstring).
+ALPHA = ("black", "white", "channel")
+#: Pillow modes read as 8-bit values (``1`` as 0 and 255), and as 16-bit grayscale.
+EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "YCbCr")
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+#: The EXIF tag of an image's orientation.
+ORIENTATION = 0x0112
+#: What to do with the images of a mode that is refused.
+REFUSED_MODES = {
+    "F": "floating-point pixels have no fixed range; save them as an array dataset (source: array)",
+    "CMYK": "converting CMYK to RGB needs the file's colour profile; convert the image to RGB first",
+}
 
+
+def _load_images(spec: Mapping, positions: np.ndarray | None, input_shape: tuple[int, ...] | None):
     folder = existing_path(spec, "path")
     files = image_files(folder)
     grayscale = spec.get("grayscale", True)
     if not isinstance(grayscale, bool):
         raise DatasetError(f"images dataset {folder}: 'grayscale' is {grayscale!r}; expected true or false")
+    alpha = spec.get("alpha")
+    if alpha is not None and alpha not in ALPHA:
+        raise DatasetError(f"images dataset {folder}: 'alpha' is {alpha!r}; expected one of {list(ALPHA)}")
+    labels = (
+        _csv_labels(existing_path(spec, "labels"), files)
+        if "labels" in spec
+        else _labels(None, len(files), folder)
+    )
     size = tuple(input_shape[-2:]) if input_shape is not None and len(input_shape) == 3 else None
     chosen = files if positions is None else [files[position] for position in positions]
     images = []
     for file in chosen:
-        try:
-            with Image.open(file) as image:
-                if grayscale and image.mode.startswith("I;16"):
-                    array = np.asarray(image, dtype=np.float32) / 65535.0
-                else:
-                    array = np.asarray(image.convert("L" if grayscale else "RGB"), dtype=np.float32) / 255.0
-        except (OSError, UnidentifiedImageError) as error:
-            raise DatasetError(
-                f"image {file} cannot be read ({error}); expected a complete {'/'.join(IMAGE_SUFFIXES)} image"
-            ) from error
-        tensor = torch.from_numpy(array[None] if grayscale else array.transpose(2, 0, 1).copy())
+        tensor = torch.from_numpy(read_image(file, grayscale, alpha))
         if size is not None and tuple(tensor.shape[1:]) != size:
             tensor = F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False)[0]
         if images and tensor.shape != images[0].shape:
@@ -298,34 +364,174 @@ def _load_images(spec: Mapping, positions: np.ndarray | None, input_shape: tuple
                 "expected images of one size (or give the model's input_shape to resize them)"
             )
         images.append(tensor)
-    labels = (
-        _csv_labels(existing_path(spec, "labels"), files)
-        if "labels" in spec
-        else _labels(None, len(files), folder)
-    )
     ids = np.arange(len(files), dtype=np.int64)
     return torch.stack(images), _take(labels, positions), _take(ids, positions)
 
 
-def _csv_labels(path: Path, files: list[Path]) -> np.ndarray:
-    position = {file.name: i for i, file in enumerate(files)}
-    labels = np.full(len(files), -1, dtype=np.int64)
-    seen = set()
-    with open(path, newline="") as handle:
-        for line, row in enumerate(csv.reader(handle), start=1):
-            if not row or (line == 1 and row == ["filename", "label"]):
-                continue
-            if len(row) != 2 or not row[1].strip().lstrip("-").isdigit():
+def read_image(file: Path, grayscale: bool, alpha: str | None = None) -> np.ndarray:
+    """An image file as float32 values in [0, 1], following the policy of the module docstring.
+
+    Parameters
+    ----------
+    file : path
+        An image file.
+    grayscale : bool
+        One channel (luma) or three (RGB).
+    alpha : {None, "black", "white", "channel"}
+        How a partly transparent image is read (``None``: it is refused).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(1, H, W)`` or ``(3, H, W)`` float32.
+
+    Raises
+    ------
+    DatasetError
+        An unreadable, animated or partly transparent image (without ``alpha``), or a refused mode;
+        the message names the file and its mode.
+    """
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(file) as image:
+            mode = image.mode
+            if getattr(image, "n_frames", 1) > 1:
                 raise DatasetError(
-                    f"{path} line {line}: {row!r}; expected 'filename,label' with an integer label"
+                    f"image {file} is an animation of {image.n_frames} frames; expected a single image"
                 )
-            name = row[0].strip()
-            if name not in position:
-                raise DatasetError(f"{path} line {line}: image {name!r} is not in {files[0].parent}")
-            if name in seen:
-                raise DatasetError(f"{path} line {line}: image {name!r} is labelled twice")
-            seen.add(name)
-            labels[position[name]] = int(row[1])
+            if image.getexif().get(ORIENTATION, 1) != 1:
+                image = ImageOps.exif_transpose(image)
+            values, opacity = image_values(image, grayscale, file)
+    except DatasetError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise DatasetError(
+            f"image {file} cannot be read ({error}); expected a complete {'/'.join(IMAGE_SUFFIXES)} image"
+        ) from error
+    if alpha == "channel":
+        if opacity is None:
+            raise DatasetError(
+                f"image {file} (mode {mode}) has no alpha channel; 'alpha: channel' reads images "
+                "from their alpha channel"
+            )
+        return np.repeat(opacity[None], len(values), axis=0)
+    if opacity is None or (opacity == 1).all():
+        return values
+    if alpha is None:
+        raise DatasetError(
+            f"image {file} (mode {mode}) is transparent at {int((opacity < 1).sum())} of "
+            f"{opacity.size} pixels, so its values depend on the background it is shown on; expected "
+            "opaque images, or the dataset's 'alpha' set to black or white (composite over that "
+            "background) or channel (read the alpha channel as the image, e.g. a glyph drawn in it)"
+        )
+    return values * opacity + (0.0 if alpha == "black" else 1.0) * (1 - opacity)
+
+
+def image_values(image, grayscale: bool, file: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """A Pillow image's values and its opacity, both in [0, 1].
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        An image of any mode.
+    grayscale : bool
+        One channel (luma) or three (RGB).
+    file : path
+        The image's file, named in messages.
+
+    Returns
+    -------
+    values : numpy.ndarray
+        ``(1, H, W)`` or ``(3, H, W)`` float32, its alpha ignored.
+    opacity : numpy.ndarray or None
+        ``(H, W)`` float32 alpha (1 is opaque), or ``None`` without an alpha channel.
+
+    Raises
+    ------
+    DatasetError
+        For the modes the module docstring refuses.
+    """
+    mode = image.mode
+    if mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image).astype(np.float32)
+        if mode == "I" and (values.min() < 0 or values.max() > 65535):
+            raise DatasetError(
+                f"image {file} (mode I, 32-bit integers) has values from {values.min():.0f} to "
+                f"{values.max():.0f}; expected 16-bit values 0..65535 (save it as 8- or 16-bit)"
+            )
+        values = values[None] / 65535.0
+        return (values if grayscale else np.repeat(values, 3, axis=0)), None
+    if mode not in EIGHT_BIT_MODES:
+        advice = REFUSED_MODES.get(mode, "convert the image to L, RGB or RGBA")
+        raise DatasetError(
+            f"image {file} has mode {mode}; expected one of "
+            f"{list(EIGHT_BIT_MODES + SIXTEEN_BIT_MODES)} ({advice})"
+        )
+    if mode in ("P", "PA"):
+        image = image.convert("RGBA" if image.has_transparency_data else "RGB")
+    opacity = None
+    if image.mode in ("LA", "RGBA"):
+        opacity = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
+    values = np.asarray(image.convert("L" if grayscale else "RGB"), dtype=np.float32) / 255.0
+    return (values[None] if grayscale else values.transpose(2, 0, 1).copy()), opacity
+
+
+def _csv_labels(path: Path, files: list[Path]) -> np.ndarray:
+    """The labels of ``files`` from a CSV of ``filename,label`` rows (see the module docstring)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DatasetError(
+            f"labels {path} is not UTF-8 text ({error}); expected a CSV file saved as UTF-8 "
+            "(e.g. 'CSV UTF-8' in a spreadsheet's Save As)"
+        ) from error
+    except OSError as error:
+        raise DatasetError(f"labels {path} cannot be read ({error}); expected a CSV file") from error
+    folder = files[0].parent
+    position = {file.name: i for i, file in enumerate(files)}
+    first_row = next((line for line in text.splitlines() if line.strip(" ,;\t")), "")
+    delimiter = next((candidate for candidate in ",;\t" if candidate in first_row), ",")
+    labels = np.full(len(files), -1, dtype=np.int64)
+    seen: dict[str, int] = {}  # image name: line
+    first = True
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    for row in reader:
+        line = reader.line_num
+        row = [field.strip() for field in row]
+        while row and not row[-1]:
+            row.pop()
+        if not row:
+            continue
+        label_ok = len(row) == 2 and re.fullmatch(r"[+-]?[0-9]+", row[1]) is not None
+        header = first and len(row) == 2 and not label_ok and row[0] not in position
+        first = False
+        if header:
+            continue
+        if not label_ok or int(row[1]) < -1:
+            raise DatasetError(
+                f"{path} line {line}: {row!r}; expected 'filename{delimiter}label' with an integer label "
+                ">= 0 (-1: unknown)"
+            )
+        name = row[0]
+        if name not in position:
+            raise DatasetError(
+                f"{path} line {line}: {name!r} is not one of the {len(files)} images of {folder}; "
+                f"expected file names such as {files[0].name!r}"
+            )
+        if name in seen:
+            raise DatasetError(
+                f"{path} line {line}: image {name!r} is labelled again (first on line {seen[name]})"
+            )
+        seen[name] = line
+        labels[position[name]] = int(row[1])
+    missing = [file.name for file in files if file.name not in seen]
+    if missing:
+        raise DatasetError(
+            f"{path} has no row for {len(missing)} of the {len(files)} images of {folder}: "
+            f"{shortened(missing)}; expected one 'filename{delimiter}label' row per image "
+            "(-1 for an unknown label)"
+        )
     return labels
 
 

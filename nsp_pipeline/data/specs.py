@@ -1,7 +1,8 @@
 """Dataset specs from a config, their sizes and sample selection, without torch.
 
 The Snakefile plans its jobs with this module (:func:`dataset_size`, :func:`select_samples`), so it
-imports NumPy and h5py only; :mod:`nsp_pipeline.data.loading` turns a spec into tensors.
+imports NumPy and h5py only; :mod:`nsp_pipeline.data.loading` turns a spec into tensors (and
+documents how every file and image mode is read).
 
 Every spec is a mapping with a ``source`` key:
 
@@ -16,18 +17,24 @@ Every spec is a mapping with a ``source`` key:
     ``inputs_key``/``labels_key``. ``labels``: a ``.npy`` file of labels (any format).
     Values are used as they are (no scaling).
 ``images``
-    ``path`` to a folder of png/jpg/jpeg/bmp/gif files, read in file-name order,
-    ``grayscale`` (default true), ``labels``: a CSV file of ``filename,label`` rows.
+    ``path`` to a folder of png/jpg/jpeg/bmp/gif files, read in file-name order (other files,
+    hidden files and subfolders are ignored), ``grayscale`` (default true), ``alpha``
+    (``black``, ``white`` or ``channel``: how partly transparent images are read; by default
+    they are refused), ``labels``: a CSV file of ``filename,label`` rows, one per image.
 
 ``name`` names the dataset in messages (default: the source and split, or the file name).
-Relative paths are relative to the working directory.
+Relative paths are relative to the working directory. Data files are opened read-only, HDF5
+files without locking (as :mod:`nsp_pipeline.io.hdf5` opens its own), and ``.npy``/``.npz`` files
+without unpickling (arrays of Python objects are refused).
 """
 
 from __future__ import annotations
 
 import zipfile
 from collections.abc import Callable, Mapping
+from os import PathLike
 from pathlib import Path
+from typing import BinaryIO
 
 import h5py
 import numpy as np
@@ -63,7 +70,8 @@ def dataset_size(spec: Mapping) -> int:
     Raises
     ------
     DatasetError
-        Unknown source, missing or unreadable file or key, a folder without images, or scalar inputs.
+        Unknown source, missing or unreadable file or key, a folder without images, inputs without
+        samples, or an array of Python objects.
     """
     source = source_of(spec)
     if source == "digits":
@@ -76,15 +84,17 @@ def dataset_size(spec: Mapping) -> int:
     if suffix == ".npy":
         shape = read(path, lambda: load_npy(path, mmap_mode="r").shape)
     elif suffix == ".npz":
-        shape = read(path, lambda: _npz_shape(path, inputs_key))
+        shape = read(path, lambda: npz_header(path, inputs_key)[0])
     else:
         shape = read_h5(path, lambda file: h5_dataset(file, path, inputs_key).shape)
-    if not shape:
-        raise DatasetError(f"{path}: inputs are a scalar; expected an array of shape (N, *sample_shape)")
+    if not shape or not shape[0]:
+        raise DatasetError(
+            f"{path}: inputs have shape {shape}; expected an array of shape (N, *sample_shape), N >= 1"
+        )
     return int(shape[0])
 
 
-def select_samples(n_available: int, selection: Mapping) -> np.ndarray:
+def select_samples(n_available: int, selection: Mapping, key: str = "samples") -> np.ndarray:
     """Positions of the samples a selection picks.
 
     Parameters
@@ -94,6 +104,8 @@ def select_samples(n_available: int, selection: Mapping) -> np.ndarray:
     selection : mapping
         Exactly one of ``{"count": k}`` (the first k), ``{"indices": [...]}``,
         ``{"range": [start, stop]}`` (stop exclusive) or ``{"all": true}``.
+    key : str
+        The selection's config key, named in messages (e.g. ``samples.indices[2]``).
 
     Returns
     -------
@@ -103,56 +115,73 @@ def select_samples(n_available: int, selection: Mapping) -> np.ndarray:
     Raises
     ------
     DatasetError
-        If the selection is malformed, empty, repeats a position or reaches past the dataset.
+        If the selection is malformed (a value that is not an integer, booleans and floats such as
+        ``3.0`` included), empty, repeats a position or reaches past the dataset; the message names
+        the key, the value and the dataset's size.
     """
-    keys = [key for key in SELECTIONS if key in selection]
-    unknown = sorted(set(selection) - set(SELECTIONS))
-    if len(keys) != 1 or unknown:
-        raise DatasetError(
-            f"sample selection {dict(selection)!r}: expected exactly one of the keys {list(SELECTIONS)}"
-        )
-    key = keys[0]
-    value = selection[key]
-    if key == "all":
+    size = f"the dataset has {n_available} samples"
+    if not isinstance(selection, Mapping):
+        raise DatasetError(f"{key} is {selection!r}; expected a mapping with a key of {list(SELECTIONS)}")
+    keys = [name for name in SELECTIONS if name in selection]
+    if len(keys) != 1 or set(selection) - set(SELECTIONS):
+        raise DatasetError(f"{key} is {dict(selection)!r}; expected exactly one key of {list(SELECTIONS)}")
+    name = keys[0]
+    value = selection[name]
+    if name == "all":
         if value is not True:
-            raise DatasetError(f"sample selection 'all' is {value!r}; expected true")
+            raise DatasetError(f"{key}.all is {value!r}; expected true")
+        if n_available == 0:
+            raise DatasetError(f"{key}.all selects no samples ({size})")
         positions = np.arange(n_available, dtype=np.int64)
-    elif key == "count":
-        if not is_int(value) or value < 1:
-            raise DatasetError(f"sample selection 'count' is {value!r}; expected a positive integer")
-        if value > n_available:
+    elif name == "count":
+        if not is_int(value) or not 1 <= value <= n_available:
             raise DatasetError(
-                f"sample selection 'count' is {value}; the dataset has only {n_available} samples"
+                f"{key}.count is {value!r}; expected an integer from 1 to {n_available} ({size})"
             )
         positions = np.arange(value, dtype=np.int64)
-    elif key == "range":
-        if not (isinstance(value, list | tuple) and len(value) == 2 and all(is_int(v) for v in value)):
-            raise DatasetError(f"sample selection 'range' is {value!r}; expected [start, stop] integers")
-        start, stop = value
-        if not 0 <= start < stop <= n_available:
+    elif name == "range":
+        if not (isinstance(value, list | tuple) and len(value) == 2):
+            raise DatasetError(f"{key}.range is {value!r}; expected [start, stop] integers")
+        _check_integers(f"{key}.range", value, n_available, n_available)
+        start, stop = (int(v) for v in value)
+        if not start < stop:
             raise DatasetError(
-                f"sample selection 'range' is {list(value)}; expected 0 <= start < stop <= {n_available} "
-                "(stop is exclusive)"
+                f"{key}.range is {list(value)}; expected 0 <= start < stop <= {n_available} "
+                f"(stop is exclusive; {size})"
             )
         positions = np.arange(start, stop, dtype=np.int64)
     else:
-        if not (isinstance(value, list | tuple) and value and all(is_int(v) for v in value)):
-            raise DatasetError(
-                f"sample selection 'indices' is {value!r}; expected a non-empty list of integers"
-            )
-        positions = np.asarray(value, dtype=np.int64)
-        outside = positions[(positions < 0) | (positions >= n_available)]
-        if outside.size:
-            raise DatasetError(
-                f"sample selection 'indices' {outside.tolist()} out of range; "
-                f"expected 0 <= index < {n_available}"
-            )
-        values, counts = np.unique(positions, return_counts=True)
-        if (counts > 1).any():
-            raise DatasetError(f"sample selection 'indices' repeats {values[counts > 1].tolist()}")
-    if positions.size == 0:
-        raise DatasetError(f"sample selection {dict(selection)!r} selects no samples of {n_available}")
+        if not (isinstance(value, list | tuple) and value):
+            raise DatasetError(f"{key}.indices is {value!r}; expected a non-empty list of integers")
+        _check_integers(f"{key}.indices", value, n_available - 1, n_available)
+        positions = np.asarray([int(v) for v in value], dtype=np.int64)
+        first = {}
+        repeats = [
+            f"{key}.indices[{i}] repeats {key}.indices[{first[p]}] ({p})"
+            for i, p in enumerate(positions.tolist())
+            if first.setdefault(p, i) != i
+        ]
+        if repeats:
+            raise DatasetError(f"{_first(repeats)}; expected each sample once")
     return positions
+
+
+def _check_integers(key: str, values, highest: int, n_available: int) -> None:
+    """Refuse ``values`` unless each is an integer from 0 to ``highest``, naming ``key[i]``."""
+    wrong = [f"{key}[{i}] is {value!r}" for i, value in enumerate(values) if not is_int(value)]
+    if wrong:
+        raise DatasetError(f"{_first(wrong)}; expected integers (sample positions)")
+    outside = [f"{key}[{i}] is {value}" for i, value in enumerate(values) if not 0 <= value <= highest]
+    if outside:
+        raise DatasetError(
+            f"{_first(outside)}; expected integers from 0 to {highest} "
+            f"(the dataset has {n_available} samples)"
+        )
+
+
+def _first(problems: list[str]) -> str:
+    """The first of several problems, and how many others there are."""
+    return problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
 
 
 def source_of(spec: Mapping) -> str:
@@ -174,6 +203,8 @@ def existing_path(spec: Mapping, key: str) -> Path:
     """The file or folder a spec names under ``key``, which must exist."""
     if key not in spec:
         raise DatasetError(f"dataset spec {dict(spec)!r}: '{key}' is missing; expected a file or folder path")
+    if not isinstance(spec[key], str | PathLike):
+        raise DatasetError(f"dataset '{key}' is {spec[key]!r}; expected a file or folder path")
     path = Path(spec[key])
     if not path.exists():
         raise DatasetError(f"dataset '{key}' {path} does not exist")
@@ -208,10 +239,14 @@ def array_suffix(path: Path) -> str:
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The image files of a folder (suffixes :data:`IMAGE_SUFFIXES`), in file-name order."""
+    """The image files of a folder (suffixes :data:`IMAGE_SUFFIXES`, not hidden), in file-name order."""
     if not folder.is_dir():
         raise DatasetError(f"images dataset: {folder} is not a folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
     if not files:
         raise DatasetError(
             f"images dataset: {folder} holds no image files; expected {', '.join(IMAGE_SUFFIXES)}"
@@ -220,14 +255,38 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def load_npy(path: Path, mmap_mode: str | None = None) -> np.ndarray:
-    """A ``.npy`` array (never pickled objects), refusing files without NumPy's header."""
+    """A ``.npy`` array, refusing files without NumPy's header and arrays of Python objects."""
     with open(path, "rb") as handle:
-        if handle.read(6) != b"\x93NUMPY":
-            raise DatasetError(
-                f"{path} cannot be read as .npy data (it has no NumPy header); expected an array saved "
-                "by numpy.save"
-            )
+        npy_header(handle, path)
     return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+
+
+def npy_header(stream: BinaryIO, path: Path, key: str | None = None) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from the header of a ``.npy`` file or ``.npz`` member ``key``.
+
+    Raises
+    ------
+    DatasetError
+        If there is no NumPy header, or the array holds Python objects (reading those would unpickle
+        them, which runs code from the file, so they are never read).
+    """
+    what = f"{path}" + (f" member {key!r}" if key is not None else "")
+    magic = stream.read(8)
+    if len(magic) < 8 or not magic.startswith(b"\x93NUMPY"):
+        raise DatasetError(
+            f"{what} cannot be read as .npy data (it has no NumPy header); "
+            "expected an array saved by numpy.save"
+        )
+    if magic[6] == 1:
+        shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+    else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+    if dtype.hasobject:
+        raise DatasetError(
+            f"{what} holds Python objects (dtype {dtype}); expected a numeric array "
+            "(object arrays are never unpickled: save numbers, e.g. numpy.asarray(x, dtype=float))"
+        )
+    return shape, dtype
 
 
 def read(path: Path, reader: Callable[[], object]):
@@ -237,14 +296,20 @@ def read(path: Path, reader: Callable[[], object]):
     except DatasetError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DatasetError(f"{path} cannot be read as {path.suffix} data ({error})") from error
+        hint = ""
+        if path.suffix.lower() in (".h5", ".hdf5"):
+            hint = "; if another program is still writing it, read it once that program has closed it"
+        raise DatasetError(f"{path} cannot be read as {path.suffix} data ({error}){hint}") from error
 
 
 def read_h5(path: Path, reader: Callable[[h5py.File], object]):
-    """``reader(file)`` on the HDF5 file opened for reading, errors as in :func:`read`."""
+    """``reader(file)`` on the HDF5 file opened read-only without locking, errors as in :func:`read`.
+
+    Without locking, a file another process holds open (e.g. to append to it) can still be read.
+    """
 
     def opened():
-        with h5py.File(path, "r") as file:
+        with h5py.File(path, "r", locking=False) as file:
             return reader(file)
 
     return read(path, opened)
@@ -257,15 +322,11 @@ def h5_dataset(file: h5py.File, path: Path, key: str) -> h5py.Dataset:
     return file[key]
 
 
-def _npz_shape(path: Path, key: str) -> tuple[int, ...]:
-    """Shape of an ``.npz`` member from its header, without reading its data."""
+def npz_header(path: Path, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of an ``.npz`` member from its header, without reading its data."""
     with zipfile.ZipFile(path) as archive:
         if f"{key}.npy" not in archive.namelist():
             names = sorted(name.removesuffix(".npy") for name in archive.namelist())
             raise DatasetError(f"{path} has no array {key!r}; it holds {names}")
         with archive.open(f"{key}.npy") as member:
-            version = np.lib.format.read_magic(member)
-            read_header = np.lib.format.read_array_header_1_0
-            if version != (1, 0):
-                read_header = np.lib.format.read_array_header_2_0
-            return read_header(member)[0]
+            return npy_header(member, path, key)

@@ -3,14 +3,18 @@
 One check for the workflow (``workflow/rules/common.smk``), the command line (``--config``) and
 the library alike:
 
-- :func:`load_config` reads a YAML file, refusing duplicate keys (YAML would silently keep the
-  last) and Python tags, then calls :func:`validate_config`;
+- :func:`load_config` reads a YAML file (:func:`read_yaml`), refusing duplicate keys (YAML would
+  silently keep the last), Python tags, and files larger than :data:`MAX_CONFIG_BYTES` or whose
+  aliases expand to more than :data:`MAX_CONFIG_NODES` values (a "billion laughs" file would
+  otherwise hang whatever walks it), then calls :func:`validate_config`;
 - :func:`validate_config` checks a mapping against the JSON schema
   (:data:`~nsp_pipeline.core.defaults.SCHEMA_PATH`, JSON Schema 2020-12), fills in its defaults
   (:func:`~nsp_pipeline.core.defaults.fill_defaults`, as ``snakemake.utils.validate`` does), and
   runs the cross-checks a schema cannot express: the model and dataset names of ``analyses``,
   ``pickle`` without ``trusted: true``, ``train`` without a known ``train_data``, the colormap,
-  and the reference sample of ``graph.incl: false``.
+  and the reference sample of ``graph.incl: false``. Its result is canonical: every mapping has
+  its keys in sorted order, so equal configurations are equal as text too (Snakemake compares a
+  rule's ``params`` by their ``repr``: reordering the keys of a file must not rerun anything).
 
 Every problem is a :class:`ConfigError` whose one-line message names the file, the key path
 (``render.cmap``, ``analyses[0].model``) and what was expected. Torch is never imported.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import io
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,9 +34,18 @@ import yaml
 
 from nsp_pipeline.core.defaults import SCHEMA, SCHEMA_PATH, fill_defaults, resolved
 
-__all__ = ["SCHEMA_PATH", "ConfigError", "load_config", "read_yaml", "validate_config"]
+__all__ = [
+    "MAX_CONFIG_BYTES", "MAX_CONFIG_NODES", "SCHEMA_PATH", "ConfigError", "load_config", "read_yaml",
+    "validate_config",
+]  # fmt: skip
 
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+#: Largest configuration file read, in bytes (a long sweep's config is a few kilobytes).
+MAX_CONFIG_BYTES = 1 << 20
+#: Most values (mappings, lists and scalars) a configuration file may hold once every alias is
+#: expanded, each alias counted at the full size of what it names.
+MAX_CONFIG_NODES = 100_000
 
 
 class ConfigError(ValueError):
@@ -47,15 +61,35 @@ def read_yaml(path: str | os.PathLike) -> dict:
         If there is no such file.
     ConfigError
         If it is a folder, is not YAML (Python tags included), holds something other than a
-        mapping, or repeats a key within one mapping (naming the key and both lines).
+        mapping, repeats a key within one mapping (naming the key and both lines), is larger
+        than :data:`MAX_CONFIG_BYTES`, nests deeper than Python's recursion limit, or expands
+        to more than :data:`MAX_CONFIG_NODES` values through its aliases.
     """
     try:
-        with open(path, encoding="utf-8") as handle:
-            config = yaml.load(handle, Loader=_UniqueKeyLoader)  # a SafeLoader: no Python tags
+        with open(path, "rb") as handle:
+            text = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(text) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes; expected a configuration "
+                "of a few kilobytes (select many samples with 'range' or 'all', not a list of indices)"
+            )
+        stream = io.BytesIO(text)
+        stream.name = str(path)  # named in PyYAML's messages
+        config = yaml.load(stream, Loader=_BoundedLoader)  # a SafeLoader: no Python tags
     except FileNotFoundError:
         raise FileNotFoundError(f"config file {path} does not exist") from None
     except IsADirectoryError:
         raise ConfigError(f"config file {path} is a folder; expected a YAML file") from None
+    except RecursionError:
+        raise ConfigError(
+            f"config file {path} nests its lists or mappings too deeply to be read; expected a few levels"
+        ) from None
+    except _TooLarge as large:
+        raise ConfigError(
+            f"config file {path} holds {large.args[0]} values once its aliases (*name) are expanded; "
+            f"expected at most {MAX_CONFIG_NODES} (aliases of aliases multiply, as in a 'billion laughs' "
+            "file): use fewer nested aliases, and 'range' or 'all' rather than long lists of indices"
+        ) from None
     except _DuplicateKey as duplicate:
         key, line, first = duplicate.args
         raise ConfigError(
@@ -97,7 +131,8 @@ def validate_config(config: Mapping, source: str = "config", files: Sequence[str
     Returns
     -------
     dict
-        A new configuration: ``config`` with every default of the schema filled in.
+        A new configuration: ``config`` with every default of the schema filled in, the keys of
+        every mapping in sorted order (lists keep theirs).
 
     Raises
     ------
@@ -120,7 +155,16 @@ def validate_config(config: Mapping, source: str = "config", files: Sequence[str
     if error is not None:
         raise fail(*_explained(error))
     _cross_check(filled, fail)
-    return filled
+    return _canonical(filled)
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` with the keys of every mapping in sorted order, recursively (lists keep theirs)."""
+    if isinstance(value, dict):
+        return {key: _canonical(value[key]) for key in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    return value
 
 
 # --- reading -----------------------------------------------------------------------------------------------
@@ -130,8 +174,53 @@ class _DuplicateKey(Exception):
     """A key given twice in one YAML mapping: (key, line, first line)."""
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key given twice in one mapping."""
+class _TooLarge(Exception):
+    """A YAML document that expands, through its aliases, to more values than allowed: (count,)."""
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """Number of values a YAML node graph holds once every alias is expanded (at most ``limit + 1``).
+
+    Each node's count is computed once (iteratively, children first) and an alias adds the whole
+    count of its target, so a "billion laughs" document costs time linear in its text.
+
+    Raises
+    ------
+    _TooLarge
+        As soon as the count passes ``limit`` (a recursive alias counts as passing it).
+    """
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_nodes: set[int] = set()
+    while stack:
+        node, children_done = stack.pop()
+        children = node.value if isinstance(node, yaml.SequenceNode) else []
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        if children_done:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[id(node)] > limit:
+                raise _TooLarge(f"more than {limit}")
+        elif id(node) not in sizes:
+            if id(node) in open_nodes:
+                raise _TooLarge("infinitely many (an alias inside the value it names)")
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes[id(root)]
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping and oversized documents.
+
+    A document is refused before any Python object is built when its aliases expand it to
+    more than :data:`MAX_CONFIG_NODES` values (:func:`_expanded_size`).
+    """
+
+    def construct_document(self, node: yaml.Node):
+        _expanded_size(node, MAX_CONFIG_NODES)
+        return super().construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         lines: dict = {}

@@ -7,10 +7,11 @@ each has a ``write_<kind>`` and a ``read_<kind>`` function here, all built on on
 reader. The full schema is in ``docs/hdf5-schema.md``.
 
 Writes are atomic (temporary name, then rename) and bit-reproducible. Reads check the kind, the
-required datasets and the SHA-256 of the whole contents (``content_sha256``): once per process
-for each version of a file (same path, inode, size and modification time), so that a job reading
-a file several times (samples of a shard one by one, an operator per batch) hashes it once.
-``verify=False`` skips the checksum, for a file known to be intact.
+required datasets and the SHA-256 of the whole contents (``content_sha256``: every dataset and
+every attribute): once per process for each version of a file (same path, inode, size and
+modification time), so that a job reading a file several times (samples of a shard one by one, an
+operator per batch) hashes it once. ``verify=False`` skips the checksum, for a file known to be
+intact.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ from nsp_pipeline.transforms.causal.closure import CausalOperator
 from nsp_pipeline.transforms.causal.factorized import FactorizedCausalOperator
 from nsp_pipeline.transforms.laplacian import LaplacianOperator
 
-#: Version of the schema written by this module; readers accept only this version.
-SCHEMA_VERSION = 1
+#: Version of the schema written by this module; readers accept only this version. Version 2:
+#: ``content_sha256`` covers the attributes too (version 1 covered the datasets only).
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -217,19 +219,24 @@ def _read_dataset(dataset: h5py.Dataset) -> np.ndarray:
     return dataset[()]
 
 
-def content_sha256(arrays: Mapping[str, np.ndarray]) -> str:
-    """Checksum of a file's datasets, stored in its root attribute ``content_sha256``.
+def content_sha256(arrays: Mapping[str, np.ndarray], attributes: Mapping[tuple[str, str], object]) -> str:
+    """Checksum of a file's datasets and attributes, stored in its root attribute ``content_sha256``.
 
-    For every dataset in sorted path order (relative to the root, e.g. ``layout/names``),
-    the digest covers ``"{path}\\0{dtype}\\0{comma-separated shape}\\0"`` (UTF-8; dtype is
-    numpy's ``dtype.str`` such as ``"<i8"``, or ``"utf-8"`` for strings) followed by the
-    data: raw little-endian bytes in C order, or for strings each value's UTF-8 bytes
-    preceded by their length as 8-byte little-endian integer.
+    The digest covers, for every dataset in sorted path order (relative to the root, e.g.
+    ``layout/names``), ``"dataset\\0{path}\\0{dtype}\\0{shape}\\0"`` followed by its data; then
+    for every attribute in sorted order of (object path, name), the root's path being ``""``,
+    ``"attribute\\0{object}\\0{name}\\0{dtype}\\0{shape}\\0"`` followed by its value's data.
+    Text is UTF-8, the shape is comma-separated, the dtype is numpy's ``dtype.str`` such as
+    ``"<i8"`` (``"utf-8"`` for strings); the data are raw little-endian bytes in C order, or for
+    strings each value's UTF-8 bytes preceded by their length as 8-byte little-endian integer.
 
     Parameters
     ----------
     arrays : mapping of str to numpy.ndarray
         Every dataset of the file by path.
+    attributes : mapping of (str, str) to value
+        Every attribute of the file (of the root, groups and datasets) by (object path, name),
+        except the root's ``content_sha256``; values as h5py reads them (str, numpy scalar or array).
 
     Returns
     -------
@@ -238,18 +245,41 @@ def content_sha256(arrays: Mapping[str, np.ndarray]) -> str:
     """
     digest = hashlib.sha256()
     for path in sorted(arrays):
-        values = arrays[path]
-        shape = ",".join(str(size) for size in values.shape)
-        if values.dtype.kind == "O":
-            digest.update(f"{path}\0utf-8\0{shape}\0".encode())
-            for value in values.ravel():
-                encoded = str(value).encode()
-                digest.update(len(encoded).to_bytes(8, "little") + encoded)
-        else:
-            values = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
-            digest.update(f"{path}\0{values.dtype.str}\0{shape}\0".encode())
-            digest.update(values.reshape(-1).view(np.uint8))
+        _update(digest, f"dataset\0{path}", np.asarray(arrays[path]))
+    for owner, name in sorted(attributes):
+        _update(digest, f"attribute\0{owner}\0{name}", np.asarray(attributes[owner, name]))
     return digest.hexdigest()
+
+
+def _update(digest, label: str, values: np.ndarray) -> None:
+    """Feed one record of :func:`content_sha256` (its label, dtype, shape and data) to ``digest``."""
+    shape = ",".join(str(size) for size in values.shape)
+    if values.dtype.kind in "OU":
+        digest.update(f"{label}\0utf-8\0{shape}\0".encode())
+        for value in values.ravel():
+            encoded = str(value).encode()
+            digest.update(len(encoded).to_bytes(8, "little") + encoded)
+    else:
+        values = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
+        digest.update(f"{label}\0{values.dtype.str}\0{shape}\0".encode())
+        digest.update(values.reshape(-1).view(np.uint8))
+
+
+def _contents(file: h5py.File) -> tuple[dict[str, h5py.Dataset], dict[tuple[str, str], object]]:
+    """Every dataset of an open file by path, and every attribute by (object path, name).
+
+    The root's path is ``""``; its ``content_sha256`` is left out (the checksum does not cover itself).
+    """
+    datasets: dict[str, h5py.Dataset] = {}
+    attributes = {("", key): value for key, value in file.attrs.items() if key != "content_sha256"}
+
+    def collect(name: str, item: h5py.Dataset | h5py.Group) -> None:
+        if isinstance(item, h5py.Dataset):
+            datasets[name] = item
+        attributes.update({(name, key): value for key, value in item.attrs.items()})
+
+    file.visititems(collect)
+    return datasets, attributes
 
 
 def _write_file(
@@ -292,7 +322,7 @@ def _write_file(
         for name, values in (object_attributes or {}).items():
             for key, value in values.items():
                 file[name].attrs[key] = value
-        file.attrs["content_sha256"] = content_sha256(contents)
+        file.attrs["content_sha256"] = content_sha256(contents, _contents(file)[1])
 
 
 @contextmanager
@@ -324,10 +354,18 @@ def _check_schema(path: str | os.PathLike, file: h5py.File, expected: str | None
     if expected is not None and kind != expected:
         raise SchemaError(f"{path} is a {kind} file ({schema}), expected {wanted}; read it with read_{kind}")
     version = file.attrs.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version == SCHEMA_VERSION:
+        return
+    if isinstance(version, np.integer) and 0 < version < SCHEMA_VERSION:
         raise SchemaError(
-            f"{path} has schema_version {version}; this nsp_pipeline reads version {SCHEMA_VERSION}"
+            f"{path} has schema_version {version}, written by an older nsp_pipeline (its checksum does "
+            f"not cover attributes); this nsp_pipeline reads version {SCHEMA_VERSION} only: delete it and "
+            "regenerate it (rerun the workflow or the stage that wrote it)"
         )
+    raise SchemaError(
+        f"{path} has schema_version {version}; this nsp_pipeline reads version {SCHEMA_VERSION} only "
+        "(a newer nsp_pipeline wrote it, or the file is corrupt: regenerate it)"
+    )
 
 
 def _signature(path: str | os.PathLike) -> tuple[int, ...]:
@@ -382,22 +420,12 @@ def _read_file(
     arrays : dict of str to numpy.ndarray
         Every dataset by path (only the requested rows of those ``rows`` names).
     attributes : dict
-        The root attributes, and those of each group as ``"<group path>/<name>"``.
+        The root attributes, and those of each group or dataset as ``"<object path>/<name>"``.
     """
-    resolved = os.path.realpath(path)
     with _open(path) as file:
         _check_schema(path, file, kind)
-        signature = _signature(path)
-        attributes = dict(file.attrs)
-        datasets: dict[str, h5py.Dataset] = {}
-
-        def collect(name: str, item: h5py.Dataset | h5py.Group) -> None:
-            if isinstance(item, h5py.Dataset):
-                datasets[name] = item
-            else:
-                attributes.update({f"{name}/{key}": value for key, value in item.attrs.items()})
-
-        file.visititems(collect)
+        datasets, stored = _contents(file)
+        attributes = {f"{owner}/{name}".lstrip("/"): value for (owner, name), value in stored.items()}
         names = [f"layout/{name}" for name in _LAYOUT_DATASETS if KINDS[kind].layout]
         with _consistent(path):
             names += required(attributes) if callable(required) else required
@@ -409,16 +437,7 @@ def _read_file(
                 f"{path} is corrupt or truncated: datasets {missing} of a {kind} file are missing; "
                 "delete it and regenerate it"
             )
-        stored, verified = attributes.get("content_sha256"), None
-        if verify and _VERIFIED.get(resolved) != (signature, stored):
-            verified = {name: _read_values(path, name, dataset) for name, dataset in datasets.items()}
-            computed = content_sha256(verified)
-            if stored != computed:
-                raise SchemaError(
-                    f"{path} is corrupt or truncated: content checksum {computed} does not match the "
-                    f"stored {stored}; delete it and regenerate it"
-                )
-            _VERIFIED[resolved] = signature, stored
+        verified = _verify(path, file, datasets, stored) if verify else None
         selected = rows(datasets) if rows is not None else {}
         if verified is not None:
             arrays = {
@@ -433,6 +452,35 @@ def _read_file(
     return arrays, attributes
 
 
+def _verify(
+    path: str | os.PathLike,
+    file: h5py.File,
+    datasets: Mapping[str, h5py.Dataset],
+    attributes: Mapping[tuple[str, str], object],
+) -> dict[str, np.ndarray] | None:
+    """Check the content checksum of an open file, unless this process has checked this version of it.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray or None
+        Every dataset, read whole to hash it; None if the file was known to be intact.
+    """
+    resolved, signature = os.path.realpath(path), _signature(path)
+    stored = file.attrs.get("content_sha256")
+    if _VERIFIED.get(resolved) == (signature, stored):
+        return None
+    arrays = {name: _read_values(path, name, dataset) for name, dataset in datasets.items()}
+    computed = content_sha256(arrays, attributes)
+    if stored != computed:
+        raise SchemaError(
+            f"{path} is corrupt or truncated: content checksum {computed} does not match the "
+            f"stored {stored} (the checksum covers every dataset and attribute); delete it and "
+            "regenerate it"
+        )
+    _VERIFIED[resolved] = signature, stored
+    return arrays
+
+
 @contextmanager
 def _consistent(path: str | os.PathLike) -> Iterator[None]:
     try:
@@ -445,34 +493,45 @@ def _layout_of(arrays: Mapping[str, np.ndarray]) -> Layout:
     return _layout_from({name: arrays[f"layout/{name}"] for name in _LAYOUT_DATASETS})
 
 
-def read_provenance(path: str | os.PathLike) -> dict[str, str]:
+def read_provenance(path: str | os.PathLike, *, verify: bool = True) -> dict[str, str]:
     """Provenance attributes of any nsp-pipeline file (the root attributes the schema does not reserve).
 
     Parameters
     ----------
     path : str or os.PathLike
         The file.
+    verify : bool, default True
+        Verify the SHA-256 of the contents, attributes included, once per process for each version
+        of the file (see the module docstring); ``False`` skips it.
 
     Returns
     -------
     dict of str to str
     """
-    with _open(path) as file:
-        _check_schema(path, file, None)
-        return {key: str(value) for key, value in file.attrs.items() if key not in RESERVED_ATTRIBUTES}
+    attributes = _root_attributes(path, verify)
+    return {key: str(value) for key, value in attributes.items() if key not in RESERVED_ATTRIBUTES}
 
 
-def read_header(path: str | os.PathLike) -> dict[str, str]:
+def read_header(path: str | os.PathLike, *, verify: bool = True) -> dict[str, str]:
     """Kind (``graph``, ``causal_operator``, ...) and ``content_sha256`` of any nsp-pipeline file.
 
     The checksum identifies the file's contents, e.g. to record which operator made a spectrum.
+    ``verify`` is as in :func:`read_provenance`.
     """
+    attributes = _root_attributes(path, verify)
+    return {
+        "kind": str(attributes["schema"]).split("/")[-1],
+        "content_sha256": str(attributes["content_sha256"]),
+    }
+
+
+def _root_attributes(path: str | os.PathLike, verify: bool) -> dict[str, object]:
+    """The root attributes of any nsp-pipeline file, its checksum verified if ``verify``."""
     with _open(path) as file:
         _check_schema(path, file, None)
-        return {
-            "kind": str(file.attrs["schema"]).split("/")[-1],
-            "content_sha256": str(file.attrs["content_sha256"]),
-        }
+        if verify:
+            _verify(path, file, *_contents(file))
+        return dict(file.attrs)
 
 
 # --------------------------------------------------------------------------- file kinds
@@ -708,7 +767,7 @@ def read_operator(
         "factorized_causal_operator": read_factorized_causal_operator,
         "laplacian_operator": read_laplacian_operator,
     }
-    kind = read_header(path)["kind"]
+    kind = read_header(path, verify=False)["kind"]  # the reader of the kind verifies the file
     if kind not in readers:
         raise SchemaError(f"{path} is a {kind} file, expected an operator file ({', '.join(readers)})")
     return readers[kind](path, verify=verify)
@@ -840,11 +899,14 @@ def read_pattern(
     FileNotFoundError
         If the file does not exist.
     SchemaError
-        If it is not a valid pattern file, is corrupt, or holds no sample of some of ``sample_ids``.
+        If it is not a valid pattern file, is corrupt, holds no sample, or holds no sample of some of
+        ``sample_ids``.
     """
     columns = ("sample_ids", "labels", "predictions")
     select = None if sample_ids is None else (lambda datasets: _sample_rows(path, datasets, sample_ids))
     arrays, attributes = _read_file(path, "pattern", columns, verify=verify, per_layer=True, rows=select)
+    if sample_ids is None and len(arrays["sample_ids"]) == 0:
+        raise SchemaError(f"{path} holds no samples; a pattern file holds at least one: regenerate it")
     with _consistent(path):
         layout = _layout_of(arrays)
         metadata = {name: None if np.all(arrays[name] == -1) else arrays[name] for name in columns}

@@ -22,6 +22,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import logging
 import os
 import pickle
 import sys
@@ -32,9 +33,13 @@ import torch
 from torch import nn
 
 from nsp_pipeline.core.atomic import atomic_output
+from nsp_pipeline.core.errors import TraceError, shortened
 from nsp_pipeline.data.loading import Dataset
 from nsp_pipeline.model.architectures import ARCHITECTURES
+from nsp_pipeline.model.records import check_output
 from nsp_pipeline.model.training import DEFAULT_TRAINING, accuracy, train_classifier
+
+log = logging.getLogger(__name__)
 
 ARTIFACT_FORMAT = "nsp-pipeline/model"
 ARTIFACT_VERSION = 1
@@ -104,8 +109,8 @@ def build_model(entry: Mapping, base_dir: str | os.PathLike = ".") -> nn.Module:
     ------
     ModelError
         Malformed entry, unknown architecture, missing or unimportable file, missing class,
-        untrusted pickle, or weights that do not fit the model (naming every missing,
-        unexpected and mis-shaped key).
+        untrusted pickle, weights that do not fit the model (naming every missing,
+        unexpected and mis-shaped key), or parameters or buffers holding NaN or Inf.
     """
     kind = _kind(entry)
     label = _label(entry)
@@ -126,9 +131,12 @@ def build_model(entry: Mapping, base_dir: str | os.PathLike = ".") -> nn.Module:
             )
         else:
             model = _unpickle(_file(base, entry, "pickle"), entry, label)
+    source = label
     if "weights" in entry:
         path = _file(base, entry, "weights")
+        source = f"{label}, weights {path}"
         _assign(model, _torch_load(path, "a state_dict"), f"weights {path}")
+    _check_finite(model, source, "fix or replace the weights")
     if "input_shape" in entry:
         model.input_shape = _shape(entry["input_shape"], label)
     return model.eval()
@@ -144,11 +152,16 @@ def export_model(
     """Build (and train) a model and save it as a self-contained artifact.
 
     The artifact is a ``torch.save`` file that loads with ``weights_only=True``: a dict with
-    ``format``, ``version``, ``entry``, ``source_dir`` (``base_dir`` relative to the
-    artifact's folder), ``input_shape``, ``state_dict``, ``checksum``
-    (:func:`model_checksum`), ``architecture`` (``str(model)``),
-    ``n_parameters``, ``accuracy`` and ``training``. Nothing time-dependent is stored, so the
-    same entry and data give a bit-identical file; it is written atomically.
+    ``format``, ``version``, ``entry`` (as :func:`load_model` compares it with a config's),
+    ``source_dir`` (``base_dir`` relative to the artifact's folder), ``input_shape``,
+    ``output_shape`` (per sample, on zeros), ``state_dict``, ``checksum``
+    (:func:`model_checksum`), ``architecture`` (``str(model)``), ``n_parameters``,
+    ``accuracy`` and ``training``. Nothing time-dependent is stored, so the same entry and data
+    give a bit-identical file; it is written atomically.
+
+    What the model returns is checked first (:func:`~nsp_pipeline.model.records.check_output`):
+    anything but one tensor with a batch axis is refused; a tensor that is not
+    ``(batch, classes)`` scores gives a warning, and no ``accuracy``.
 
     Parameters
     ----------
@@ -173,10 +186,19 @@ def export_model(
     ------
     ModelError
         As :func:`build_model`; also a ``train`` entry without training data, a bad recipe,
-        no known input shape, or a model that rejects inputs of its input shape.
+        no known input shape, a model that rejects inputs of its input shape or returns
+        something else than one tensor with a batch axis, or training that ends with NaN or Inf
+        weights.
     """
     model = build_model(entry, base_dir)
     label = _label(entry)
+    input_shape = getattr(model, "input_shape", None)
+    if input_shape is None:
+        raise ModelError(f"{label}: the model has no input_shape; add 'input_shape: [C, H, W]' to the entry")
+    input_shape = _shape(input_shape, label)
+    output, no_predictions = _probe(model, input_shape, label)
+    if no_predictions is not None:
+        log.warning("%s %s: its samples get no predictions (-1) and no accuracy", label, no_predictions)
     training = None
     if "train" in entry:
         if train_data is None:
@@ -185,26 +207,19 @@ def export_model(
             training = train_classifier(model, train_data, test_data, **_recipe(entry["train"], label))
         except ValueError as error:
             raise ModelError(f"{label}: {error}") from error
-    input_shape = getattr(model, "input_shape", None)
-    if input_shape is None:
-        raise ModelError(f"{label}: the model has no input_shape; add 'input_shape: [C, H, W]' to the entry")
-    input_shape = _shape(input_shape, label)
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
-    except RuntimeError as error:
-        raise ModelError(f"{label}: the model rejects inputs of shape {input_shape} ({error})") from error
+        _check_finite(model, f"{label}, trained", "training diverged: lower train.learning_rate")
     artifact = {
         "format": ARTIFACT_FORMAT,
         "version": ARTIFACT_VERSION,
-        "entry": json.loads(json.dumps(dict(entry), default=str)),
+        "entry": _normalised(entry),
         "source_dir": os.path.relpath(Path(base_dir).resolve(), Path(path).resolve().parent),
         "input_shape": list(input_shape),
+        "output_shape": list(output.shape[1:]),
         "state_dict": model.state_dict(),
         "checksum": model_checksum(model),
         "architecture": str(model),
         "n_parameters": sum(parameter.numel() for parameter in model.parameters()),
-        "accuracy": accuracy(model, test_data) if test_data is not None else None,
+        "accuracy": accuracy(model, test_data) if test_data is not None and no_predictions is None else None,
         "training": None if training is None else {k: v for k, v in training.items() if k != "seconds"},
     }
     buffer = io.BytesIO()
@@ -214,13 +229,20 @@ def export_model(
     return {key: value for key, value in artifact.items() if key != "state_dict"} | {"training": training}
 
 
-def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict]:
+def load_model(
+    path: str | os.PathLike, entry: Mapping | None = None, metadata_path: str | os.PathLike | None = None
+) -> tuple[nn.Module, dict]:
     """Rebuild the model of an artifact written by :func:`export_model`.
 
     Parameters
     ----------
     path : str or os.PathLike
         Artifact file.
+    entry : mapping, optional
+        The config entry the artifact must have been exported from (compared as JSON values,
+        so key order does not matter).
+    metadata_path : str or os.PathLike, optional
+        The JSON metadata written with the artifact, whose ``checksum`` must be the artifact's.
 
     Returns
     -------
@@ -233,7 +255,8 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     ------
     ModelError
         If the file is missing, unreadable, not an artifact of this version, its model cannot
-        be rebuilt, or its weights do not match the stored checksum.
+        be rebuilt, its weights do not match the stored checksum or hold NaN or Inf, or it does
+        not belong to ``entry`` or to ``metadata_path``.
     """
     path = Path(path)
     if not path.is_file():
@@ -250,9 +273,27 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict]:
         raise ModelError(
             f"model artifact {path} lacks {missing}; the file is corrupt, export the model again"
         )
-    entry = {key: value for key, value in artifact["entry"].items() if key != "weights"}
+    again = f"export the model again (snakemake --forcerun export_model, or delete {path})"
+    if entry is not None and _normalised(entry) != artifact["entry"]:
+        differ = sorted(
+            key
+            for key in _normalised(entry).keys() | artifact["entry"].keys()
+            if _normalised(entry).get(key) != artifact["entry"].get(key)
+        )
+        raise ModelError(
+            f"model artifact {path} was exported from the entry {artifact['entry']}, not from the config's "
+            f"entry {_normalised(entry)} (keys {differ} differ); the file was replaced or is stale: {again}"
+        )
+    if metadata_path is not None:
+        described = _metadata_checksum(Path(metadata_path))
+        if described != artifact["checksum"]:
+            raise ModelError(
+                f"{metadata_path} describes the model with checksum {described[:12]}..., but {path} holds "
+                f"{artifact['checksum'][:12]}...; one of them was replaced: {again}"
+            )
+    rebuilt = {key: value for key, value in artifact["entry"].items() if key != "weights"}
     try:
-        model = build_model(entry, path.parent / artifact["source_dir"])
+        model = build_model(rebuilt, path.parent / artifact["source_dir"])
     except ModelError as error:
         raise ModelError(f"model artifact {path}: {error}") from error
     _assign(model, artifact["state_dict"], f"model artifact {path}")
@@ -260,10 +301,53 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     if checksum != artifact["checksum"]:
         raise ModelError(
             f"model artifact {path}: the weights' checksum {checksum} differs from the stored "
-            f"{artifact['checksum']}; the file is corrupt or was edited, export the model again"
+            f"{artifact['checksum']}; the file is corrupt or was edited, {again}"
         )
+    _check_finite(model, f"model artifact {path}", again)
     model.input_shape = tuple(artifact["input_shape"])
     return model.eval(), {key: value for key, value in artifact.items() if key != "state_dict"}
+
+
+def _normalised(entry: Mapping) -> dict:
+    """A config entry as an artifact stores it: JSON values, so that equal entries compare equal."""
+    return json.loads(json.dumps(dict(entry), default=str))
+
+
+def _metadata_checksum(path: Path) -> str:
+    try:
+        checksum = json.loads(path.read_text()).get("checksum")
+    except (OSError, ValueError, AttributeError) as error:
+        raise ModelError(f"model metadata {path} is not JSON ({error}); export the model again") from error
+    if not isinstance(checksum, str):
+        raise ModelError(f"model metadata {path} has no 'checksum'; expected the file export_model writes")
+    return checksum
+
+
+def _probe(model: nn.Module, input_shape: tuple[int, ...], label: str) -> tuple[torch.Tensor, str | None]:
+    """What ``model`` returns for two zero inputs (in eval mode), and why it gives no predictions (if so)."""
+    try:
+        with torch.no_grad():
+            output = model(torch.zeros(2, *input_shape))
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
+        raise ModelError(f"{label}: the model rejects inputs of shape {input_shape} ({error})") from error
+    try:
+        return output, check_output(output, 2)
+    except TraceError as error:
+        raise ModelError(f"{label} {error}") from None
+
+
+def _check_finite(model: nn.Module, source: str, advice: str) -> None:
+    """Refuse parameters and buffers that hold NaN or Inf, naming them."""
+    bad = [
+        f"{key} ({int((~torch.isfinite(tensor)).sum())} of {tensor.numel()})"
+        for key, tensor in model.state_dict().items()
+        if (tensor.is_floating_point() or tensor.is_complex()) and not torch.isfinite(tensor).all()
+    ]
+    if bad:
+        raise ModelError(
+            f"{source}: parameters or buffers {shortened(bad)} hold NaN or Inf values; expected finite "
+            f"weights ({advice})"
+        )
 
 
 def _kind(entry: Mapping) -> str:

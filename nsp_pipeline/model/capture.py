@@ -30,7 +30,7 @@ import torch.fx
 from torch import nn
 
 from nsp_pipeline.core.defaults import default
-from nsp_pipeline.core.errors import TraceError, UnsupportedLayerError
+from nsp_pipeline.core.errors import TraceError, UnsupportedLayerError, shortened
 from nsp_pipeline.core.layout import GRANULARITIES, Layer, Layout
 from nsp_pipeline.model.merge import merged
 from nsp_pipeline.model.records import OpCall, Trace, target_kind
@@ -41,8 +41,9 @@ def trace(
 ) -> Trace:
     """Run ``model`` on a batch and record every layer.
 
-    The model runs in eval mode (restored afterwards) without gradients; outputs are
-    copied, so in-place operations later in the network do not alter them.
+    The model runs in eval mode (restored afterwards) without gradients, on a copy of
+    ``inputs``; the input layer holds ``inputs`` as given and every other layer its output as
+    produced, so in-place operations (on the input too: ``x.clamp_(0, 1)``) alter neither.
 
     Parameters
     ----------
@@ -56,12 +57,19 @@ def trace(
     Returns
     -------
     Trace
+
+    Raises
+    ------
+    TraceError
+        If the model cannot be recorded at this granularity, or its forward pass is not a
+        function of its input alone: it changes its parameters or buffers, or draws random
+        numbers (:func:`pure_forward`).
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     if not isinstance(inputs, torch.Tensor) or inputs.ndim < 1:
         raise TypeError("inputs must be a torch.Tensor with a leading batch axis")
-    with eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad(), pure_forward(model):
         if granularity == "children":
             return _trace_children(model, inputs)
         if granularity == "merged":
@@ -79,6 +87,57 @@ def eval_mode(model: nn.Module):
     finally:
         for module, mode in modes.items():
             module.training = mode
+
+
+@contextmanager
+def pure_forward(model: nn.Module):
+    """Refuse a forward pass that changes the model or whose activations change from run to run.
+
+    Raises :class:`TraceError` after the ``with`` block if the model changed its parameters or
+    buffers (in place, through ``.data``, or by assigning new tensors) or drew random numbers
+    from torch's CPU generator (``F.dropout(x, p)`` without ``training=self.training``,
+    ``torch.rand``).
+    """
+    name = type(model).__name__
+    before = _fingerprints(model)
+    random_state = torch.get_rng_state()
+    yield
+    after = _fingerprints(model)
+    changed = [key for key in before.keys() | after.keys() if not _unchanged(before.get(key), after.get(key))]
+    if changed:
+        raise TraceError(
+            f"{name} changes its parameters or buffers {shortened(sorted(changed))} when it runs; expected a "
+            "forward pass that leaves the model as it is (each batch would see other weights, so results "
+            "would depend on the order of the samples): do not assign to or modify weights in forward"
+        )
+    if not torch.equal(torch.get_rng_state(), random_state):
+        raise TraceError(
+            f"{name} draws random numbers when it runs in eval mode, so its activations change from run to "
+            "run; expected a deterministic forward pass (e.g. F.dropout(x, p, training=self.training), "
+            "or nn.Dropout, which eval mode switches off)"
+        )
+
+
+def batch_statistics(model: nn.Module) -> list[str]:
+    """The batch norm modules without running statistics: in eval mode too they normalise with the batch's."""
+    return [
+        key
+        for key, module in model.named_modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is None
+    ]
+
+
+def _fingerprints(model: nn.Module) -> dict[str, tuple]:
+    """Per parameter and buffer: the tensor, its version counter and its sum (which sees ``.data`` edits)."""
+    prints = {}
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        total = None if tensor.is_complex() else tensor.detach().sum(dtype=torch.float64).item()
+        prints[key] = (tensor, (tensor._version, "nan" if total != total else total))
+    return prints
+
+
+def _unchanged(before: tuple | None, after: tuple | None) -> bool:
+    return before is not None and after is not None and before[0] is after[0] and before[1] == after[1]
 
 
 def _describe(target, args=(), kwargs=None) -> str:
@@ -106,6 +165,8 @@ def _check_batch(name: str, output, n_samples: int) -> torch.Tensor:
 
 def _trace_children(model: nn.Module, inputs: torch.Tensor) -> Trace:
     n_samples = inputs.shape[0]
+    given = inputs.detach().clone()  # the input layer, before the model can change its input in place
+    inputs = inputs.detach().clone()
     records: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]] = []
     pending: dict[str, torch.Tensor] = {}
 
@@ -149,8 +210,8 @@ def _trace_children(model: nn.Module, inputs: torch.Tensor) -> Trace:
     finally:
         for handle in handles:
             handle.remove()
-    layers = [_input_layer(inputs)]
-    values = [inputs.detach().clone()]
+    layers = [_input_layer(given)]
+    values = [given]
     calls: list[OpCall | None] = [None]
     names = {"input": 0}
     for name, module, child_input, output in records:
@@ -217,8 +278,10 @@ def _record(graph_module: torch.fx.GraphModule, inputs: torch.Tensor) -> tuple[T
     if len(placeholders) != 1:
         raise TraceError(f"the model takes {len(placeholders)} inputs; exactly one tensor input is supported")
     modules = dict(graph_module.named_modules())
+    _read_after_in_place(graph_module, modules)
     env: dict[torch.fx.Node, object] = {}
     layer_of: dict[torch.fx.Node, int] = {}
+    version: dict[torch.fx.Node, int] = {}  # each layer's tensor's version counter when it was recorded
     layers = [_input_layer(inputs)]
     values = [inputs.detach().clone()]
     calls: list[OpCall | None] = [None]
@@ -227,8 +290,9 @@ def _record(graph_module: torch.fx.GraphModule, inputs: torch.Tensor) -> tuple[T
     returned: set[int] = set()
     for node in graph_module.graph.nodes:
         if node.op == "placeholder":
-            env[node] = inputs
+            env[node] = inputs.detach().clone()  # the model may change its input in place
             layer_of[node] = 0
+            version[node] = env[node]._version
             continue
         if node.op == "output":
             model_output = torch.fx.graph.map_arg(node.args[0], lambda n: env[n])
@@ -241,8 +305,14 @@ def _record(graph_module: torch.fx.GraphModule, inputs: torch.Tensor) -> tuple[T
         target = modules[node.target] if node.op == "call_module" else node.target
         run = _runner(node.op, target)
         sources = [n for n in node.all_input_nodes if n in layer_of]
-        # An in-place op overwrites its input: keep a copy of what it read.
-        read = {n: env[n].clone() for n in sources} if _mutates_input(node, target) else {}
+        for source in sources:
+            if env[source]._version != version[source]:
+                raise UnsupportedLayerError(
+                    f"operation {node.name!r} ({target_kind(target)}) reads layer "
+                    f"{layers[layer_of[source]].name!r} after it was changed in place through a view of it "
+                    "or an item assignment, so the layer no longer holds what the operation reads; expected "
+                    "out-of-place operations there (e.g. x = x.clamp(0, 1), x = torch.where(mask, v, x))"
+                )
         args = torch.fx.graph.map_arg(node.args, lambda n: env[n])
         kwargs = torch.fx.graph.map_arg(node.kwargs, lambda n: env[n])
         try:
@@ -273,10 +343,35 @@ def _record(graph_module: torch.fx.GraphModule, inputs: torch.Tensor) -> tuple[T
             )
         )
         values.append(result.detach().clone())
-        calls.append(_node_call(node, target, run, env, layer_of, read))
         layer_of[node] = index
+        version[node] = result._version
+        calls.append(_node_call(node, target, run, env, values, layer_of))
     recorded = Trace(Layout(tuple(layers)), values, calls, model_output, "ops", graph_module, output_layer)
     return recorded, returned
+
+
+def _read_after_in_place(graph_module: torch.fx.GraphModule, modules: dict[str, nn.Module]) -> None:
+    """Make every operation that reads a tensor after an in-place operation overwrote it read that operation.
+
+    ``torch.fx`` records ``x.clamp_(0, 1); y = f(x)`` as ``f`` reading ``x``, but ``f`` reads the clamped
+    values: its parent layer is ``clamp_``'s. The graph is rewired (and recompiled) accordingly.
+    """
+    graph = graph_module.graph
+    position = {node: index for index, node in enumerate(graph.nodes)}
+    rewired = False
+    for node in graph.nodes:
+        if node.op not in ("call_module", "call_function", "call_method") or not node.args:
+            continue
+        overwritten = node.args[0]
+        target = modules[node.target] if node.op == "call_module" else node.target
+        if not (isinstance(overwritten, torch.fx.Node) and _mutates_input(node, target)):
+            continue
+        for user in list(overwritten.users):
+            if position[user] > position[node]:
+                user.replace_input_with(overwritten, node)
+                rewired = True
+    if rewired:
+        graph_module.recompile()
 
 
 def _mutates_input(node: torch.fx.Node, target) -> bool:
@@ -302,9 +397,12 @@ def _runner(op: str, target) -> Callable:
     return target
 
 
-def _node_call(node: torch.fx.Node, target, run: Callable, env: dict, layer_of: dict, read: dict) -> OpCall:
-    """Describe one fx node as a replayable :class:`OpCall`."""
+def _node_call(node: torch.fx.Node, target, run: Callable, env: dict, values: list, layer_of: dict) -> OpCall:
+    """Describe one fx node as a replayable :class:`OpCall` that reads the recorded layers."""
     tensor_nodes = [n for n in _ordered_inputs(node) if n in layer_of]
+
+    def recorded(n):  # a layer's tensor may be overwritten later by an in-place operation
+        return values[layer_of[n]] if n in layer_of else env[n]
 
     def replay(*tensors):
         replaced = dict(zip(tensor_nodes, tensors))
@@ -318,12 +416,12 @@ def _node_call(node: torch.fx.Node, target, run: Callable, env: dict, layer_of: 
 
     return OpCall(
         target=target,
-        inputs=tuple(read.get(n, env[n]) for n in tensor_nodes),
+        inputs=tuple(recorded(n) for n in tensor_nodes),
         input_layers=tuple(layer_of[n] for n in tensor_nodes),
-        output=env[node],
+        output=values[layer_of[node]],
         replay=replay,
-        args=torch.fx.graph.map_arg(node.args, lambda n: env[n]),
-        kwargs=torch.fx.graph.map_arg(node.kwargs, lambda n: env[n]),
+        args=torch.fx.graph.map_arg(node.args, recorded),
+        kwargs=torch.fx.graph.map_arg(node.kwargs, recorded),
     )
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nsp_pipeline.core.errors import TraceError
 from nsp_pipeline.core.layout import Layout
 from nsp_pipeline.core.pattern import Pattern
 
@@ -144,3 +145,57 @@ def predictions(model_output: torch.Tensor) -> np.ndarray | None:
     if isinstance(model_output, torch.Tensor) and model_output.ndim == 2 and model_output.shape[1] > 1:
         return model_output.argmax(dim=1).cpu().numpy()
     return None
+
+
+def check_output(model_output, n_samples: int) -> str | None:
+    """The pipeline's policy on what a model returns (README, "What the model returns").
+
+    A tensor ``(n_samples, n_classes)`` with ``n_classes >= 2`` gives each sample's prediction,
+    its argmax (:func:`predictions`). Another tensor with a leading batch axis (``(n, 1)``
+    scores, feature maps) gives none. Anything else is refused.
+
+    Parameters
+    ----------
+    model_output : object
+        What the model's ``forward`` returned for a batch.
+    n_samples : int
+        The batch's size.
+
+    Returns
+    -------
+    str or None
+        ``None`` if the output gives predictions, else why it gives none, for a warning.
+
+    Raises
+    ------
+    TraceError
+        If the output is not one tensor with a leading batch axis of ``n_samples`` (a tuple, a
+        list, a dict, a tensor without the batch axis); the message says how to fix the model.
+    """
+    returned = f"returns {describe_output(model_output)} for a batch of {n_samples}"
+    if not isinstance(model_output, torch.Tensor):
+        raise TraceError(
+            f"{returned}; expected one tensor of shape (batch, classes): return the class scores (logits) "
+            "from forward, or wrap the model in a module whose forward returns them (e.g. "
+            "`return self.model(x)[0]` or `return self.model(x)['logits']`)"
+        )
+    if model_output.ndim == 0 or model_output.shape[0] != n_samples:
+        raise TraceError(
+            f"{returned}; expected a leading batch axis of {n_samples}, e.g. (batch, classes) "
+            "(does forward drop the batch axis or fold it into others, e.g. x.squeeze() or x.view(-1)?)"
+        )
+    if predictions(model_output) is None:
+        return f"{returned}, not (batch, classes) scores with at least 2 classes"
+    return None
+
+
+def describe_output(value) -> str:
+    """A model's output for a message: ``a tensor of shape (2, 10)``, ``a tuple of 2 (...)``, ...."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, tuple | list):
+        parts = ", ".join(describe_output(item) for item in value[:4]) + (", ..." if len(value) > 4 else "")
+        return f"a {type(value).__name__} of {len(value)} ({parts})"
+    if isinstance(value, dict):
+        return f"a {type(value).__name__} with keys {list(value)[:10]}"
+    return f"a {type(value).__name__}"

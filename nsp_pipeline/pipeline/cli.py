@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from nsp_pipeline.core.atomic import check_outputs
 from nsp_pipeline.core.defaults import default
 from nsp_pipeline.core.layout import GRANULARITIES
 from nsp_pipeline.io.config import load_config
@@ -35,30 +36,62 @@ def _entry(config: dict, section: str, name: str, source: str) -> dict:
     return dict(entries[name])
 
 
+def _named_files(entry: dict | None, base: Path, what: str) -> list[tuple[str, Path]]:
+    """The existing files a config entry names (its text values, relative to ``base``), as inputs."""
+    values = (entry or {}).items()
+    return [
+        (f"{what} {key}", base / value)
+        for key, value in values
+        if isinstance(value, str) and (base / value).is_file()
+    ]
+
+
 def _export(args) -> None:
     config = _config(args.config)
     entry = _entry(config, "models", args.model, args.config)
     train = entry.get("train_data")
     spec = _entry(config, "datasets", train, args.config) if train else None
-    stages.export_model(entry, args.out, args.metadata, spec, base_dir=Path(args.config).parent)
+    base = Path(args.config).parent
+    check_outputs(
+        [
+            ("config", args.config),
+            *_named_files(entry, base, "model"),
+            *_named_files(spec, Path(), "dataset"),
+        ],
+        [("model artifact", args.out), ("metadata", args.metadata)],
+    )
+    stages.export_model(entry, args.out, args.metadata, spec, base_dir=base)
 
 
 def _graph(args) -> None:
-    reference = None
+    reference, inputs = None, [("model", args.model)]
     if args.dataset is not None:
         config = _config(args.config)
         reference = {"dataset": _entry(config, "datasets", args.dataset, args.config), "index": args.index}
+        inputs += [("config", args.config), *_named_files(reference["dataset"], Path(), "dataset")]
+    check_outputs(inputs, [("graph", args.out)])
     stages.build_graph_file(args.model, args.out, args.granularity, not args.exclude_zero_edges, reference)
+
+
+def _operator(args) -> None:
+    inputs = [("graph", args.graph)] + ([] if args.model is None else [("model", args.model)])
+    check_outputs(inputs, [("operator", args.out)])
+    stages.compute_operator_file(args.graph, args.transform, args.out, args.model, args.max_nodes, args.k)
 
 
 def _extract(args) -> None:
     config = _config(args.config)
     spec = _entry(config, "datasets", args.dataset, args.config)
+    inputs = [("model", args.model), ("config", args.config), *_named_files(spec, Path(), "dataset")]
+    check_outputs(inputs, [("activations", args.out)])
     stages.extract_activations(args.model, spec, args.samples, args.out, args.granularity)
 
 
 def _transform(args) -> None:
-    outputs = [Path(args.out_dir) / Path(path).name for path in args.activations]
+    folder = Path(args.out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"--out-dir {folder} is a file; expected a folder (created if missing)")
+    outputs = [folder / Path(path).name for path in args.activations]
     stages.transform_files(args.activations, args.operator, outputs)
 
 
@@ -113,9 +146,7 @@ def parser() -> argparse.ArgumentParser:
         "--k", type=int, default=default("laplacian.k"),
         help="Laplacian: only the k lowest frequencies (partial spectrum; default: all)",
     )  # fmt: skip
-    operator.set_defaults(
-        run=lambda a: stages.compute_operator_file(a.graph, a.transform, a.out, a.model, a.max_nodes, a.k)
-    )
+    operator.set_defaults(run=_operator)
 
     extract = sub.add_parser(
         "extract-activations", help="activations of dataset samples in one forward pass -> one shard file"
@@ -168,13 +199,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one stage; errors are printed as one line, with exit status 1."""
+    """Run one stage; errors are printed as one line, with exit status 1.
+
+    No stage writes over one of its inputs: an output that is an input (by any path or link), or
+    that two inputs would share, is refused before anything runs
+    (:func:`nsp_pipeline.core.atomic.check_outputs`).
+    """
     args = parser().parse_args(argv)
     level = logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format=FORMAT, datefmt="%H:%M:%S")
     try:
         args.run(args)
-    except (ValueError, KeyError, IndexError, FileNotFoundError) as error:
+    except (ValueError, KeyError, IndexError, OSError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
         return 1

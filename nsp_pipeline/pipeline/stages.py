@@ -24,9 +24,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from nsp_pipeline.core.atomic import atomic_output
+from nsp_pipeline.core.atomic import atomic_output, check_outputs
 from nsp_pipeline.core.defaults import default
-from nsp_pipeline.core.errors import NonFiniteError, ProvenanceError, shortened
+from nsp_pipeline.core.errors import NonFiniteError, ProvenanceError, TraceError, shortened
 from nsp_pipeline.core.pattern import Pattern
 from nsp_pipeline.io import hdf5
 from nsp_pipeline.transforms.api import causal_operator_of, compute_operator, transform
@@ -74,14 +74,19 @@ def export_model(
     return metadata
 
 
-def _reference_input(model_path: PathLike, reference: Mapping | None):
-    """The exported model and the sample its graph is built at (zeros if none is needed)."""
+def _reference_input(
+    model_path: PathLike,
+    reference: Mapping | None,
+    entry: Mapping | None = None,
+    metadata_path: PathLike | None = None,
+):
+    """The exported model (verified against its entry and metadata) and the sample its graph is built at."""
     import torch
 
     from nsp_pipeline.data.loading import load_samples
     from nsp_pipeline.model import artifact
 
-    model, metadata = artifact.load_model(model_path)
+    model, metadata = artifact.load_model(model_path, entry, metadata_path)
     shape = tuple(metadata["input_shape"])
     if reference is None:
         return model, torch.zeros(1, *shape)
@@ -94,6 +99,8 @@ def build_graph_file(
     granularity: str = default("graph.granularity"),
     incl: bool = True,
     reference: Mapping | None = None,
+    entry: Mapping | None = None,
+    metadata_path: PathLike | None = None,
 ) -> None:
     """Build a model's neuron DAG and write it to HDF5.
 
@@ -110,6 +117,9 @@ def build_graph_file(
     reference : mapping, optional
         ``{"dataset": spec, "index": position}``: the sample at which partial derivatives are
         evaluated when ``incl`` is ``False``.
+    entry, metadata_path : mapping, path, optional
+        The model's config entry and the metadata exported with it; the artifact must belong to
+        both (:func:`nsp_pipeline.model.artifact.load_model`).
     """
     from nsp_pipeline.graph.build import build_graph
     from nsp_pipeline.io.provenance import provenance
@@ -117,7 +127,7 @@ def build_graph_file(
 
     if not incl and reference is None:
         raise ValueError("incl=False keeps edges by their partial derivative at a reference sample; give one")
-    model, example = _reference_input(model_path, reference)
+    model, example = _reference_input(model_path, reference, entry, metadata_path)
     graph = build_graph(model, example, granularity, incl=incl)
     settings = {"granularity": granularity, "incl": incl, "reference": reference}
     hdf5.write_graph(graph_out, graph, provenance(settings, model_checksum(model)))
@@ -203,6 +213,7 @@ def extract_activations(
     activations_out: PathLike,
     granularity: str = default("graph.granularity"),
     threads: int | None = None,
+    entry: Mapping | None = None,
 ) -> None:
     """Record the activations of selected samples in one forward pass, as one shard file.
 
@@ -221,24 +232,46 @@ def extract_activations(
         Layer granularity (must match the graph's).
     threads : int, optional
         Threads of torch's CPU kernels (``None``: torch's default).
+    entry : mapping, optional
+        The model's config entry, which the artifact must have been exported from.
 
     Raises
     ------
     NonFiniteError
         If the model gives NaN or Inf activations for a sample (nothing is written).
+    TraceError
+        If the model returns something else than one tensor with a batch axis
+        (:func:`nsp_pipeline.model.records.check_output`; a tensor that is not ``(batch,
+        classes)`` scores gives a warning and no predictions), or would normalise several
+        samples with their batch's statistics.
     """
     import torch
 
     from nsp_pipeline.data.loading import load_samples
     from nsp_pipeline.io.provenance import provenance
     from nsp_pipeline.model import artifact
-    from nsp_pipeline.model.capture import trace
+    from nsp_pipeline.model.capture import batch_statistics, trace
+    from nsp_pipeline.model.records import check_output
 
     if threads is not None:
         torch.set_num_threads(threads)
-    model, metadata = artifact.load_model(model_path)
+    model, metadata = artifact.load_model(model_path, entry)
+    if len(positions) > 1 and batch_statistics(model):
+        raise TraceError(
+            f"model {model_path}: batch norm {shortened(batch_statistics(model))} has no running statistics, "
+            f"so each of the {len(positions)} samples would be normalised with the statistics of its whole "
+            "batch; expected activations of each sample alone: give the module running statistics "
+            "(track_running_stats=True) or extract one sample per job (batching.samples_per_job: 1)"
+        )
     data = load_samples(dataset, positions, tuple(metadata["input_shape"]))
-    pattern = trace(model, data.inputs, granularity).pattern(labels=data.labels, sample_ids=data.ids)
+    recorded = trace(model, data.inputs, granularity)
+    try:
+        no_predictions = check_output(recorded.model_output, len(positions))
+    except TraceError as error:
+        raise TraceError(f"model {model_path} {error}") from None
+    if no_predictions is not None:
+        log.warning("model %s %s: its samples get no predictions (-1)", model_path, no_predictions)
+    pattern = recorded.pattern(labels=data.labels, sample_ids=data.ids)
     finite = np.isfinite(pattern.values)
     if not finite.all():
         samples = [positions[row] for row in np.flatnonzero(~finite.all(axis=1))]
@@ -269,10 +302,18 @@ def transform_files(
         If an activations file holds NaN or Inf values.
     ProvenanceError
         If an activations file comes from another model than the operator's graph.
+    FileExistsError
+        If an output would overwrite an input or another output (see
+        :func:`nsp_pipeline.core.atomic.check_outputs`).
     """
     if len(activations_paths) != len(spectra_out):
         raise ValueError(f"{len(activations_paths)} activations files but {len(spectra_out)} output files")
-    operator_model = hdf5.read_provenance(operator_path).get("model_checksum", "")
+    check_outputs(
+        [("operator", operator_path), *(("activations", path) for path in activations_paths)],
+        [(f"spectra of {source}", path) for source, path in zip(activations_paths, spectra_out, strict=True)],
+    )
+    # verified below, by read_operator, before anything is written
+    operator_model = hdf5.read_provenance(operator_path, verify=False).get("model_checksum", "")
     shards = []
     for path in activations_paths:
         pattern, source = hdf5.read_pattern(path), hdf5.read_provenance(path)
@@ -355,9 +396,15 @@ def render_file(
     ------
     ValueError
         If ``sample`` is None and the file holds several samples.
+    ProvenanceError
+        If ``input_path`` does not hold this sample, or comes from other data (see :func:`check_batch`).
+    FileExistsError
+        If ``pdf_out`` would overwrite an input.
     """
     from nsp_pipeline.render.pages import render_pattern
 
+    inputs = [("pattern", pattern_path)] + ([] if input_path is None else [("input", input_path)])
+    check_outputs(inputs, [("PDF", pdf_out)])
     chosen = None if sample is None else [sample]
     pattern = hdf5.read_pattern(pattern_path, sample_ids=chosen)
     if pattern.n_samples != 1:
@@ -368,9 +415,86 @@ def render_file(
         )
     input_image = None
     if input_path is not None:
-        input_image = hdf5.read_pattern(input_path, sample_ids=chosen).layer(0)[0]
+        source = hdf5.read_pattern(input_path)
+        if source.domain != "activations":
+            raise ValueError(f"input {input_path} holds a {source.domain!r} spectrum; expected activations")
+        if pattern.sample_ids is not None and source.sample_ids is not None:
+            rows = np.flatnonzero(source.sample_ids == pattern.sample_ids[0])
+            source = source.sample(int(rows[0])) if len(rows) else source
+        check_batch((input_path, source), [(pattern_path, pattern)])
+        input_image = source.layer(0)[0]
     render_pattern(
         pattern, pdf_out, scale=scale, cmap=cmap, symlog=symlog, model=model, input_image=input_image
+    )
+
+
+#: Provenance that the files of one batch share: the model, the data set and the settings of the
+#: activations (a spectrum carries those of the activations it was computed from).
+SHARED_PROVENANCE = ("model_checksum", "dataset", "config_hash")
+
+
+def check_batch(
+    reference: tuple[PathLike, Pattern],
+    others: Sequence[tuple[PathLike, Pattern]],
+    same_samples: bool = True,
+) -> None:
+    """Refuse files that are not of one batch: the same samples, model, data set and settings.
+
+    Parameters
+    ----------
+    reference : (path, Pattern)
+        A file (normally the activations) and what was read of it.
+    others : sequence of (path, Pattern)
+        The batch's other files (spectra; or activations of other batches if not ``same_samples``).
+    same_samples : bool
+        Also require the same sample ids in the same order (the same number of samples if the
+        ids are unknown).
+
+    Raises
+    ------
+    ProvenanceError
+        Naming both files: the first provenance attribute of :data:`SHARED_PROVENANCE` that differs
+        (where both files record it), or the first sample that differs.
+    """
+    reference_path, reference_pattern = reference
+    recorded = hdf5.read_provenance(reference_path)
+    for path, pattern in others:
+        attributes = hdf5.read_provenance(path)
+        for key in SHARED_PROVENANCE:
+            mine, theirs = attributes.get(key, ""), recorded.get(key, "")
+            if mine and theirs and mine != theirs:
+                raise ProvenanceError(
+                    f"{path} has {key} {mine[:16]}... but {reference_path} has {theirs[:16]}...; "
+                    "the files of a batch come from one model, data set and settings: regenerate "
+                    f"{path} from {reference_path}"
+                )
+        if same_samples:
+            _check_same_samples(reference_path, reference_pattern, path, pattern)
+
+
+def _check_same_samples(
+    reference_path: PathLike, reference: Pattern, path: PathLike, pattern: Pattern
+) -> None:
+    """Refuse a file whose sample ids (or number of samples, if the ids are unknown) differ."""
+    expected, found = (None if p.sample_ids is None else p.sample_ids.tolist() for p in (reference, pattern))
+    if expected == found and reference.n_samples == pattern.n_samples:
+        return
+    if expected is None or found is None:
+        ids = ["unknown" if known is None else shortened(known) for known in (expected, found)]
+        counts = reference.n_samples, pattern.n_samples
+        detail = f"{counts[0]} samples (ids {ids[0]}) but {path} holds {counts[1]} (ids {ids[1]})"
+    else:
+        row = next((row for row, pair in enumerate(zip(expected, found)) if pair[0] != pair[1]), None)
+        if row is None:
+            row = min(len(expected), len(found))
+        at = [f"id {ids[row]}" if row < len(ids) else "no sample" for ids in (expected, found)]
+        detail = (
+            f"sample ids {shortened(expected)} but {path} holds {shortened(found)}; the first difference "
+            f"is at row {row}: {at[0]} in {reference_path}, {at[1]} in {path}"
+        )
+    raise ProvenanceError(
+        f"{reference_path} holds {detail}; the files of a batch hold the same samples in the same "
+        f"order: regenerate {path} from {reference_path}"
     )
 
 
@@ -401,12 +525,22 @@ def render_samples(
         Folder of the PDFs; it appears complete or not at all.
     scale, cmap, symlog, model
         As in :func:`render_file`.
+
+    Raises
+    ------
+    ProvenanceError
+        If the shards do not hold the same samples in the same order, or come from different models,
+        data or settings (see :func:`check_batch`).
     """
     from nsp_pipeline.render.pages import render_pattern
 
     if len(rows) != len(names):
         raise ValueError(f"{len(rows)} rows but {len(names)} sample names")
     patterns = {kind: hdf5.read_pattern(path) for kind, path in shards.items()}
+    check_batch(
+        (shards["activations"], patterns["activations"]),
+        [(shards[kind], pattern) for kind, pattern in patterns.items() if kind != "activations"],
+    )
     inputs = patterns["activations"].layer(0)
     with atomic_output(pdf_dir) as folder:
         folder.mkdir()

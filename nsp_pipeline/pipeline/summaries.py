@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from nsp_pipeline.analysis.dataset_statistics import TOP_K, ClassStatistics, class_statistics
-from nsp_pipeline.core.atomic import atomic_output
+from nsp_pipeline.core.atomic import atomic_output, check_outputs
+from nsp_pipeline.core.errors import ProvenanceError
 from nsp_pipeline.core.pattern import Pattern, concatenate
 from nsp_pipeline.io import hdf5
 from nsp_pipeline.io.provenance import provenance
+from nsp_pipeline.pipeline.stages import check_batch
 from nsp_pipeline.render.dataset_plots import plot_statistics, render_averages
 
 log = logging.getLogger(__name__)
@@ -91,9 +93,26 @@ def summarize(
     samples : sequence of str, optional
         Names of the samples, in order (the workflow's: zero-padded positions in the dataset);
         default: their source ids.
+
+    Raises
+    ------
+    ProvenanceError
+        If the files of a batch hold other samples, files come from other models, data or settings
+        (:func:`nsp_pipeline.pipeline.stages.check_batch`), or spectra of one transform from other
+        operators.
+    ValueError
+        If a file holds another pattern than its name says, the patterns have different numbers of
+        files, or a sample is in two files.
+    FileExistsError
+        If an output would overwrite an input (:func:`nsp_pipeline.core.atomic.check_outputs`).
     """
+    outputs = {"samples table": samples_out, "layers table": layers_out}
+    outputs |= {"dataset summary": dataset_out, "plots": plots_out} if dataset_out is not None else {}
+    inputs = [(name, path) for name, files in patterns.items() for path in files]
+    check_outputs([*inputs, *(("PDF", pdf) for pdf in pdfs)], outputs.items())
     by_name = {Path(pdf).name: str(pdf) for pdf in pdfs}
     shards = {name: [hdf5.read_pattern(path) for path in files] for name, files in patterns.items()}
+    _check_shards(patterns, shards)
     loaded = {name: concatenate(parts) for name, parts in shards.items()}
     first = loaded["activations"]
     holders = {
@@ -129,6 +148,48 @@ def summarize(
         attributes = {key: source[key] for key in ("model_checksum", "dataset") if key in source}
         summarize_dataset(loaded, dataset_out, plots_out, title=title, attributes=attributes)
     log.info("summary of %d samples -> %s, %s", len(names), samples_out, layers_out)
+
+
+def _check_shards(
+    patterns: Mapping[str, Sequence[PathLike]], shards: Mapping[str, Sequence[Pattern]]
+) -> None:
+    """Refuse shards that are not of one analysis.
+
+    Each pattern's files hold its domain, the spectra come from one operator (``operator_sha256``);
+    the files of a batch hold the same samples
+    (:func:`~nsp_pipeline.pipeline.stages.check_batch`); all come from one model, data set and
+    settings; no sample is in two files.
+    """
+    activations = list(zip(patterns["activations"], shards["activations"], strict=True))
+    for name, files in patterns.items():
+        if len(files) != len(activations):
+            raise ValueError(
+                f"{len(files)} {name} files but {len(activations)} activations files; "
+                "expected one file of each pattern per batch, in the same order"
+            )
+        for path, shard in zip(files, shards[name], strict=True):
+            if shard.domain != name:
+                raise ValueError(f"{path} holds {shard.domain!r} patterns; expected {name!r} ones")
+        operators = {path: hdf5.read_provenance(path).get("operator_sha256", "") for path in files}
+        first, operator = next(iter(operators.items()))
+        for path, other in operators.items():
+            if other != operator:
+                raise ProvenanceError(
+                    f"{path} has operator_sha256 {other[:16]}... but {first} has {operator[:16]}...; "
+                    f"the {name} spectra of an analysis come from one operator: regenerate {path}"
+                )
+    for index, (path, shard) in enumerate(activations):
+        batch = [(patterns[name][index], shards[name][index]) for name in patterns if name != "activations"]
+        check_batch((path, shard), batch)
+    check_batch(activations[0], activations[1:], same_samples=False)
+    seen: dict[int, PathLike] = {}
+    for path, shard in activations:
+        for sample in [] if shard.sample_ids is None else shard.sample_ids.tolist():
+            if sample in seen and sample >= 0:
+                raise ValueError(
+                    f"sample {sample} is in {seen[sample]} and in {path}; expected each sample in one file"
+                )
+            seen[sample] = path
 
 
 def summarize_dataset(

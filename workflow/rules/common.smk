@@ -1,13 +1,21 @@
 # Configuration checks and helper functions of the workflow (no rules here).
 
+import collections
+import functools
 import itertools
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
-from nsp_pipeline.data.specs import DatasetError, dataset_size, select_samples  # torch-free
+from snakemake.logging import logger
+
+from nsp_pipeline.data.specs import DatasetError, dataset_size, image_files, select_samples  # torch-free
 from nsp_pipeline.io.config import validate_config
 
 # The packaged schema (nsp_pipeline/core/config.schema.yaml) and its cross-checks, as for the command
-# line's --config: a bad config stops here, with a message naming its file and key; defaults are filled in.
+# line's --config: a bad config stops here, with a message naming its file and key; defaults are filled in
+# and every mapping's keys sorted, so that the params of a rule (compared by their text) are equal for
+# equal configs, whatever the order of their keys.
 config.update(validate_config(config, files=workflow.configfiles))
 
 
@@ -41,7 +49,7 @@ def selected(key, dataset, size):
     """Positions a sample selection of the config (``samples`` or ``render.samples``) picks."""
     selection = config["render"].get("samples", config["samples"]) if key == "render.samples" else config[key]
     try:
-        return [int(position) for position in select_samples(size, selection)]
+        return [int(position) for position in select_samples(size, selection, key)]
     except DatasetError as error:
         raise ValueError(f"config: {key} for dataset {dataset!r}: {error}") from None
 
@@ -71,8 +79,15 @@ def plan_analyses():
                 continue
             if dataset not in sizes:
                 sizes[dataset] = size_of(dataset)
-            batches = named_batches(selected("samples", dataset, sizes[dataset]), per_job)
+            analysed = selected("samples", dataset, sizes[dataset])
+            batches = named_batches(analysed, per_job)
             rendered = set(selected("render.samples", dataset, sizes[dataset]))
+            if not_analysed := sorted(rendered - set(analysed)):
+                raise ValueError(
+                    f"config: render.samples for dataset {dataset!r} selects positions {not_analysed[:10]}"
+                    f"{' ...' if len(not_analysed) > 10 else ''} that samples does not analyse; "
+                    "expected positions among those samples selects"
+                )
             render_chunks = [
                 (name, chunk)
                 for name, positions in batches.items()
@@ -91,6 +106,79 @@ PATTERNS = ["activations", *config["transforms"]]
 def sample_name(position):
     """A sample's name in file names and tables: its position in the dataset, zero-padded."""
     return f"{position:05d}"
+
+
+def expected_pdfs(plan):
+    """The folders of PDFs of an analysis that exist, each with the names of the PDFs it must hold.
+
+    A render folder holds ``<sample>_<pattern>.pdf`` of its samples; the averages folder
+    ``<pattern>_all.pdf`` and ``<pattern>_class_<label>.pdf`` of each class of its dataset summary
+    (:func:`nsp_pipeline.render.dataset_plots.render_averages`), if that summary can be read.
+    """
+    folders = {}
+    for name, (_, positions) in plan.render_batches.items():
+        folder = Path(plan.folder, "pdf", name)
+        if folder.is_dir():
+            folders[folder] = {f"{sample_name(p)}_{pattern}.pdf" for p in positions for pattern in PATTERNS}
+    averages, summary = Path(plan.folder, "averages"), Path(plan.folder, "dataset_summary.h5")
+    if averages.is_dir() and summary.is_file():
+        from nsp_pipeline.io.hdf5 import read_dataset_summary  # torch-free
+
+        try:
+            statistics = read_dataset_summary(summary, verify=False)
+        except (OSError, ValueError):
+            return folders  # a corrupt summary reruns nothing here; the job reading it names it
+        folders[averages] = {
+            f"{name}_{group}.pdf"
+            for name, stats in statistics.items()
+            for group in ["all", *(f"class_{label}" for label in stats.classes)]
+        }
+    return folders
+
+
+def render_incomplete_folders_again():
+    """Make Snakemake rerun the job of every folder of PDFs from which a PDF was deleted.
+
+    A folder of PDFs is a ``directory()`` output: Snakemake knows it as a whole, by the time
+    stamp of its ``.snakemake_timestamp`` file, and would not notice a PDF missing from it.
+    Setting that time stamp to 1970 makes the folder older than its inputs, so its job runs
+    again (a dry run shows it); nothing is deleted.
+    """
+    for plan in ANALYSES:
+        for folder, expected in expected_pdfs(plan).items():
+            missing = sorted(expected - {path.name for path in folder.iterdir()})
+            if missing:
+                shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+                logger.warning(f"{folder} lacks {len(missing)} of its PDFs ({shown}): its job runs again")
+                stamp = folder / ".snakemake_timestamp"
+                os.utime(stamp if stamp.exists() else folder, ns=(0, 0))
+
+
+def warn_of_leftovers():
+    """Name the batch files and folders of PDFs that earlier configs made and this one does not.
+
+    Changing ``samples`` or the batch sizes renumbers the batches; what the old numbering left
+    behind is read by no job, and is not deleted (it may be wanted): the warning says which.
+    """
+    for plan in ANALYSES:
+        planned = {f"{pattern}/{batch}.h5" for pattern in PATTERNS for batch in plan.batches}
+        planned |= {f"pdf/{batch}" for batch in plan.render_batches}
+        found = {
+            str(path.relative_to(plan.folder))
+            for pattern in [*PATTERNS, "pdf"]
+            for path in Path(plan.folder, pattern).glob("batch*")
+        }
+        if leftovers := sorted(found - planned):
+            shown = ", ".join(leftovers[:5]) + (", ..." if len(leftovers) > 5 else "")
+            logger.warning(
+                f"{plan.folder} holds {len(leftovers)} batch outputs the config no longer makes ({shown}): "
+                "no job reads them; delete them unless you want to keep them"
+            )
+
+
+if workflow.is_main_process:  # not in each cluster job, which parses this file again
+    render_incomplete_folders_again()
+    warn_of_leftovers()
 
 
 def analysis(wildcards):
@@ -157,6 +245,34 @@ def sample_names(wildcards):
     return [sample_name(p) for positions in analysis(wildcards).batches.values() for p in positions]
 
 
+def every_output(wildcards):
+    """Every output of every job of the config's analyses, from the rules' own output patterns.
+
+    The input of the target ``all``, because Snakemake makes a deleted file again only if a target
+    needs it, not when an output made from it is still there and up to date.
+    """
+    jobs = collections.defaultdict(list, summarize_sweep=[{}])
+    for model in sorted({plan.model for plan in ANALYSES}):
+        jobs["export_model"].append({"model": model})
+        jobs["build_graph"].append({"model": model})
+        jobs["compute_operator"].extend({"model": model, "transform": t} for t in config["transforms"])
+    for plan in ANALYSES:
+        names = {"model": plan.model, "dataset": plan.dataset}
+        jobs["summarize"].append(names)
+        jobs["render_averages"].append(names)
+        jobs["extract_activations"].extend(names | {"batch": batch} for batch in plan.batches)
+        jobs["transform"].extend(
+            names | {"batch": batch, "transform": t} for batch in plan.batches for t in config["transforms"]
+        )
+        jobs["render"].extend(names | {"batch": batch} for batch in plan.render_batches)
+    return [
+        pattern.format(**job)
+        for name, stage_jobs in jobs.items()
+        for job in stage_jobs
+        for pattern in getattr(rules, name).output
+    ]
+
+
 def batch_resources(megabytes_per_sample):
     """mem_mb and runtime (minutes) of a batch job, growing with its inputs and each retry."""
     return {
@@ -167,16 +283,63 @@ def batch_resources(megabytes_per_sample):
     }
 
 
-def dataset_files(wildcards):
-    """Files of a user dataset, so that changing them reruns what depends on them."""
-    spec = config["datasets"][wildcards.dataset]
-    return [spec[key] for key in ("path", "labels") if key in spec]
+@functools.cache
+def images_of(dataset):
+    """The image files of an image-folder dataset of the config, in the order of its positions."""
+    try:
+        return [str(path) for path in image_files(Path(config["datasets"][dataset]["path"]))]
+    except DatasetError as error:
+        raise ValueError(f"config: datasets.{dataset}: {error}") from None
+
+
+def data_files(dataset, positions=None):
+    """Files the samples of a dataset of the config (those at ``positions``, or all) are read from.
+
+    An image folder's images are listed one by one: rewriting an image changes its own
+    modification time, not its folder's, and a batch depends on its own images only.
+    """
+    spec = config["datasets"][dataset]
+    if spec["source"] == "digits":
+        files = []
+    elif spec["source"] == "images":
+        images = images_of(dataset)
+        files = images if positions is None else [images[position] for position in positions]
+    else:
+        files = [spec["path"]]
+    return files + ([spec["labels"]] if "labels" in spec else [])
+
+
+def stamps(input_files):
+    """A param of a rule's files from outside ``results/``: ``[path, size, mtime_ns]`` of each.
+
+    Snakemake reruns a job whose input is newer than its output; a file replaced by an older
+    one or by one of another size changes its stamp, a param, and so reruns the job as well.
+    """
+
+    def of(wildcards):
+        stamped = []
+        for path in input_files(wildcards):
+            try:
+                status = os.stat(path)
+            except OSError:
+                stamped.append([path, None, None])  # Snakemake reports the missing input
+            else:
+                stamped.append([path, status.st_size, status.st_mtime_ns])
+        return stamped
+
+    return of
+
+
+def batch_data(wildcards):
+    """Dataset files a batch job reads."""
+    return data_files(wildcards.dataset, batch_positions(wildcards))
 
 
 def model_files(wildcards):
-    """Files a model entry reads (module, weights, pickle)."""
+    """Files a model entry reads (module, weights, pickle) and the dataset that trains it."""
     entry = config["models"][wildcards.model]
-    return [entry[key] for key in ("module", "weights", "pickle") if key in entry]
+    files = [entry[key] for key in ("module", "weights", "pickle") if key in entry]
+    return files + (data_files(entry["train_data"]) if "train" in entry else [])
 
 
 def train_dataset(wildcards):
@@ -190,7 +353,19 @@ def graph_reference():
     reference = config["graph"].get("reference")
     if config["graph"]["incl"] or reference is None:
         return None
-    return {"dataset": config["datasets"][reference["dataset"]], "index": reference.get("index", 0)}
+    return {"dataset": config["datasets"][reference["dataset"]], "index": reference["index"]}
+
+
+def reference_data(wildcards):
+    """Dataset files the reference sample of an incl=false graph is read from."""
+    if graph_reference() is None:
+        return []
+    reference = config["graph"]["reference"]
+    try:
+        select_samples(size_of(reference["dataset"]), {"indices": [reference["index"]]})
+    except DatasetError as error:
+        raise ValueError(f"config: graph.reference.index: {error}") from None
+    return data_files(reference["dataset"], [reference["index"]])
 
 
 def operator_inputs(wildcards):
@@ -199,6 +374,17 @@ def operator_inputs(wildcards):
     if wildcards.transform == "standard":
         inputs["model"] = f"results/models/{wildcards.model}/model.pt"
     return inputs
+
+
+def operator_settings(wildcards):
+    """Settings an operator depends on: ``k`` of the Laplacian; none for the causal operator.
+
+    The params of a job hold only what its output depends on, so that changing the Laplacian's
+    ``k`` recomputes the Laplacian operator and what depends on it, never the causal one (the
+    size limit ``laplacian.max_nodes`` refuses or allows, never changes, an operator: its job
+    reads it from the config).
+    """
+    return {"k": config["laplacian"]["k"]} if wildcards.transform == "laplacian" else {}
 
 
 def operator_memory(wildcards, input, attempt):

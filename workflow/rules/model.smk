@@ -21,6 +21,7 @@ rule export_model:
     params:
         entry=lookup(dpath="models/{model}", within=config),
         train_dataset=train_dataset,
+        files=stamps(model_files),
     script:
         "../scripts/export_model.py"
 
@@ -28,6 +29,8 @@ rule export_model:
 rule build_graph:
     input:
         model="results/models/{model}/model.pt",
+        metadata="results/models/{model}/model.json",
+        reference=reference_data,
     output:
         graph="results/models/{model}/graph.h5",
     log:
@@ -44,6 +47,8 @@ rule build_graph:
         granularity=config["graph"]["granularity"],
         incl=config["graph"]["incl"],
         reference=graph_reference(),
+        files=stamps(reference_data),
+        entry=lookup(dpath="models/{model}", within=config),
     script:
         "../scripts/build_graph.py"
 
@@ -64,7 +69,6 @@ rule compute_operator:
         mem_mb=operator_memory,
         runtime=lambda wildcards, attempt: 120 * attempt,
     params:
-        max_nodes=config["laplacian"]["max_nodes"],
-        k=config["laplacian"].get("k"),
+        settings=operator_settings,
     script:
         "../scripts/compute_operator.py"

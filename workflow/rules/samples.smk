@@ -8,7 +8,7 @@
 rule extract_activations:
     input:
         model="results/models/{model}/model.pt",
-        data=dataset_files,
+        data=batch_data,
     output:
         activations="results/{model}/{dataset}/activations/{batch}.h5",
     log:
@@ -24,6 +24,8 @@ rule extract_activations:
         dataset=lookup(dpath="datasets/{dataset}", within=config),
         positions=batch_positions,
         granularity=config["graph"]["granularity"],
+        files=stamps(batch_data),
+        entry=lookup(dpath="models/{model}", within=config),
     script:
         "../scripts/extract_activations.py"
 

@@ -10,4 +10,6 @@ with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
         snakemake.params.granularity,  # noqa: F821
         snakemake.params.incl,  # noqa: F821
         snakemake.params.reference,  # noqa: F821
+        entry=snakemake.params.entry,  # noqa: F821
+        metadata_path=snakemake.input.metadata,  # noqa: F821
     )

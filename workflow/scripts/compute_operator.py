@@ -9,6 +9,6 @@ with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
         snakemake.wildcards.transform,  # noqa: F821
         snakemake.output.operator,  # noqa: F821
         model_path=snakemake.input.get("model"),  # noqa: F821
-        max_nodes=snakemake.params.max_nodes,  # noqa: F821
-        k=snakemake.params.k,  # noqa: F821
+        max_nodes=snakemake.config["laplacian"]["max_nodes"],  # noqa: F821
+        **snakemake.params.settings,  # noqa: F821
     )
