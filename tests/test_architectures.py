@@ -1,5 +1,9 @@
-"""The built-in VGG-11, ResNet-18 and MobileNetV2: published sizes, tracing, graphs, causal transform."""
+"""The built-in VGG-11, ResNet-18, MobileNetV2 and the notebook's CIFAR-10 CNN: published sizes,
+tracing, graphs, causal transform."""
 
+from types import SimpleNamespace
+
+import networkx as nx
 import numpy as np
 import pytest
 import scipy.linalg
@@ -11,6 +15,7 @@ from nsp_pipeline.graph.build import build_graph
 from nsp_pipeline.model.architectures import (
     ARCHITECTURES,
     VGG11,
+    Cifar10CNN5,
     MobileNetV2,
     ResNet18,
     round_channels,
@@ -52,6 +57,7 @@ def test_registry():
     assert ARCHITECTURES["vgg11"] is VGG11
     assert ARCHITECTURES["resnet18"] is ResNet18
     assert ARCHITECTURES["mobilenet_v2"] is MobileNetV2
+    assert ARCHITECTURES["cifar10_cnn5"] is Cifar10CNN5
     assert {"digits_cnn", "mnist_tutorial"} <= set(ARCHITECTURES)
 
 
@@ -164,3 +170,57 @@ def test_reduced_children_granularity(name):
     assert [layer.name for layer in graph.layout.layers] == ["input", *children]
     assert graph.layout.layers[-1].shape == (10,)
     assert graph.n_edges > 0
+
+
+# The graph-view notebook's CIFAR-10 CNN (Keras model CIFAR-10_CNN5.h5), as its printed output
+# states it: per layer the output shape (H, W, C), the weights' fan-in and the parameters.
+NOTEBOOK_LAYERS = {
+    "conv_0": ((30, 30, 32), 3 * 3 * 3, (3 * 3 * 3 + 1) * 32),
+    "max_pooling2d": ((15, 15, 32), 2 * 2, 0),
+    "conv_1": ((13, 13, 64), 3 * 3 * 32, (3 * 3 * 32 + 1) * 64),
+    "max_pooling2d_1": ((6, 6, 64), 2 * 2, 0),  # the 13th row and column are in no window
+    "conv_2": ((4, 4, 64), 3 * 3 * 64, (3 * 3 * 64 + 1) * 64),
+    "dense_0": ((64,), 1024, (1024 + 1) * 64),
+    "dense_1": ((10,), 64, (64 + 1) * 10),
+}
+NOTEBOOK_OFFSETS = {
+    "conv_0": 3072,
+    "max_pooling2d": 31872,
+    "conv_1": 39072,
+    "max_pooling2d_1": 49888,
+    "conv_2": 52192,
+    "dense_0": 53216,
+    "dense_1": 53280,
+    "end": 53290,
+}
+NOTEBOOK_DENSITY = 0.0016151387935422858  # nx.density of the notebook's graph
+
+
+def test_cifar10_cnn5_parameters_and_output():
+    model = Cifar10CNN5().eval()
+    n_parameters = sum(parameters for _, _, parameters in NOTEBOOK_LAYERS.values())
+    assert n_parameters == 122_570
+    assert sum(p.numel() for p in model.parameters()) == n_parameters
+    assert model(torch.zeros(2, *model.input_shape)).shape == (2, 10)
+    torch.fx.symbolic_trace(model)
+
+
+def test_cifar10_cnn5_merged_graph_is_the_notebooks():
+    """Nodes, layer names and offsets, edges per layer and density as the notebook printed them."""
+    graph = build_graph(Cifar10CNN5(), torch.zeros(1, 3, 32, 32), granularity="merged")
+    layout = graph.layout
+    assert layout.names == ["input", *NOTEBOOK_LAYERS]
+    assert dict(zip([*layout.names[1:], "end"], layout.offsets[1:].tolist())) == NOTEBOOK_OFFSETS
+    assert graph.n_nodes == 53_290
+
+    edges_into = np.diff(graph.indptr[layout.offsets])  # edges whose target is in each layer
+    expected = [int(np.prod(shape)) * fan_in for shape, fan_in, _ in NOTEBOOK_LAYERS.values()]
+    assert edges_into.tolist() == [0, *expected]
+    assert graph.n_edges == sum(expected) == 4_586_624
+
+    # networkx's density reads only these three methods: no 4.6-million-edge DiGraph needed
+    n = graph.n_nodes
+    counts = SimpleNamespace(
+        number_of_nodes=lambda: n, number_of_edges=lambda: graph.n_edges, is_directed=lambda: True
+    )
+    assert graph.n_edges / (n * (n - 1)) == nx.density(counts) == NOTEBOOK_DENSITY

@@ -60,6 +60,54 @@ class DigitsCNN(nn.Module):
         return x
 
 
+class Cifar10CNN5(nn.Module):
+    """The CIFAR-10 CNN of the graph-view notebook (its model file ``CIFAR-10_CNN5.h5``), for 3×32×32.
+
+    conv 3→32 (3×3, valid), ReLU, max-pool 2, conv 32→64 (3×3), ReLU, max-pool 2,
+    conv 64→64 (3×3), ReLU, flatten, dropout, linear 1024→64, ReLU, linear 64→10:
+    122,570 parameters. Modules carry the notebook's Keras layer names (``conv_0``,
+    ``max_pooling2d``, ``conv_1``, ``max_pooling2d_1``, ``conv_2``, ``flatten``,
+    ``dropout``, ``dense_0``, ``dense_1``), so the ``merged`` granularity has its layers
+    and node offsets: 53,290 neurons.
+
+    ``flatten`` is channel-first (C, H, W), as everywhere in PyTorch and as the notebook
+    numbers its convolution neurons; the notebook's Keras ``Flatten`` is channels-last, so
+    in its graph the edges into ``dense_0`` leave other ``conv_2`` neurons (all but 4 of
+    1,024) than the ones the model reads. Keras weights therefore load only after permuting
+    ``dense_0``'s input axis from (H, W, C) to (C, H, W).
+
+    Parameters
+    ----------
+    dropout : float
+        Dropout probability before ``dense_0`` (identity in eval mode; the notebook does not
+        show its rate).
+    """
+
+    input_shape = (3, 32, 32)
+
+    def __init__(self, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.conv_0 = nn.Conv2d(3, 32, kernel_size=3)
+        self.relu_0 = nn.ReLU()
+        self.max_pooling2d = nn.MaxPool2d(2)
+        self.conv_1 = nn.Conv2d(32, 64, kernel_size=3)
+        self.relu_1 = nn.ReLU()
+        self.max_pooling2d_1 = nn.MaxPool2d(2)
+        self.conv_2 = nn.Conv2d(64, 64, kernel_size=3)
+        self.relu_2 = nn.ReLU()
+        self.flatten = nn.Flatten()
+        self.dropout = nn.Dropout(dropout)
+        self.dense_0 = nn.Linear(1024, 64)
+        self.relu_3 = nn.ReLU()
+        self.dense_1 = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores of a ``(batch, 3, 32, 32)`` input."""
+        for child in self.children():
+            x = child(x)
+        return x
+
+
 # ---------------------------------------------------------------------------------------------
 # ImageNet-style architectures (VGG-11, ResNet-18, MobileNetV2)
 #
@@ -403,6 +451,7 @@ class MobileNetV2(nn.Module):
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "cifar10_cnn5": Cifar10CNN5,
     "digits_cnn": DigitsCNN,
     "mnist_tutorial": MnistTutorialNet,
     "mobilenet_v2": MobileNetV2,
