@@ -6,6 +6,10 @@ rotations inside each eigenspace, so eigenvectors are compared through projector
 per-eigenspace energies, with k at an eigenvalue gap.
 """
 
+import hashlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -194,6 +198,31 @@ def test_full_operator_is_not_partial(digits_graph, digits_full):
     np.testing.assert_array_equal(operator.forward(signals), signals @ operator.eigenvectors)
     np.testing.assert_array_equal(operator.coefficients(signals), operator.forward(signals))
     np.testing.assert_allclose(operator.captured_energy(signals), np.sum(signals**2, axis=1), rtol=1e-12)
+
+
+def test_full_decomposition_is_exact_and_reproducible(digits_graph, digits_full, tmp_path):
+    lap = laplacian_matrix(digits_graph)
+    u, lam = digits_full.eigenvectors, digits_full.eigenvalues
+    assert np.abs(lap @ u - u * lam).max() <= 1e-10
+    assert np.abs(u.T @ u - np.eye(digits_graph.n_nodes)).max() <= 1e-10
+    np.testing.assert_allclose(lam, np.linalg.eigvalsh(dense_laplacian(digits_graph)), atol=1e-10)
+
+    # The same bytes in fresh processes (and in this one), eigenspaces of multiplicity 60 included.
+    path = tmp_path / "laplacian.npz"
+    sp.save_npz(path, sp.csr_matrix(lap))
+    script = (
+        "import hashlib, sys, scipy.sparse as sp\n"
+        "from nsp_pipeline.transforms.laplacian import dense_eigh\n"
+        "lam, u = dense_eigh(sp.load_npz(sys.argv[1]))\n"
+        "print(hashlib.sha256(lam.tobytes() + u.tobytes()).hexdigest())\n"
+    )
+    digests = [
+        subprocess.run(
+            [sys.executable, "-c", script, str(path)], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        for _ in range(2)
+    ]
+    assert digests[0] == digests[1] == hashlib.sha256(lam.tobytes() + u.tobytes()).hexdigest()
 
 
 @pytest.mark.parametrize(

@@ -230,9 +230,45 @@ def laplacian_operator(
             "(k=...), or use the 'standard' transform, which has no such limit"
         )
     log.info("eigendecomposition of the %d x %d graph Laplacian (O(n^3), may take minutes)", n, n)
-    eigenvalues, eigenvectors = scipy.linalg.eigh(laplacian_matrix(graph).toarray())
-    _fix_signs(eigenvectors)
+    eigenvalues, eigenvectors = dense_eigh(laplacian_matrix(graph))
     return LaplacianOperator(layout=graph.layout, eigenvalues=eigenvalues, eigenvectors=eigenvectors)
+
+
+def dense_eigh(laplacian: sp.sparray) -> tuple[np.ndarray, np.ndarray]:
+    """All eigenpairs of a graph Laplacian by dense divide and conquer (LAPACK ``syevd``).
+
+    Graph Laplacians of networks have eigenvalues of multiplicity in the thousands, where
+    the MRRR driver (``syevr``, SciPy's default) runs several times slower than divide and
+    conquer and QR (``syev``) slower still, for the same accuracy
+    (``benchmarks/laplacian_driver_benchmark.py``); ``syevd`` is also what ``numpy.linalg.eigh``
+    and the predecessor nsp use. The dense matrix is overwritten by ``U``, so the peak memory
+    is ``3n²`` floats, the workspace of ``syevd`` being ``2n²`` (``syevr`` needs ``2n²`` in
+    all, ``numpy.linalg.eigh`` ``5n²``). The result is deterministic (the same bytes on
+    reruns with the same LAPACK and thread count), and each eigenvector's sign is fixed so
+    that its largest-magnitude entry is positive.
+
+    Parameters
+    ----------
+    laplacian : scipy.sparse array
+        Symmetric ``(n, n)`` matrix.
+
+    Returns
+    -------
+    eigenvalues : numpy.ndarray
+        ``(n,)`` ascending.
+    eigenvectors : numpy.ndarray
+        ``(n, n)`` orthonormal columns, column ``i`` for ``eigenvalues[i]``.
+
+    References
+    ----------
+    J. J. M. Cuppen, "A divide and conquer method for the symmetric tridiagonal eigenproblem",
+    Numer. Math. 36 (1981); M. Gu and S. C. Eisenstat, SIAM J. Matrix Anal. Appl. 16 (1995).
+    """
+    # Fortran order (L is symmetric), so that LAPACK works on this array without a copy.
+    dense = sp.csr_array(laplacian, dtype=np.float64).toarray(order="F")
+    eigenvalues, eigenvectors = scipy.linalg.eigh(dense, driver="evd", overwrite_a=True, check_finite=False)
+    _fix_signs(eigenvectors)
+    return eigenvalues, eigenvectors
 
 
 def _partial_operator(graph: NeuronGraph, k: int, max_dense_entries: int) -> LaplacianOperator:
