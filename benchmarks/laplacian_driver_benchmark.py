@@ -39,10 +39,10 @@ DRIVERS = ("evr", "evd", "ev", "numpy", "package")
 def tutorial_graph(input_size: int):
     """Neuron graph of the nsp tutorial MNIST network, its linear layer sized for the input."""
     import torch
-    import torch.nn.functional as F
     from torch import nn
 
     from nsp_pipeline import build_graph
+    from nsp_pipeline.model.architectures import MnistTutorialNet
 
     side = ((input_size - 4) // 2 - 4) // 2
     if side < 1:
@@ -50,22 +50,10 @@ def tutorial_graph(input_size: int):
             f"--input-size must be at least 16 (two 5×5 convolutions and 2×2 pools), got {input_size}"
         )
 
-    class TutorialNet(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
-            self.pool1 = nn.MaxPool2d(2)
-            self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
-            self.pool2 = nn.MaxPool2d(2)
-            self.fc = nn.Linear(20 * side * side, 10)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = F.relu(self.pool1(self.conv1(x)))
-            x = F.relu(self.pool2(self.conv2(x)))
-            return self.fc(x.flatten(1))
-
     torch.manual_seed(0)
-    return build_graph(TutorialNet(), torch.rand(1, 1, input_size, input_size))
+    net = MnistTutorialNet()
+    net.fc = nn.Linear(20 * side * side, 10)  # the tutorial net's linear layer, for this input size
+    return build_graph(net, torch.rand(1, 1, input_size, input_size))
 
 
 def peak_resident_bytes() -> int:
