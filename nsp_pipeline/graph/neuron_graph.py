@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -31,6 +31,10 @@ class NeuronGraph:
         edges with a non-zero partial derivative at the reference sample are kept.
     granularity : {"children", "ops", "merged"}
         How layers were chosen when the graph was built.
+    weights : numpy.ndarray, optional
+        ``(n_edges,)`` float64 edge weights aligned with ``indices`` (``None``: unweighted).
+    weight_kind : {"structural", "local"}, optional
+        What ``weights`` hold (:mod:`nsp_pipeline.graph.weights`).
     """
 
     layout: Layout
@@ -38,11 +42,28 @@ class NeuronGraph:
     indices: np.ndarray
     incl: bool = default("graph.incl")
     granularity: str = default("graph.granularity")
+    weights: np.ndarray | None = None
+    weight_kind: str | None = None
 
     def __post_init__(self) -> None:
         n = self.layout.n_nodes
         if self.indptr.shape != (n + 1,) or self.indptr[0] != 0 or self.indptr[-1] != len(self.indices):
             raise ValueError(f"indptr must have {n + 1} entries from 0 to {len(self.indices)}")
+        if self.weights is not None and self.weights.shape != self.indices.shape:
+            raise ValueError(
+                f"weights must have one value per edge ({len(self.indices)}), got shape {self.weights.shape}"
+            )
+        if (self.weights is None) != (self.weight_kind is None):
+            raise ValueError("weights and weight_kind are given together")
+
+    def with_weights(self, weights: np.ndarray | None, kind: str | None) -> NeuronGraph:
+        """The same graph with edge weights ``weights`` of kind ``kind`` (``None``: unweighted)."""
+        values = None if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
+        return replace(self, weights=values, weight_kind=kind)
+
+    def edge_values(self) -> np.ndarray:
+        """Edge weights, or ones for an unweighted graph (float64, aligned with ``indices``)."""
+        return np.ones(len(self.indices)) if self.weights is None else self.weights
 
     @property
     def n_nodes(self) -> int:
@@ -59,16 +80,20 @@ class NeuronGraph:
         return self.indices[self.indptr[node] : self.indptr[node + 1]]
 
     def adjacency(self) -> sp.csr_array:
-        """Sparse ``A`` with ``A[v, u] = 1`` for every edge ``u -> v`` (strictly lower triangular)."""
-        data = np.ones(len(self.indices), dtype=np.int8)
+        """Sparse ``A`` with ``A[v, u] = 1`` for every edge ``u -> v`` (strictly lower triangular).
+
+        A weighted graph has its weights (float64) in place of the ones.
+        """
+        data = np.ones(len(self.indices), dtype=np.int8) if self.weights is None else self.weights
         return sp.csr_array((data, self.indices, self.indptr), shape=(self.n_nodes, self.n_nodes))
 
     def layer_block(self, layer: int | str) -> sp.csr_array:
-        """In-edges of one layer's nodes: ``(layer size, n_nodes)`` 0/1 matrix."""
+        """In-edges of one layer's nodes: ``(layer size, n_nodes)`` 0/1 (or weight) matrix."""
         rows = self.layout.slice(layer)
         indptr = self.indptr[rows.start : rows.stop + 1] - self.indptr[rows.start]
-        indices = self.indices[self.indptr[rows.start] : self.indptr[rows.stop]]
-        data = np.ones(len(indices), dtype=np.int8)
+        edges = slice(self.indptr[rows.start], self.indptr[rows.stop])
+        indices = self.indices[edges]
+        data = np.ones(len(indices), dtype=np.int8) if self.weights is None else self.weights[edges]
         return sp.csr_array((data, indices, indptr), shape=(rows.stop - rows.start, self.n_nodes))
 
     def node_label(self, node: int) -> tuple[int, ...]:
@@ -80,7 +105,8 @@ class NeuronGraph:
     def to_networkx(self):
         """Export as ``networkx.DiGraph`` with ``nsp``'s node keys ``(layer, *index)``.
 
-        Requires the optional dependency ``networkx``.
+        A weighted graph's edges carry their weight as the attribute ``weight``. Requires the
+        optional dependency ``networkx``.
         """
         try:
             import networkx as nx
@@ -90,5 +116,10 @@ class NeuronGraph:
         digraph = nx.DiGraph(incl=self.incl, granularity=self.granularity)
         digraph.add_nodes_from(keys)
         targets = np.repeat(np.arange(self.n_nodes), np.diff(self.indptr))
-        digraph.add_edges_from((keys[u], keys[v]) for u, v in zip(self.indices.tolist(), targets.tolist()))
+        pairs = zip(self.indices.tolist(), targets.tolist())
+        if self.weights is None:
+            digraph.add_edges_from((keys[u], keys[v]) for u, v in pairs)
+        else:
+            weights = self.weights.tolist()
+            digraph.add_weighted_edges_from((keys[u], keys[v], w) for (u, v), w in zip(pairs, weights))
         return digraph
