@@ -53,6 +53,9 @@ OPTIONS = {
     "transform": ("operator", "activations", "--out-dir"),
     "render": ("pattern", "out", "--scale", "--cmap", "--symlog", "--model", "--input", "--sample"),
     "summarize": ("activations", "--out", "--layers"),
+    "graph-analytics": tuple(
+        "model graph --out --pdf --config --weights --analytics --dataset --index --name".split()
+    ),
 }
 
 

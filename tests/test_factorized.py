@@ -9,11 +9,12 @@ import torch.nn.functional as F
 from oracles import dense_zeta
 from torch import nn
 
+from nsp_pipeline.core.errors import NotFactorizableError
 from nsp_pipeline.graph.build import graph_from_trace
 from nsp_pipeline.graph.kronecker import AxisMap, Relation, Term
 from nsp_pipeline.model.architectures import VGG11, DigitsCNN, MnistTutorialNet, MobileNetV2, ResNet18
 from nsp_pipeline.model.capture import trace
-from nsp_pipeline.transforms.causal.builder import NotFactorizableError, factorized_operator
+from nsp_pipeline.transforms.causal.builder import factorized_operator
 from nsp_pipeline.transforms.causal.closure import causal_operator
 
 

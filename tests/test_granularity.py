@@ -28,10 +28,11 @@ from test_edges import (
 from torch import nn
 
 from nsp_pipeline import analyze
+from nsp_pipeline.core.errors import NotFactorizableError
 from nsp_pipeline.graph.build import build_graph, graph_from_trace
 from nsp_pipeline.model.architectures import VGG11, DigitsCNN, MobileNetV2, ResNet18
 from nsp_pipeline.model.capture import TraceError, trace
-from nsp_pipeline.transforms.causal.builder import NotFactorizableError, factorized_operator
+from nsp_pipeline.transforms.causal.builder import factorized_operator
 from nsp_pipeline.transforms.causal.closure import causal_operator
 
 

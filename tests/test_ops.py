@@ -20,6 +20,7 @@ import nsp_pipeline
 from nsp_pipeline.core.errors import UnsupportedLayerError
 from nsp_pipeline.graph.build import build_graph
 from nsp_pipeline.graph.edges import EDGE_RULES
+from nsp_pipeline.graph.relations import RELATION_RULES
 from nsp_pipeline.model.architectures import VGG11, DigitsCNN, MnistTutorialNet, MobileNetV2, ResNet18
 from nsp_pipeline.model.capture import trace
 from nsp_pipeline.model.ops import (
@@ -34,7 +35,6 @@ from nsp_pipeline.model.ops import (
     lookup,
     supported_operations,
 )
-from nsp_pipeline.transforms.causal.builder import RELATION_RULES
 
 #: ``supported_operations()`` before the registry: nothing may be dropped.
 PREVIOUS_SUPPORTED = """

@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from nsp_pipeline.analysis.graph_summary import GraphSummary, summarize_graph
 from nsp_pipeline.core.defaults import default
 from nsp_pipeline.core.pattern import Pattern
-from nsp_pipeline.graph.build import graph_from_trace
+from nsp_pipeline.graph.build import build_graph, graph_from_trace
+from nsp_pipeline.graph.weights import weighted_graph
 from nsp_pipeline.model.capture import trace
 from nsp_pipeline.transforms.api import TRANSFORM_TYPES, causal_operator_of, transform
 from nsp_pipeline.transforms.causal.closure import causal_operator
@@ -132,3 +134,42 @@ def _warn_about_noise(report: list[LayerPrecision]) -> None:
             "below their rounding error, from layer %r on (worst: %r, %.1f digits); see Analysis.precision",
             len(doubtful), len(report), doubtful[0].layer, worst.layer, worst.digits,
         )  # fmt: skip
+
+
+def graph_analytics(
+    model: nn.Module,
+    example: torch.Tensor,
+    weights: str = default("graph_analytics.weights"),
+    granularity: str = "merged",
+    **settings: object,
+) -> GraphSummary:
+    """The analytics of a model's weighted neuron graph, in memory (the graph_analytics stage).
+
+    >>> summary = graph_analytics(model, x[:1], weights="local", analytics=["katz"])  # doctest: +SKIP
+    >>> summary.centralities["katz"]                                                 # doctest: +SKIP
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network.
+    example : torch.Tensor
+        A batch whose first sample sets the shapes and, for ``weights="local"``, the point of the
+        partial derivatives.
+    weights : {"structural", "local", "none"}
+        Edge weights (:func:`nsp_pipeline.graph.weights.edge_weights`); ``"none"``: every edge 1.
+    granularity : {"children", "ops", "merged"}
+        Layer granularity; ``merged`` (activations and reshapes merged into the layers that feed
+        them) gives the layers a graph view usually means.
+    **settings
+        Keys of the configuration section ``graph_analytics`` (``analytics``, ``katz_alpha``,
+        ``blocks``, ...).
+
+    Returns
+    -------
+    GraphSummary
+    """
+    if weights == "none":
+        graph = build_graph(model, example[:1], granularity)
+    else:
+        graph = weighted_graph(model, example[:1], weights, granularity)
+    return summarize_graph(graph, {**settings, "weights": weights})

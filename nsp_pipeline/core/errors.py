@@ -25,3 +25,7 @@ class NonFiniteError(ValueError):
 
 class ProvenanceError(ValueError):
     """Files computed from different models, data, settings or samples are combined."""
+
+
+class NotFactorizableError(ValueError):
+    """An operation whose ancestor relation is not a union of per-axis products."""

@@ -239,7 +239,10 @@ def _load_digits(spec: Mapping, positions: np.ndarray | None):
         if not is_int(size) or size < 1:
             raise DatasetError(f"digits dataset: 'size' is {size!r}; expected a positive integer")
         inputs = F.interpolate(inputs, size=(size, size), mode="bilinear", align_corners=False)
-    return inputs, digits.target[ids].astype(np.int64), ids
+    channels = spec.get("channels", 1)
+    if channels not in (1, 3):
+        raise DatasetError(f"digits dataset: 'channels' is {channels!r}; expected 1 or 3 (gray repeated)")
+    return inputs.repeat(1, channels, 1, 1), digits.target[ids].astype(np.int64), ids
 
 
 def _load_array(spec: Mapping, positions: np.ndarray | None):
@@ -543,6 +546,7 @@ def _fit(inputs: torch.Tensor, shape: tuple[int, ...], described: str) -> torch.
     if len(have) != 3 or len(shape) != 3 or have[0] != shape[0]:
         raise DatasetError(
             f"{described} has samples of shape {have}; the model expects {shape} "
-            "(only height and width can be resized)"
+            "(only height and width can be resized; for the digits, 'channels: 3' repeats the gray image "
+            "in three channels)"
         )
     return F.interpolate(inputs, size=shape[1:], mode="bilinear", align_corners=False)

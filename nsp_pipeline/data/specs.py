@@ -10,7 +10,8 @@ Every spec is a mapping with a ``source`` key:
     The 1,797 8×8 handwritten digits bundled with scikit-learn (no download), scaled to
     [0, 1], shape ``(1, 8, 8)``. ``split``: ``train``, ``test`` (default) or ``all``; the split
     is fixed: the indices are shuffled with ``numpy.random.default_rng(0)`` and the last 360
-    (20 %) are the test set. ``size``: resize bilinearly to ``size × size``.
+    (20 %) are the test set. ``size``: resize bilinearly to ``size × size``;
+    ``channels: 3`` repeats the gray image in three channels (for models of RGB input).
 ``array``
     ``path`` to a ``.npy``, ``.npz`` or ``.h5`` file of shape ``(N, *shape)``; ``.npz`` and
     ``.h5`` files hold arrays ``inputs`` and (optionally) ``labels``, renamed with

@@ -97,7 +97,7 @@ def _elementwise(call: OpCall, entry: Operation, incl: bool) -> Edges:
     n_out = _sample_numel(call.output)
     targets = np.arange(n_out)
     edges: Edges = []
-    partials = None if incl else _elementwise_partials(call)
+    partials = None if incl else elementwise_partials(call)
     for k, tensor in enumerate(call.inputs):
         positions = torch.arange(tensor.numel()).reshape(tensor.shape)
         try:
@@ -112,7 +112,7 @@ def _elementwise(call: OpCall, entry: Operation, incl: bool) -> Edges:
     return edges
 
 
-def _elementwise_partials(call: OpCall) -> list[np.ndarray]:
+def elementwise_partials(call: OpCall) -> list[np.ndarray]:
     """Partial derivative of each output element with respect to its own input element."""
     out_shape = call.output.shape
     leaves = [t.detach().expand(out_shape).clone() for t in call.inputs]
@@ -241,6 +241,17 @@ def _windowed(call: OpCall, entry: Operation, incl: bool) -> Edges:
         return _argmax_edges(call, window, n_spatial)
     if window.kind == "adaptive_max" and not incl:
         return _argmax_edges(call, window, n_spatial)
+    sources, targets, taps = window_reads(call, window)
+    if window.kind == "conv" and not incl:
+        weights = window.weight.detach().cpu().double().numpy().reshape(-1)
+        return [(0, *_nonzero_sums(sources, targets, weights[taps]))]
+    return [(0, sources, targets)]
+
+
+def window_reads(call: OpCall, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Every read of a windowed operation: source, target and (convolution) flat index into its weight."""
+    in_shape, out_shape = tuple(call.inputs[0].shape[1:]), tuple(call.output.shape[1:])
+    n_spatial = len(in_shape) - 1
     axes = [axis_windows(in_shape[1 + a], out_shape[1 + a], window, a) for a in range(n_spatial)]
     # Combine axes: every combination of one read per axis.
     out_pos, in_pos, tap_pos = axes[0]
@@ -261,15 +272,13 @@ def _windowed(call: OpCall, entry: Operation, incl: bool) -> Edges:
         ci = (co // per_group_out) * per_group_in + ci_local
     else:
         co = ci = np.arange(c_in)
-        ci_local = np.zeros(c_in, dtype=np.int64)
     sources = (ci[:, None] * in_spatial + in_pos[None, :]).reshape(-1)
     targets = (co[:, None] * out_spatial + out_pos[None, :]).reshape(-1)
-    if window.kind == "conv" and not incl:
-        taps_per_channel = int(np.prod(window.weight.shape[2:]))
-        weights = window.weight.detach().cpu().double().numpy().reshape(-1)
-        flat = ((co * per_group_in + ci_local)[:, None] * taps_per_channel + tap_pos[None, :]).reshape(-1)
-        return [(0, *_nonzero_sums(sources, targets, weights[flat]))]
-    return [(0, sources, targets)]
+    if window.kind != "conv":
+        return sources, targets, None
+    taps_per_channel = int(np.prod(kernel_shape))
+    taps = ((co * per_group_in + ci_local)[:, None] * taps_per_channel + tap_pos[None, :]).reshape(-1)
+    return sources, targets, taps
 
 
 def _nonzero_sums(sources: np.ndarray, targets: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -340,6 +340,18 @@ def _cross_check(config: dict, fail) -> None:
             f"{_absent_or_unknown(reference)}; graph.incl false needs a reference sample "
             f"(reference: {{dataset, index}}) from one of the datasets {sorted(config['datasets'])}",
         )
+    for model in config["graph_analytics"]["blocks"] or {}:
+        if model not in config["models"]:
+            raise fail(
+                ["graph_analytics", "blocks", model],
+                f"{model!r} is not one of the models {sorted(config['models'])}",
+            )
+    chosen = config["graph_analytics"].get("reference", {}).get("dataset")
+    if chosen is not None and chosen not in config["datasets"]:
+        raise fail(
+            ["graph_analytics", "reference", "dataset"],
+            f"{chosen!r} is not one of the datasets {sorted(config['datasets'])}",
+        )
 
 
 def _absent_or_unknown(name: str | None) -> str:

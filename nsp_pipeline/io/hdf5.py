@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import scipy.sparse as sp
 
 from nsp_pipeline.analysis.dataset_statistics import (
     TABLE_COLUMNS,
@@ -35,6 +37,7 @@ from nsp_pipeline.analysis.dataset_statistics import (
     top_k_entry,
     top_k_label,
 )
+from nsp_pipeline.analysis.graph_summary import BlockView, GraphSummary
 from nsp_pipeline.core.atomic import atomic_output
 from nsp_pipeline.core.errors import shortened
 from nsp_pipeline.core.layout import Layer, Layout
@@ -76,6 +79,7 @@ KINDS: dict[str, FileKind] = {
     "pattern": FileKind("activations or a spectrum of a batch of samples (Pattern)"),
     "dataset_summary": FileKind("per-class statistics of each pattern of an analysis (ClassStatistics)"),
     "sweep_summary": FileKind("one table over every analysis of a sweep", layout=False),
+    "graph_summary": FileKind("analytics of a weighted neuron graph (GraphSummary)"),
 }
 
 #: Root attributes that belong to the schema, not to the provenance.
@@ -90,6 +94,13 @@ RESERVED_ATTRIBUTES = frozenset(
         "patterns",
         "top_k",
         "columns",
+        "weight_kind",
+        "density",
+        "n_edges",
+        "analytics_settings",
+        "centralities",
+        "paths",
+        "blocks",
     }
 )
 
@@ -1170,3 +1181,122 @@ def read_sweep_summary(path: str | os.PathLike, *, verify: bool = True) -> dict[
     arrays, attributes = _read_file(path, "sweep_summary", _sweep_datasets, verify=verify)
     with _consistent(path):
         return {str(column): arrays[f"table/{column}"] for column in attributes["columns"]}
+
+
+def write_graph_summary(
+    path: str | os.PathLike, summary: GraphSummary, provenance: Mapping[str, str]
+) -> None:
+    """Write the analytics of a weighted neuron graph (``nsp-pipeline/graph_summary``).
+
+    Datasets: ``layer_edge_counts``; ``centralities/<name>`` (one value per node);
+    ``laplacian_eigenvalues``, ``hops`` when computed; ``paths/<name>`` (node ids, attribute
+    ``value``); ``blocks/<i>/heatmap`` (attributes ``source``, ``target``, ``bins``) and, for
+    blocks kept whole, ``blocks/<i>/data``, ``indices``, ``indptr`` (CSR, rows: source neurons).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file, replaced atomically.
+    summary : GraphSummary
+        The analytics (:func:`nsp_pipeline.analysis.graph_summary.summarize_graph`).
+    provenance : mapping of str to str
+        Root attributes from :func:`nsp_pipeline.io.provenance.provenance`.
+    """
+    arrays = {"layer_edge_counts": _int64(summary.layer_edge_counts)}
+    arrays |= {f"centralities/{name}": _float64(values) for name, values in summary.centralities.items()}
+    if summary.laplacian_eigenvalues is not None:
+        arrays["laplacian_eigenvalues"] = _float64(summary.laplacian_eigenvalues)
+    if summary.hops is not None:
+        arrays["hops"] = _int64(summary.hops)
+    groups: dict[str, dict[str, object]] = {}
+    for name, (nodes, value) in summary.paths.items():
+        arrays[f"paths/{name}"] = _int64(nodes)
+        groups[f"paths/{name}"] = {"value": np.float64(value)}
+    for number, view in enumerate(summary.blocks):
+        arrays[f"blocks/{number}/heatmap"] = _float64(view.heatmap)
+        if view.block is not None:
+            arrays[f"blocks/{number}/data"] = _float64(view.block.data)
+            arrays[f"blocks/{number}/indices"] = _int64(view.block.indices)
+            arrays[f"blocks/{number}/indptr"] = _int64(view.block.indptr)
+        groups[f"blocks/{number}"] = {
+            "source": np.int64(view.source),
+            "target": np.int64(view.target),
+            "bins": np.asarray(view.bins, dtype=np.int64),
+        }
+    _write_file(
+        path,
+        "graph_summary",
+        provenance,
+        arrays,
+        layout=summary.layout,
+        attributes={
+            "weight_kind": summary.weight_kind,
+            "density": np.float64(summary.density),
+            "n_edges": np.int64(summary.n_edges),
+            "analytics_settings": json.dumps(summary.settings, sort_keys=True),
+            "centralities": list(summary.centralities),
+            "paths": list(summary.paths),
+            "blocks": np.int64(len(summary.blocks)),
+        },
+        object_attributes=groups,
+    )
+
+
+def _graph_summary_datasets(attributes: Mapping[str, object]) -> list[str]:
+    """The datasets a graph summary must have, by its root attributes."""
+    names = ["layer_edge_counts"]
+    names += [f"centralities/{name}" for name in attributes.get("centralities", ())]
+    names += [f"paths/{name}" for name in attributes.get("paths", ())]
+    return names + [f"blocks/{number}/heatmap" for number in range(int(attributes.get("blocks", 0)))]
+
+
+def read_graph_summary(path: str | os.PathLike, *, verify: bool = True) -> GraphSummary:
+    """Read a file written by :func:`write_graph_summary`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    verify : bool, default True
+        Verify the SHA-256 of the contents, once per process for each version of the file (see
+        the module docstring); ``False`` skips it.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    SchemaError
+        If it is not a valid graph summary, or is corrupt.
+    """
+    arrays, attributes = _read_file(path, "graph_summary", _graph_summary_datasets, verify=verify)
+    with _consistent(path):
+        layout = _layout_of(arrays)
+        blocks = []
+        for number in range(int(attributes["blocks"])):
+            prefix = f"blocks/{number}"
+            source, target = int(attributes[f"{prefix}/source"]), int(attributes[f"{prefix}/target"])
+            block = None
+            if f"{prefix}/data" in arrays:
+                shape = (layout.layers[source].size, layout.layers[target].size)
+                block = sp.csr_array(
+                    (arrays[f"{prefix}/data"], arrays[f"{prefix}/indices"], arrays[f"{prefix}/indptr"]),
+                    shape=shape,
+                )
+            bins = tuple(int(b) for b in attributes[f"{prefix}/bins"])
+            blocks.append(BlockView(source, target, arrays[f"{prefix}/heatmap"], bins, block))
+        return GraphSummary(
+            layout=layout,
+            weight_kind=str(attributes["weight_kind"]),
+            n_edges=int(attributes["n_edges"]),
+            density=float(attributes["density"]),
+            layer_edge_counts=arrays["layer_edge_counts"],
+            centralities={str(name): arrays[f"centralities/{name}"] for name in attributes["centralities"]},
+            laplacian_eigenvalues=arrays.get("laplacian_eigenvalues"),
+            paths={
+                str(name): (arrays[f"paths/{name}"], float(attributes[f"paths/{name}/value"]))
+                for name in attributes["paths"]
+            },
+            hops=arrays.get("hops"),
+            blocks=tuple(blocks),
+            settings=json.loads(str(attributes["analytics_settings"])),
+        )

@@ -364,7 +364,7 @@ def _read_after_in_place(graph_module: torch.fx.GraphModule, modules: dict[str, 
             continue
         overwritten = node.args[0]
         target = modules[node.target] if node.op == "call_module" else node.target
-        if not (isinstance(overwritten, torch.fx.Node) and _mutates_input(node, target)):
+        if not (isinstance(overwritten, torch.fx.Node) and mutates_input(node, target)):
             continue
         for user in list(overwritten.users):
             if position[user] > position[node]:
@@ -374,7 +374,7 @@ def _read_after_in_place(graph_module: torch.fx.GraphModule, modules: dict[str, 
         graph_module.recompile()
 
 
-def _mutates_input(node: torch.fx.Node, target) -> bool:
+def mutates_input(node: torch.fx.Node, target) -> bool:
     """Whether an fx node overwrites its input (``inplace=True`` modules and functions, ``x.relu_()``)."""
     if isinstance(target, nn.Module):
         return bool(getattr(target, "inplace", False))

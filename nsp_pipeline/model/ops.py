@@ -7,13 +7,15 @@ spelling of the operation (module classes, functions, tensor method names) and s
   container), from which the next three default;
 - its ``edges`` rule, the :class:`EdgeRule` that :mod:`nsp_pipeline.graph.edges` applies;
 - its ``relation``, the :class:`RelationKind` of its factorised ancestor relation
-  (:mod:`nsp_pipeline.transforms.causal.builder`);
+  (:mod:`nsp_pipeline.graph.relations`);
 - whether it ``merges`` under granularity ``merged`` (:mod:`nsp_pipeline.model.merge`): as a
   shape-only bijection or as a unary elementwise operation;
 - the parameter names of its functional form (``signature``), so that :meth:`Operation.argument`
   reads a parameter alike from a module's attribute and from a call's arguments, and the window
   geometry of convolutions and pooling (``window``);
-- slots for what later rules need (``weights``, ``affine``, ``kinks``, ``gradient``).
+- its ``weights`` rule, the :class:`WeightRule` that :mod:`nsp_pipeline.graph.weights` applies
+  (structural and local edge weights, and the operation's affine offset);
+- slots for what later rules need (``affine``, ``kinks``, ``gradient``).
 
 :func:`lookup` finds the entry of a recorded call (module by class, function by identity, method
 by name); :func:`supported_operations` lists every spelling of every entry.
@@ -26,7 +28,8 @@ the family::
 
 An operation whose edges no existing rule describes also needs a member of :class:`EdgeRule` and
 its rule function in :mod:`nsp_pipeline.graph.edges` (``tests/test_ops.py`` checks that every rule
-has one).
+has one); likewise for its weights, a member of :class:`WeightRule` and its rule function in
+:mod:`nsp_pipeline.graph.weights` (checked by ``tests/test_weights.py``).
 """
 
 from __future__ import annotations
@@ -69,6 +72,27 @@ class EdgeRule(StrEnum):
     COMPOSITE = "composite"  # the container traced, its inner edges composed
 
 
+class WeightRule(StrEnum):
+    """How :mod:`nsp_pipeline.graph.weights` derives an operation's edge weights and affine offset.
+
+    Per rule: the ``structural`` weight of an edge, its ``local`` weight (the partial derivative at
+    the recorded input) and the offset ``b`` with ``output = sum(local weight * input) + b`` there.
+    """
+
+    MOVEMENT = "movement"  # copies: weight 1; offset: constants the operation writes (pad value)
+    AFFINE = "affine"  # elementwise, affine in its inputs (add, sub, neg): weight = the constant partial
+    PRODUCT = "product"  # mul: structural the constant factor when one operand is a constant, else 1
+    QUOTIENT = "quotient"  # div: structural 1 / the divisor when it is a constant, else 1
+    SLOPE = "slope"  # elementwise nonlinear (activations): structural 1, local the slope
+    NORMALISATION = "normalisation"  # batch norm on running statistics: the scale gamma / sqrt(var + eps)
+    CHANNELS = "channels"  # normalisation with the sample's own statistics: structural 1, local by autograd
+    WINDOWED = "windowed"  # kernel entry (conv), 1 / divisor (average), 1 and the argmax (max)
+    LINEAR = "linear"  # the weight matrix entry
+    SOFTMAX = "softmax"  # structural 1, local s_i (delta_ij - s_j)
+    LOG_SOFTMAX = "log_softmax"  # structural 1, local delta_ij - s_j
+    COMPOSITE = "composite"  # the container traced, its inner weights multiplied along paths
+
+
 class RelationKind(StrEnum):
     """How the factorised operator's builder relates an operation's output grid to its inputs."""
 
@@ -78,6 +102,19 @@ class RelationKind(StrEnum):
     LINEAR = "linear"  # all-to-all on the features of a flat or (T, N) input, else generic
     GENERIC = "generic"  # the exact edges, factorised per axis where they are a per-axis product
     NONE = "none"  # does not factorise (containers: use the 'ops' granularity)
+
+
+#: Per family: default weight rule of its entries.
+_FAMILY_WEIGHTS: dict[Family, WeightRule] = {
+    Family.SHAPE_ONLY: WeightRule.MOVEMENT,
+    Family.MOVEMENT: WeightRule.MOVEMENT,
+    Family.ELEMENTWISE: WeightRule.SLOPE,
+    Family.NORMALISATION: WeightRule.NORMALISATION,
+    Family.WINDOWED: WeightRule.WINDOWED,
+    Family.LINEAR: WeightRule.LINEAR,
+    Family.SOFTMAX: WeightRule.SOFTMAX,
+    Family.CONTAINER: WeightRule.COMPOSITE,
+}
 
 
 class Merge(StrEnum):
@@ -110,7 +147,8 @@ class Operation:
     name : str
         Short name (``"relu"``, ``"conv2d"``).
     family : Family
-        What it does to the neurons it reads; the defaults of ``edges``, ``relation`` and ``merges``.
+        What it does to the neurons it reads; the defaults of ``edges``, ``relation``, ``merges``
+        and ``weights``.
     modules : tuple of type
         Module classes (subclasses match too, the most derived registered class first).
     functions : tuple of callable
@@ -134,9 +172,11 @@ class Operation:
         ``refine(entry, call)``: the entry as it applies to one call (a variant, e.g. batch norm
         with the sample's own statistics); raises :class:`UnsupportedLayerError` for a call the
         entry does not cover (e.g. interpolation other than ``nearest``).
-    weights, affine, kinks, gradient : callable, optional
-        Reserved for rules still to come: edge weights, the affine map of a piecewise-linear
-        operation and its kink sites, the gradient rule. ``None``: not declared.
+    weights : WeightRule, optional
+        Edge-weight rule (default: the family's).
+    affine, kinks, gradient : callable, optional
+        Reserved for rules still to come: the affine map of a piecewise-linear operation and its
+        kink sites, the gradient rule. ``None``: not declared.
     """
 
     name: str
@@ -150,7 +190,7 @@ class Operation:
     signature: tuple[str, ...] = ()
     window: tuple[str, int] | None = None
     refine: Callable[[Operation, OpCall], Operation] | None = None
-    weights: Callable | None = None
+    weights: WeightRule | None = None
     affine: Callable | None = None
     kinks: Callable | None = None
     gradient: Callable | None = None
@@ -160,6 +200,7 @@ class Operation:
         object.__setattr__(self, "edges", self.edges or edges)
         object.__setattr__(self, "relation", self.relation or relation)
         object.__setattr__(self, "merges", self.merges or merges)
+        object.__setattr__(self, "weights", self.weights or _FAMILY_WEIGHTS[self.family])
 
     def argument(self, call: OpCall, name: str, default=None):
         """Parameter ``name`` of a call: the module's attribute, or the function's argument.
@@ -190,7 +231,13 @@ def _batch_statistics(entry: Operation, call: OpCall) -> Operation:
     else:
         own = bool(entry.argument(call, "training", False))
     if own:
-        return replace(entry, edges=EdgeRule.CHANNELS, relation=RelationKind.GENERIC, merges=Merge.NEVER)
+        return replace(
+            entry,
+            edges=EdgeRule.CHANNELS,
+            relation=RelationKind.GENERIC,
+            merges=Merge.NEVER,
+            weights=WeightRule.CHANNELS,
+        )
     return entry
 
 
@@ -207,6 +254,7 @@ def _nearest_only(entry: Operation, call: OpCall) -> Operation:
 
 _E, _S, _M = Family.ELEMENTWISE, Family.SHAPE_ONLY, Family.MOVEMENT
 _RESHAPE = RelationKind.RESHAPE
+_AFFINE = WeightRule.AFFINE
 _CONV = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 _MAX_POOL = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
 _AVG_POOL = (
@@ -254,20 +302,21 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("logsigmoid", _E, (nn.LogSigmoid,), (F.logsigmoid,)),
     Operation("threshold", _E, (nn.Threshold,), (F.threshold,)),
     # Identities in eval mode
-    Operation("identity", _E, (nn.Identity,)),
+    Operation("identity", _E, (nn.Identity,), weights=_AFFINE),
     Operation(
         "dropout",
         _E,
         (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout),
         (F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout),
+        weights=_AFFINE,
     ),
-    Operation("cast", _E, methods=("float", "double")),
+    Operation("cast", _E, methods=("float", "double"), weights=_AFFINE),
     # Elementwise arithmetic (with broadcasting)
     Operation("exp", _E, functions=(torch.exp,), methods=("exp",)),
     Operation("log", _E, functions=(torch.log,), methods=("log",)),
     Operation("abs", _E, functions=(torch.abs,), methods=("abs",)),
-    Operation("neg", _E, functions=(torch.neg, operator.neg), methods=("neg",)),
-    Operation("pos", _E, functions=(operator.pos,)),
+    Operation("neg", _E, functions=(torch.neg, operator.neg), methods=("neg",), weights=_AFFINE),
+    Operation("pos", _E, functions=(operator.pos,), weights=_AFFINE),
     Operation("sqrt", _E, functions=(torch.sqrt,), methods=("sqrt",)),
     Operation("square", _E, functions=(torch.square,), methods=("square",)),
     Operation("sin", _E, functions=(torch.sin,)),
@@ -278,15 +327,23 @@ OPERATIONS: tuple[Operation, ...] = (
         _E,
         functions=(torch.add, operator.add, operator.iadd),
         methods=("add", "add_", "__add__", "__radd__"),
+        weights=_AFFINE,
     ),
-    Operation("sub", _E, functions=(torch.sub, operator.sub), methods=("sub", "__sub__")),
+    Operation("sub", _E, functions=(torch.sub, operator.sub), methods=("sub", "__sub__"), weights=_AFFINE),
     Operation(
         "mul",
         _E,
         functions=(torch.mul, operator.mul, operator.imul),
         methods=("mul", "mul_", "__mul__", "__rmul__"),
+        weights=WeightRule.PRODUCT,
     ),
-    Operation("div", _E, functions=(torch.div, operator.truediv), methods=("div", "__truediv__")),
+    Operation(
+        "div",
+        _E,
+        functions=(torch.div, operator.truediv),
+        methods=("div", "__truediv__"),
+        weights=WeightRule.QUOTIENT,
+    ),
     Operation("maximum", _E, functions=(torch.maximum,)),
     Operation("minimum", _E, functions=(torch.minimum,)),
     Operation("where", _E, functions=(torch.where,)),
@@ -345,6 +402,7 @@ OPERATIONS: tuple[Operation, ...] = (
         (F.log_softmax, torch.log_softmax),
         ("log_softmax",),
         signature=("input", "dim"),
+        weights=WeightRule.LOG_SOFTMAX,
     ),
     # Linear
     Operation("linear", Family.LINEAR, (nn.Linear,), (F.linear,), signature=("input", "weight", "bias")),

@@ -2,8 +2,8 @@
 
 Read alike from a module (``nn.Conv2d``) and from a functional call (``F.conv2d``) through the
 operation's registry entry (:mod:`nsp_pipeline.model.ops`); used by the neuron-edge rules
-(:mod:`nsp_pipeline.graph.edges`) and by the factorised operator's per-axis relations
-(:mod:`nsp_pipeline.transforms.causal.builder`).
+(:mod:`nsp_pipeline.graph.edges`) and by the per-axis ancestor relations
+(:mod:`nsp_pipeline.graph.relations`).
 """
 
 from __future__ import annotations

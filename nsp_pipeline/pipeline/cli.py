@@ -95,6 +95,28 @@ def _transform(args) -> None:
     stages.transform_files(args.activations, args.operator, outputs)
 
 
+def _graph_analytics(args) -> None:
+    settings, reference, inputs = {}, None, [("model", args.model), ("graph", args.graph)]
+    if args.config is not None:
+        config = _config(args.config)
+        settings = dict(config["graph_analytics"])
+        settings["blocks"] = (settings["blocks"] or {}).get(args.name)
+        inputs.append(("config", args.config))
+        if args.dataset is not None:
+            spec = _entry(config, "datasets", args.dataset, args.config)
+            reference = {"dataset": spec, "index": args.index}
+            inputs += _named_files(spec, Path(), "dataset")
+    elif args.dataset is not None:
+        raise ValueError("--dataset needs --config, the file that defines it")
+    for key in ("weights", "analytics"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    check_outputs(inputs, [("graph summary", args.out), ("PDF", args.pdf)])
+    stages.graph_analytics_file(
+        args.model, args.graph, args.out, args.pdf, settings, reference, title=args.name
+    )
+
+
 def _granularity_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--granularity", choices=GRANULARITIES, default=default("graph.granularity"),
@@ -189,6 +211,33 @@ def parser() -> argparse.ArgumentParser:
             a.pattern, a.out, a.scale, a.cmap, a.symlog, a.model, a.input, a.sample
         )
     )
+
+    analytics = sub.add_parser(
+        "graph-analytics", help="analytics of a model's weighted neuron graph -> HDF5 and a PDF of plots"
+    )
+    analytics.add_argument("model", help="model artifact")
+    analytics.add_argument("graph", help="its graph file (build-graph)")
+    analytics.add_argument("--out", required=True, help="graph summary file (.h5)")
+    analytics.add_argument("--pdf", required=True, help="PDF of the plots")
+    analytics.add_argument(
+        "--config", help="config whose section graph_analytics sets the analytics (and holds --dataset)"
+    )
+    analytics.add_argument(
+        "--weights", choices=("structural", "local", "none"),
+        help=f"edge weights (default: the config's, else {default('graph_analytics.weights')})",
+    )  # fmt: skip
+    analytics.add_argument(
+        "--analytics", nargs="+", choices=default("graph_analytics.analytics"),
+        help="which analytics (default: the config's, else all)",
+    )  # fmt: skip
+    analytics.add_argument("--dataset", help="dataset of the sample of the local weights (with --config)")
+    analytics.add_argument(
+        "--index", type=int, default=0, help="position of that sample (default: %(default)s)"
+    )
+    analytics.add_argument(
+        "--name", default="", help="the model's name: its blocks in the config, and the PDF's titles"
+    )
+    analytics.set_defaults(run=_graph_analytics)
 
     summary = sub.add_parser("summarize", help="CSV tables of samples and of layer energies")
     summary.add_argument("activations", nargs="+", help="activations files")

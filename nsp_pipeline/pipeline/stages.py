@@ -3,6 +3,7 @@
 1. :func:`export_model` — build (and train) a model, write the artifact and its metadata;
 2. :func:`build_graph_file` — the model's neuron DAG;
 3. :func:`compute_operator_file` — the precomputed operator of one transform type;
+   :func:`graph_analytics_file` — the analytics of the weighted neuron graph, HDF5 and PDF;
 4. :func:`extract_activations` — activations of a batch of samples in one forward pass, written as
    one shard file (a pattern file of the batch's samples, each addressable by its sample id);
 5. :func:`transform_files` — the spectra of shards, a spectra shard per activations shard;
@@ -132,6 +133,63 @@ def build_graph_file(
     settings = {"granularity": granularity, "incl": incl, "reference": reference}
     hdf5.write_graph(graph_out, graph, provenance(settings, model_checksum(model)))
     log.info("graph of %s: %d nodes, %d edges -> %s", model_path, graph.n_nodes, graph.n_edges, graph_out)
+
+
+def graph_analytics_file(
+    model_path: PathLike,
+    graph_path: PathLike,
+    summary_out: PathLike,
+    pdf_out: PathLike,
+    settings: Mapping | None = None,
+    reference: Mapping | None = None,
+    entry: Mapping | None = None,
+    metadata_path: PathLike | None = None,
+    title: str = "",
+) -> None:
+    """Weigh a model's neuron graph, compute its analytics, write them (HDF5) and draw them (PDF).
+
+    Parameters
+    ----------
+    model_path : path
+        Exported model artifact.
+    graph_path : path
+        Its graph file (:func:`build_graph_file`); the weights follow the graph's granularity.
+    summary_out, pdf_out : path
+        Output files (:func:`nsp_pipeline.io.hdf5.write_graph_summary`,
+        :func:`nsp_pipeline.render.graph_plots.plot_graph_summary`).
+    settings : mapping, optional
+        The configuration section ``graph_analytics`` (defaults for what is absent).
+    reference : mapping, optional
+        ``{"dataset": spec, "index": position}``: the sample of the local weights (default: zeros).
+    entry, metadata_path : mapping, path, optional
+        The model's config entry and metadata; the artifact must belong to both.
+    title : str
+        Put before every page title of the PDF.
+    """
+    from nsp_pipeline.analysis.graph_summary import summarize_graph
+    from nsp_pipeline.graph.weights import edge_weights
+    from nsp_pipeline.io.provenance import provenance
+    from nsp_pipeline.model.artifact import model_checksum
+    from nsp_pipeline.render.graph_plots import plot_graph_summary
+
+    settings = {**default("graph_analytics"), **(settings or {})}
+    settings.pop("enabled", None)
+    if settings["weights"] == "local" and reference is None:
+        log.warning("local weights without a reference sample: partial derivatives at an all-zero input")
+    model, example = _reference_input(model_path, reference, entry, metadata_path)
+    graph = hdf5.read_graph(graph_path)
+    checksum = model_checksum(model)
+    if hdf5.read_provenance(graph_path).get("model_checksum", checksum) != checksum:
+        raise ProvenanceError(f"{graph_path} was built from another model than {model_path}; rebuild it")
+    if settings["weights"] != "none":
+        graph = graph.with_weights(
+            edge_weights(model, example, graph, settings["weights"]), settings["weights"]
+        )
+    summary = summarize_graph(graph, settings)
+    hdf5.write_graph_summary(summary_out, summary, provenance({**settings, "reference": reference}, checksum))
+    plot_graph_summary(summary, pdf_out, title, settings.get("class_names"))
+    log.info("graph analytics of %s (%d nodes, %d edges) -> %s, %s", model_path, graph.n_nodes,
+             graph.n_edges, summary_out, pdf_out)  # fmt: skip
 
 
 def compute_operator_file(

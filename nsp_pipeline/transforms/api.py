@@ -77,7 +77,8 @@ def causal_operator_of(graph: NeuronGraph | None, recorded: Trace | None = None)
     """
     from_graph = graph is None or graph.incl
     if recorded is not None and from_graph:
-        from nsp_pipeline.transforms.causal.builder import NotFactorizableError, factorized_operator
+        from nsp_pipeline.core.errors import NotFactorizableError
+        from nsp_pipeline.transforms.causal.builder import factorized_operator
 
         try:
             operator = factorized_operator(recorded)

@@ -256,6 +256,8 @@ def every_output(wildcards):
         jobs["export_model"].append({"model": model})
         jobs["build_graph"].append({"model": model})
         jobs["compute_operator"].extend({"model": model, "transform": t} for t in config["transforms"])
+        if config["graph_analytics"]["enabled"]:
+            jobs["graph_analytics"].append({"model": model})
     for plan in ANALYSES:
         names = {"model": plan.model, "dataset": plan.dataset}
         jobs["summarize"].append(names)
@@ -366,6 +368,48 @@ def reference_data(wildcards):
     except DatasetError as error:
         raise ValueError(f"config: graph.reference.index: {error}") from None
     return data_files(reference["dataset"], [reference["index"]])
+
+
+def analytics_reference_spec(model):
+    """``(dataset name, index)`` of the sample of a model's local edge weights, or None.
+
+    ``graph_analytics.reference``, else ``graph.reference``, else the first dataset the model is
+    analysed on, at its first selected sample; None unless the weights are local.
+    """
+    settings = config["graph_analytics"]
+    if settings["weights"] != "local":
+        return None
+    chosen = settings.get("reference") or config["graph"].get("reference")
+    if chosen is not None:
+        return chosen["dataset"], chosen["index"]
+    dataset = next(plan.dataset for plan in ANALYSES if plan.model == model)
+    return dataset, next(iter(PLANS[model, dataset].batches.values()))[0]
+
+
+def analytics_reference(wildcards):
+    """The reference sample of a model's local edge weights (dataset spec and index), or None."""
+    spec = analytics_reference_spec(wildcards.model)
+    if spec is None:
+        return None
+    dataset, index = spec
+    try:
+        select_samples(size_of(dataset), {"indices": [index]})
+    except DatasetError as error:
+        raise ValueError(f"config: graph_analytics.reference.index: {error}") from None
+    return {"dataset": config["datasets"][dataset], "index": index}
+
+
+def analytics_reference_data(wildcards):
+    """Dataset files the reference sample of a model's local edge weights is read from."""
+    spec = analytics_reference_spec(wildcards.model)
+    return [] if spec is None else data_files(spec[0], [spec[1]])
+
+
+def analytics_settings(wildcards):
+    """The settings of a model's graph_analytics job: its own blocks; ``enabled`` is the workflow's."""
+    settings = {key: value for key, value in config["graph_analytics"].items() if key != "enabled"}
+    settings["blocks"] = (settings["blocks"] or {}).get(wildcards.model)
+    return settings
 
 
 def operator_inputs(wildcards):

@@ -72,3 +72,31 @@ rule compute_operator:
         settings=operator_settings,
     script:
         "../scripts/compute_operator.py"
+
+
+rule graph_analytics:
+    input:
+        model="results/models/{model}/model.pt",
+        metadata="results/models/{model}/model.json",
+        graph="results/models/{model}/graph.h5",
+        reference=analytics_reference_data,
+    output:
+        summary="results/models/{model}/graph_analytics.h5",
+        pdf="results/models/{model}/graph_analytics.pdf",
+    log:
+        "results/logs/graph_analytics/{model}.log",
+    benchmark:
+        "results/benchmarks/graph_analytics/{model}.tsv"
+    conda:
+        "../envs/nsp-pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, input, attempt: int((2000 + 40 * input.size_mb) * attempt),
+        runtime=lambda wildcards, attempt: 60 * attempt,
+    params:
+        settings=analytics_settings,
+        reference=analytics_reference,
+        files=stamps(analytics_reference_data),
+        entry=lookup(dpath="models/{model}", within=config),
+    script:
+        "../scripts/graph_analytics.py"

@@ -1,0 +1,1 @@
+"""What drives a neuron: targets, gradient and occlusion maps, upsampled activation maps."""
