@@ -101,7 +101,8 @@ class GraphSummary:
 def summarize_graph(graph: NeuronGraph, settings: Mapping | None = None) -> GraphSummary:
     """Compute the analytics a ``graph_analytics`` configuration section asks for.
 
-    PageRank and the directed Laplacian are random walks: they weigh edges by ``|weight|``.
+    PageRank, HITS and the directed Laplacian need non-negative weights (random walks, Perron
+    vectors): they weigh edges by ``|weight|``.
 
     Parameters
     ----------
@@ -126,7 +127,7 @@ def summarize_graph(graph: NeuronGraph, settings: Mapping | None = None) -> Grap
             alpha = settings["pagerank_alpha"]
             centralities["pagerank"] = analytics.pagerank(graph, alpha=alpha, weight="abs")
         elif step == "hits":
-            centralities["hubs"], centralities["authorities"] = analytics.hits(graph)
+            centralities["hubs"], centralities["authorities"] = analytics.hits(graph, weight="abs")
         elif step == "eigenvector":
             centralities["eigenvector"] = analytics.eigenvector_centrality(graph)
         elif step == "directed_laplacian":

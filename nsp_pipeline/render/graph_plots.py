@@ -163,11 +163,14 @@ def _paths_page(summary: GraphSummary, prefix: str) -> Figure:
     lines = []
     for name, (nodes, value) in summary.paths.items():
         layers = layout.layer_of_node(nodes)
-        ax.plot(layers, np.arange(len(nodes)), marker="o", markersize=3, label=name)
+        sizes = np.diff(layout.offsets)[layers]
+        where = (nodes - layout.offsets[layers] + 0.5) / sizes  # position within its layer, 0 to 1
+        ax.plot(layers, where, marker="o", markersize=3, label=name)
         lines.append(f"{name}: {len(nodes)} neurons, value {value:.6g}")
     ax.set_xlabel("layer index")
-    ax.set_ylabel("position along the path")
-    ax.set_title("layers each path visits", fontsize=9)
+    ax.set_ylabel("neuron's position within its layer (0: first, 1: last)")
+    ax.set_ylim(0, 1)
+    ax.set_title("the neurons each path goes through", fontsize=9)
     if summary.paths:
         ax.legend(fontsize=7)
     fig.text(0.08, 0.08, "\n".join(lines), fontsize=8, family="monospace")
@@ -178,6 +181,7 @@ def _paths_page(summary: GraphSummary, prefix: str) -> Figure:
         low = [h.min() if len(h) else np.nan for h in reached]
         high = [h.max() if len(h) else np.nan for h in reached]
         ax.vlines(np.arange(len(layout)), low, high, color="tab:blue", linewidth=3)
+        ax.plot(np.arange(len(layout)), low, "v", np.arange(len(layout)), high, "^", color="tab:blue")
         ax.set_xlabel("layer index")
         ax.set_ylabel("fewest edges from an input neuron")
         ax.set_title("hop distance from the input: min to max per layer", fontsize=9)
