@@ -49,6 +49,8 @@ _EXPORTS = {
     "Layout": "core.layout",
     "Activations": "legacy",
     "NNGraph": "legacy",
+    "OutputLoader": "legacy",
+    "Transformer": "legacy",
     "Visualizer": "legacy",
     "Pattern": "core.pattern",
     "SCALES": "render.pages",

@@ -86,8 +86,11 @@ def test_the_oracle_sees_every_section():
 
 @pytest.mark.parametrize(("path", "expected"), TOP_DEFAULTS)
 def test_filled_defaults_are_the_schemas(path, expected):
-    # graph.reference has no default of its own: its index is filled in where it is given
-    config = with_(graph={"reference": {"dataset": "digits"}}) if path.startswith("graph.reference") else BASE
+    # the references have no default of their own: their index is filled in where they are given
+    config = BASE
+    for section in ("graph", "graph_analytics"):
+        if path.startswith(f"{section}.reference"):
+            config = with_(**{section: {"reference": {"dataset": "digits"}}})
     assert at(validate_config(config), path) == expected
     assert default(path) == expected
 

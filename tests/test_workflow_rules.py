@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: The workflow's rules: one per stage, and the target rule.
 STAGES = [
-    "all", "build_graph", "compute_operator", "export_model", "extract_activations", "render",
+    "all", "build_graph", "compute_operator", "export_model", "extract_activations", "graph_analytics",
+    "render",
     "render_averages", "summarize", "summarize_sweep", "transform",
 ]  # fmt: skip
 

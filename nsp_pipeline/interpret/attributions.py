@@ -11,13 +11,19 @@ results do not depend on it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from math import prod
+from dataclasses import dataclass
+from math import lcm, prod
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nsp_pipeline.core.errors import NotFactorizableError
+from nsp_pipeline.graph.receptive_fields import fields_from_trace
 from nsp_pipeline.interpret.targets import LayerReader, Target, as_targets
+from nsp_pipeline.model.capture import trace
+from nsp_pipeline.model.ops import Family, RelationKind, lookup
 
 #: Occlusion outputs: one value per window position, or per input position (mean over its windows).
 OCCLUSION_OUTPUTS = ("grid", "pixel")
@@ -181,12 +187,25 @@ def occlusion(
     output: str = "grid",
     granularity: str = "merged",
     batch_size: int = 64,
+    restrict: bool = True,
 ) -> torch.Tensor:
     """Occlusion: the change ``target(x) − target(occluded x)`` as a window slides over the input.
 
     The window covers every channel (all axes between the batch axis and the slid axes) and is
     filled with ``fill``. All occluded copies of all samples are evaluated in batches, and the
     model runs only up to the targets' layers.
+
+    With ``restrict``, a target that is one neuron (a unit) is evaluated only where it can
+    change. A window that misses the unit's exact theoretical receptive field
+    (:func:`~nsp_pipeline.graph.receptive_fields.receptive_fields`) leaves the unit's inputs,
+    hence its value, unchanged: its entry is 0 without a forward pass. And when every layer the
+    units depend on commutes with translations (convolutions, non-adaptive pooling, batch norm
+    on running statistics, elementwise operations whose constants do not vary across
+    positions), the model runs on the smallest input crop that holds the units' unclipped
+    windows, its start aligned to the units' strides, so a deep unit of a large image costs a
+    forward pass of its field's size. The result is the same as without ``restrict`` (skipped
+    entries exactly 0, the others up to floating-point rounding); models whose receptive fields
+    cannot be traced fall back to the full computation.
 
     Parameters
     ----------
@@ -206,6 +225,9 @@ def occlusion(
         As in :func:`saliency`.
     batch_size : int
         Occluded copies per forward pass.
+    restrict : bool
+        Skip the windows that miss a unit target's receptive field and crop the input to it
+        (see above); ``False`` evaluates every window on the whole input.
 
     Returns
     -------
@@ -229,24 +251,38 @@ def occlusion(
     ]
     reader = LayerReader(model, inputs, granularity)
     reader.check(targets)
-    module = reader.module(sorted({t.layer for t in targets}))
     grid = tuple(len(c) for c in covers)
     n_windows = prod(grid)
+    plan = _restriction(model, inputs, reader, targets, covers, granularity) if restrict else None
+    hits = torch.ones(n_windows, len(targets), dtype=torch.bool) if plan is None else plan.hits
+    crop = (slice(None),) * len(window) if plan is None or plan.crop is None else plan.crop
+    if plan is not None and plan.crop is not None:
+        reader, run_targets = plan.reader, plan.targets
+    else:
+        run_targets = targets
+    module = reader.module(sorted({t.layer for t in run_targets}))
+    cut = [cover[:, part] for cover, part in zip(covers, crop)]
+    region = inputs[(Ellipsis, *crop)]
+    spatial = tuple(region.shape[region.ndim - len(window) :])
     channel_axes = (1,) * (len(sample_shape) - len(window))
-    diffs = torch.empty(len(inputs), n_windows, len(targets), dtype=inputs.dtype, device=inputs.device)
+    kept = torch.nonzero(hits.any(dim=1))[:, 0].to(inputs.device)
+    diffs = torch.zeros(len(inputs), n_windows, len(targets), dtype=inputs.dtype, device=inputs.device)
     with torch.no_grad():
-        base = _values(module, _fast_layout(inputs), targets)
-        rows = torch.arange(len(inputs) * n_windows, device=inputs.device)
+        base = _values(module, _fast_layout(region), run_targets)
+        rows = torch.arange(len(inputs) * len(kept), device=inputs.device)
         for chunk in rows.split(batch_size):
-            sample, position = chunk // n_windows, chunk % n_windows
+            sample, position = chunk // len(kept), kept[chunk % len(kept)]
             mask = torch.ones(len(chunk), *[1] * len(window), dtype=torch.bool, device=inputs.device)
             for axis, index in enumerate(torch.unravel_index(position, grid)):
                 shape = [len(chunk), *[1] * len(window)]
                 shape[1 + axis] = spatial[axis]
-                mask = mask & covers[axis].to(inputs.device)[index].reshape(shape)
+                mask = mask & cut[axis].to(inputs.device)[index].reshape(shape)
             mask = mask.reshape(len(chunk), *channel_axes, *spatial)
-            occluded = torch.where(mask, torch.as_tensor(fill, dtype=inputs.dtype), inputs[sample])
-            diffs[sample, position] = base[sample] - _values(module, _fast_layout(occluded), targets)
+            occluded = torch.where(mask, torch.as_tensor(fill, dtype=inputs.dtype), region[sample])
+            diffs[sample, position] = base[sample] - _values(module, _fast_layout(occluded), run_targets)
+    diffs = torch.where(
+        hits.to(inputs.device), diffs, torch.zeros((), dtype=diffs.dtype, device=diffs.device)
+    )
     maps = diffs.permute(0, 2, 1).reshape(len(inputs), len(targets), *grid)
     if output == "grid":
         return maps
@@ -417,3 +453,132 @@ def _covers(size: int, window: int, stride: int, output: str, axis: int) -> torc
     positions = torch.arange(size)
     start = torch.tensor(starts)[:, None]
     return (positions >= start) & (positions < start + window)
+
+
+def unit_index(target: Target, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The index in a layer of ``shape`` of the one neuron a target selects, or ``None`` (several)."""
+    index = (*(() if target.channel is None else (target.channel,)), *(target.unit or ()))
+    rest = shape[len(index) :]
+    return (*index, *[0] * len(rest)) if prod(rest) == 1 else None
+
+
+@dataclass(frozen=True)
+class _Restriction:
+    """Which windows can change each target, and the input crop (with its reader and targets) to run."""
+
+    hits: torch.Tensor  # (n_windows, n_targets) bool
+    crop: tuple[slice, ...] | None
+    reader: LayerReader | None
+    targets: tuple[Target, ...] | None
+
+
+def _restriction(model, inputs, reader, targets, covers, granularity) -> _Restriction | None:
+    """Windows meeting each unit target's receptive field, and the crop holding the units' windows."""
+    units = [unit_index(t, reader.shape(t.layer)) for t in targets]
+    if all(u is None for u in units):
+        return None
+    recorded = trace(model, inputs[:1], granularity)
+    try:
+        fields = fields_from_trace(
+            recorded, sorted({t.layer for t, u in zip(targets, units) if u is not None})
+        )
+    except NotFactorizableError:
+        return None
+    d = len(covers)
+    hits = []
+    for target, unit in zip(targets, units):
+        if unit is None:
+            hits.append(np.ones([len(c) for c in covers], dtype=bool))
+            continue
+        mask = fields[target.layer].mask(unit)
+        counts = mask.reshape(-1, *mask.shape[mask.ndim - d :]).sum(axis=0, dtype=np.float64)
+        for axis, cover in enumerate(covers):  # windows × positions, contracted axis by axis
+            counts = np.moveaxis(
+                np.tensordot(cover.numpy().astype(np.float64), counts, axes=([1], [axis])), 0, axis
+            )
+        hits.append(counts > 0)
+    hits = torch.from_numpy(np.stack([h.reshape(-1) for h in hits], axis=1))
+    crop = _crop(recorded, fields, targets, units, inputs.shape, d)
+    if crop is None:
+        return _Restriction(hits, None, None, None)
+    slices, shifts = crop
+    region = inputs[(Ellipsis, *slices)]
+    shifted = tuple(
+        Target(t.layer, t.channel, _shifted(t.unit, shift), t.reduction) for t, shift in zip(targets, shifts)
+    )
+    cropped = LayerReader(model, region, granularity)
+    cropped.check(shifted)
+    return _Restriction(hits, slices, cropped, shifted)
+
+
+def _shifted(unit: tuple[int, ...], shift: tuple[int, int]) -> tuple[int, ...]:
+    return (*unit[:-2], unit[-2] - shift[0], unit[-1] - shift[1])
+
+
+def _crop(recorded, fields, targets, units, input_shape, d):
+    """Input slices (rows, columns) holding every unit's unclipped window, and each unit's shift.
+
+    Only for images ``(n, C, H, W)`` occluded along rows and columns, unit targets with their
+    position in the last two axes of a ``(C, H, W)`` layer, and layers that commute with
+    translations (:func:`_translation_equivariant`).
+    """
+    index = {name: i for i, name in enumerate(recorded.layout.names)}
+    if (
+        len(input_shape) != 4
+        or d != 2
+        or any(u is None or len(u) != 3 or t.unit is None or len(t.unit) < 2 for t, u in zip(targets, units))
+    ):
+        return None
+    geometries = [fields[t.layer].geometry for t in targets]
+    if any(g is None for geometry in geometries for g in geometry):
+        return None
+    if not all(_translation_equivariant(recorded, index[t.layer]) for t in targets):
+        return None
+    slices, starts = [], []
+    for axis in (0, 1):
+        size = input_shape[2 + axis]
+        jump = lcm(*(geometry[axis].jump for geometry in geometries))
+        first = [g[axis].offset + u[1 + axis] * g[axis].jump for g, u in zip(geometries, units)]
+        start = max(0, min(first)) // jump * jump
+        stop = min(size, max(f + g[axis].size for f, g in zip(first, geometries)))
+        slices.append(slice(start, stop))
+        starts.append(start)
+    shifts = [tuple(s // g[axis].jump for axis, s in enumerate(starts)) for g in geometries]
+    if all(s.start == 0 and s.stop == n for s, n in zip(slices, input_shape[2:])):
+        return None
+    return tuple(slices), shifts
+
+
+def _translation_equivariant(recorded, layer: int) -> bool:
+    """Whether every operation ``layer`` depends on commutes with translations of its input.
+
+    Convolution, non-adaptive pooling, batch norm on running statistics, and elementwise
+    operations whose constant operands are the same at every position; no reshape between them.
+    """
+    seen, stack = set(), [layer]
+    while stack:
+        position = stack.pop()
+        if position == 0 or position in seen:
+            continue
+        seen.add(position)
+        call = recorded.calls[position]
+        if any(call.moves) or not all(_commutes(step) for step in (call, *call.absorbed)):
+            return False
+        stack.extend(call.input_layers)
+    return True
+
+
+def _commutes(call) -> bool:
+    entry = lookup(call)
+    if entry.family is Family.WINDOWED:
+        return not entry.window[0].startswith("adaptive")
+    if entry.family is Family.NORMALISATION:
+        return entry.relation is RelationKind.IDENTITY
+    if entry.family is not Family.ELEMENTWISE:
+        return False
+    constants = [
+        value
+        for value in (*call.args, *call.kwargs.values())
+        if isinstance(value, torch.Tensor) and not any(value is x for x in call.inputs)
+    ]
+    return all(value.ndim < 2 or value.shape[-2:] == (1, 1) for value in constants)

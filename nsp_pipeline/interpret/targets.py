@@ -178,7 +178,7 @@ class _Source:
 
     def in_order(self, value: torch.Tensor) -> torch.Tensor:
         if self.order is None:
-            return value
+            return value.reshape(value.shape[0], *self.shape)
         return value.reshape(value.shape[0], -1)[:, self.order].reshape(value.shape[0], *self.shape)
 
 
