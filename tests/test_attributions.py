@@ -1,8 +1,8 @@
 """Targets, gradient maps, SmoothGrad, occlusion and upsampled activation maps against independent oracles.
 
 Oracles: closed forms on linear, one-hidden-ReLU and quadratic models; ``torch.autograd.functional.jacobian``
-of hand-written forward functions; brute-force occlusion loops; captum's ``Occlusion`` and
-``GuidedBackprop`` (on ReLU modules); numpy's percentile.
+of hand-written forward functions; brute-force occlusion loops (also where deep units skip windows and
+crop the input); captum's ``Occlusion`` and ``GuidedBackprop`` (on ReLU modules); numpy's percentile.
 """
 
 import math
@@ -16,6 +16,8 @@ from captum.attr import Occlusion as CaptumOcclusion
 from torch import nn
 
 from nsp_pipeline.interpret.attributions import (
+    _covers,
+    _restriction,
     guided_backprop,
     occlusion,
     saliency,
@@ -369,6 +371,54 @@ def test_gradient_and_occlusion_maps_of_a_unit_vanish_outside_its_5x5_receptive_
     assert (occluded[:, outside] == 0).all() and (occluded[:, ~outside] != 0).any()
     smooth = smoothgrad(model, x, target, n=4)[:, 0]
     assert (smooth[:, :, outside] == 0).all()
+
+
+class Deep(nn.Module):
+    """conv, max pool, conv, conv (padding 1, ReLUs), then a linear head: deep units see 14×14 of 24×24."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(11)
+        self.features = nn.Sequential(
+            nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1), nn.ReLU(),
+        )  # fmt: skip
+        self.head = nn.Linear(3 * 12 * 12, 2)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.features(x), 1))
+
+
+@pytest.mark.parametrize("output", ["grid", "pixel"])
+def test_occlusion_of_deep_units_skips_windows_and_crops_yet_equals_the_full_computation_and_loop(output):
+    model, x = Deep(), torch.rand(2, 2, 24, 24)
+    targets = [
+        Target("features.5", channel=1, unit=(5, 6)),  # field rows 5..16, columns 7..18
+        Target("features.5", channel=2, unit=(0, 11)),  # at the border: field rows 0..6, columns 17..23
+        Target("features.3", channel=0, reduction="mean"),  # not a unit: every window counts
+    ]
+    reader = LayerReader(model, x)
+    covers = [_covers(24, 3, 2, output, axis) for axis in (0, 1)]
+    plan = _restriction(model, x, reader, tuple(targets), covers, "merged")
+    assert plan.crop is not None and plan.hits[:, 2].all() and not plan.hits[:, :2].all()
+    fast = occlusion(model, x, targets, window=3, stride=2, fill=0.3, output=output, batch_size=7)
+    full = occlusion(model, x, targets, window=3, stride=2, fill=0.3, output=output, restrict=False)
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-6)
+    if output == "grid":
+        skipped = ~plan.hits.T.reshape(3, 11, 11)
+        assert (fast[:, skipped] == 0).all() and (full[:, skipped].abs() < 1e-6).all()
+        with torch.no_grad():  # dnnbrain's loop: one full forward pass per window
+            base = model.features(x)
+            for a, r in enumerate(range(0, 22, 2)):
+                for b, c in enumerate(range(0, 22, 2)):
+                    occluded = x.clone()
+                    occluded[..., r : r + 3, c : c + 3] = 0.3
+                    after = model.features(occluded)
+                    for k, (channel, row, col) in enumerate([(1, 5, 6), (2, 0, 11)]):
+                        torch.testing.assert_close(
+                            fast[:, k, a, b], base[:, channel, row, col] - after[:, channel, row, col],
+                            rtol=1e-5, atol=1e-6,
+                        )  # fmt: skip
 
 
 def test_occlusion_rejects_windows_that_do_not_fit():

@@ -27,7 +27,7 @@ defaults included), ``class_names``, ``granularity`` and ``receptive_field_error
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -233,6 +233,58 @@ class AttributionMaps:
             granularity=attributes["granularity"],
             receptive_field_error=attributes["receptive_field_error"],
         )
+
+
+def concatenate(parts: Sequence[AttributionMaps]) -> AttributionMaps:
+    """The maps of several batches as one, samples in the order given.
+
+    Raises
+    ------
+    ValueError
+        If the parts differ in targets, methods, parameters, receptive fields, granularity or
+        class names (batches of one analysis never do).
+    """
+    if not parts:
+        raise ValueError("nothing to concatenate: expected the maps of at least one batch")
+    first = parts[0]
+    for number, part in enumerate(parts[1:], start=1):
+        same = (
+            part.targets == first.targets
+            and part.parameters == first.parameters
+            and part.methods == first.methods
+            and part.granularity == first.granularity
+            and part.class_names == first.class_names
+            and _equal(part.rf_boxes, first.rf_boxes)
+            and _equal(part.rf_masks, first.rf_masks)
+        )
+        if not same:
+            raise ValueError(
+                f"batch {number} has other targets, methods, parameters or receptive fields than batch 0"
+            )
+
+    def joined(name: str) -> np.ndarray | None:
+        values = [getattr(part, name) for part in parts]
+        return None if any(v is None for v in values) else np.concatenate(values)
+
+    return AttributionMaps(
+        inputs=joined("inputs"),
+        targets=first.targets,
+        values=joined("values"),
+        maps={method: np.concatenate([part.maps[method] for part in parts]) for method in first.methods},
+        parameters=first.parameters,
+        rf_boxes=first.rf_boxes,
+        rf_masks=first.rf_masks,
+        sample_ids=joined("sample_ids"),
+        labels=joined("labels"),
+        predictions=joined("predictions"),
+        class_names=first.class_names,
+        granularity=first.granularity,
+        receptive_field_error=first.receptive_field_error,
+    )
+
+
+def _equal(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
 
 
 def _expect(name: str, array: np.ndarray, shape: tuple[int, ...], prefix: bool = False) -> None:

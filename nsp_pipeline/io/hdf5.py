@@ -44,6 +44,7 @@ from nsp_pipeline.core.layout import Layer, Layout
 from nsp_pipeline.core.pattern import Pattern
 from nsp_pipeline.graph.kronecker import AxisMap, Relation, Term
 from nsp_pipeline.graph.neuron_graph import NeuronGraph
+from nsp_pipeline.interpret.results import AttributionMaps
 from nsp_pipeline.transforms.causal.closure import CausalOperator
 from nsp_pipeline.transforms.causal.factorized import FactorizedCausalOperator
 from nsp_pipeline.transforms.laplacian import LaplacianOperator
@@ -80,6 +81,7 @@ KINDS: dict[str, FileKind] = {
     "dataset_summary": FileKind("per-class statistics of each pattern of an analysis (ClassStatistics)"),
     "sweep_summary": FileKind("one table over every analysis of a sweep", layout=False),
     "graph_summary": FileKind("analytics of a weighted neuron graph (GraphSummary)"),
+    "attribution_maps": FileKind("maps of what drives chosen units (AttributionMaps)", layout=False),
 }
 
 #: Root attributes that belong to the schema, not to the provenance.
@@ -101,6 +103,7 @@ RESERVED_ATTRIBUTES = frozenset(
         "centralities",
         "paths",
         "blocks",
+        "attribution_metadata",
     }
 )
 
@@ -1300,3 +1303,55 @@ def read_graph_summary(path: str | os.PathLike, *, verify: bool = True) -> Graph
             blocks=tuple(blocks),
             settings=json.loads(str(attributes["analytics_settings"])),
         )
+
+
+def write_attribution_maps(
+    path: str | os.PathLike, maps: AttributionMaps, provenance: Mapping[str, str]
+) -> None:
+    """Write the maps of a batch of samples (``nsp-pipeline/attribution_maps``).
+
+    The datasets are :meth:`AttributionMaps.to_arrays`'s (``maps/<method>``, ``values``,
+    ``receptive_field/boxes``, ...); the root attribute ``attribution_metadata`` holds
+    :meth:`AttributionMaps.attributes` as JSON (targets, methods and their parameters).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file, replaced atomically.
+    maps : AttributionMaps
+        The maps (:func:`nsp_pipeline.interpret.maps.interpret`).
+    provenance : mapping of str to str
+        Root attributes from :func:`nsp_pipeline.io.provenance.provenance`.
+    """
+    arrays = {name: np.ascontiguousarray(values) for name, values in maps.to_arrays().items()}
+    metadata = json.dumps(maps.attributes(), sort_keys=True)
+    _write_file(path, "attribution_maps", provenance, arrays, attributes={"attribution_metadata": metadata})
+
+
+def _attribution_datasets(attributes: Mapping[str, object]) -> list[str]:
+    """The datasets an attribution maps file must have, by its metadata's methods."""
+    metadata = json.loads(str(attributes.get("attribution_metadata", "{}")))
+    return ["inputs", "values", "sample_ids", *(f"maps/{method}" for method in metadata.get("methods", ()))]
+
+
+def read_attribution_maps(path: str | os.PathLike, *, verify: bool = True) -> AttributionMaps:
+    """Read a file written by :func:`write_attribution_maps`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    verify : bool, default True
+        Verify the SHA-256 of the contents, once per process for each version of the file (see
+        the module docstring); ``False`` skips it.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    SchemaError
+        If it is not a valid attribution maps file, or is corrupt.
+    """
+    arrays, attributes = _read_file(path, "attribution_maps", _attribution_datasets, verify=verify)
+    with _consistent(path):
+        return AttributionMaps.from_arrays(arrays, json.loads(str(attributes["attribution_metadata"])))

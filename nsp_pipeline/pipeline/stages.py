@@ -8,7 +8,9 @@
    one shard file (a pattern file of the batch's samples, each addressable by its sample id);
 5. :func:`transform_files` — the spectra of shards, a spectra shard per activations shard;
 6. :func:`render_file` — a PDF of one sample's activations or spectrum; :func:`render_samples` — the
-   PDFs of some samples of a shard (the workflow's render jobs).
+   PDFs of some samples of a shard (the workflow's render jobs);
+7. :func:`interpret_batch` — the maps of what drives chosen units, for a batch of samples;
+   :func:`interpret_report` — their pictures, per sample and the top images of each unit.
 
 The summary tables are made by :mod:`nsp_pipeline.pipeline.summaries`.
 
@@ -614,3 +616,105 @@ def render_samples(
                     input_image=inputs[row],
                 )
     log.info("PDFs of %d samples -> %s", len(rows), pdf_dir)
+
+
+def interpret_batch(
+    model_path: PathLike,
+    dataset: Mapping,
+    positions: Sequence[int],
+    maps_out: PathLike,
+    settings: Mapping | None = None,
+    entry: Mapping | None = None,
+    metadata_path: PathLike | None = None,
+) -> None:
+    """Maps of what drives each target of ``settings`` for some samples of a dataset, to HDF5.
+
+    Parameters
+    ----------
+    model_path : path
+        Exported model artifact.
+    dataset : mapping
+        Dataset spec.
+    positions : sequence of int
+        Positions of the samples in the dataset.
+    maps_out : path
+        Output file (:func:`nsp_pipeline.io.hdf5.write_attribution_maps`).
+    settings : mapping, optional
+        The configuration section ``interpret`` (defaults for what is absent): targets, methods,
+        each method's parameters.
+    entry, metadata_path : mapping, path, optional
+        The model's config entry and metadata; the artifact must belong to both.
+
+    Raises
+    ------
+    ValueError
+        Without targets, or for a target the model does not have (the message names the layer
+        and the model's layers or the layer's shape).
+    """
+    import torch
+
+    from nsp_pipeline.data.loading import load_samples
+    from nsp_pipeline.interpret.maps import interpret
+    from nsp_pipeline.interpret.targets import Target
+    from nsp_pipeline.io.provenance import provenance
+    from nsp_pipeline.model import artifact
+    from nsp_pipeline.model.records import check_output, predictions
+
+    settings = {**default("interpret"), **(settings or {})}
+    if not settings["targets"]:
+        raise ValueError("interpret: no targets; list them in the config's interpret.targets")
+    model, metadata = artifact.load_model(model_path, entry, metadata_path)
+    data = load_samples(dataset, positions, tuple(metadata["input_shape"]))
+    targets = [
+        Target(t["layer"], t.get("channel"), tuple(t["unit"]) if "unit" in t else None, t.get("reduction"))
+        for t in settings["targets"]
+    ]
+    parameters = {
+        method: {key: value for key, value in settings[method].items() if value is not None}
+        for method in settings["methods"]
+        if method in settings
+    }
+    with torch.no_grad():
+        output = model.eval()(data.inputs)
+    check_output(output, len(positions))
+    maps = interpret(
+        model, data.inputs, targets, settings["methods"], granularity=settings["granularity"],
+        sample_ids=data.ids, labels=data.labels, predictions=predictions(output), **parameters,
+    )  # fmt: skip
+    attributes = provenance(settings, artifact.model_checksum(model), dataset=data.name)
+    hdf5.write_attribution_maps(maps_out, maps, attributes)
+    log.info("maps of %d targets for %d samples -> %s", len(targets), len(positions), maps_out)
+
+
+def interpret_report(
+    maps_files: Sequence[PathLike],
+    samples_pdf: PathLike,
+    top_pdf: PathLike,
+    rows: Sequence[int] | None = None,
+    top_k: int = default("interpret.top_k"),
+    title: str = "",
+) -> None:
+    """Draw the maps of an analysis's batches: a page per sample and target, and the top images.
+
+    Parameters
+    ----------
+    maps_files : sequence of path
+        The batches' maps files, in sample order.
+    samples_pdf : path
+        Pages of the samples at ``rows`` (positions in the concatenated batches; default all).
+    top_pdf : path
+        Per target, the ``top_k`` samples of highest target value with their maps.
+    rows : sequence of int, optional
+        Which samples get pages.
+    top_k : int
+        Images per target.
+    title : str
+        Put before every page title.
+    """
+    from nsp_pipeline.interpret.results import concatenate
+    from nsp_pipeline.render.interpret_plots import plot_attributions, plot_top_images
+
+    maps = concatenate([hdf5.read_attribution_maps(path) for path in maps_files])
+    plot_attributions(maps, samples_pdf, title, samples=rows)
+    plot_top_images(maps, top_pdf, k=min(top_k, maps.n_samples), title=title)
+    log.info("pictures of %d samples -> %s, %s", maps.n_samples, samples_pdf, top_pdf)

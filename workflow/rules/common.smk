@@ -240,6 +240,25 @@ def summary_inputs(wildcards):
     return inputs
 
 
+def interpret_settings(wildcards):
+    """The settings of the interpret jobs (``top_k`` is the report's)."""
+    return {key: value for key, value in config["interpret"].items() if key != "top_k"}
+
+
+def interpret_inputs(wildcards):
+    """The maps files of every batch of an analysis, in sample order."""
+    plan = analysis(wildcards)
+    return [f"{plan.folder}/interpret/{batch}.h5" for batch in plan.batches]
+
+
+def interpret_rows(wildcards):
+    """Rows, among an analysis's samples in batch order, of those render.samples selects."""
+    plan = analysis(wildcards)
+    rendered = {p for _, positions in plan.render_batches.values() for p in positions}
+    ordered = [p for positions in plan.batches.values() for p in positions]
+    return [row for row, position in enumerate(ordered) if position in rendered]
+
+
 def sample_names(wildcards):
     """Names of every sample of an analysis, in the order of its shards."""
     return [sample_name(p) for positions in analysis(wildcards).batches.values() for p in positions]
@@ -267,6 +286,9 @@ def every_output(wildcards):
             names | {"batch": batch, "transform": t} for batch in plan.batches for t in config["transforms"]
         )
         jobs["render"].extend(names | {"batch": batch} for batch in plan.render_batches)
+        if config["interpret"]["targets"]:
+            jobs["interpret"].extend(names | {"batch": batch} for batch in plan.batches)
+            jobs["interpret_report"].append(names)
     return [
         pattern.format(**job)
         for name, stage_jobs in jobs.items()

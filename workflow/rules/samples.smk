@@ -79,3 +79,29 @@ rule render:
         symlog=config["render"]["symlog"],
     script:
         "../scripts/render.py"
+
+
+rule interpret:
+    input:
+        model="results/models/{model}/model.pt",
+        metadata="results/models/{model}/model.json",
+        data=batch_data,
+    output:
+        maps="results/{model}/{dataset}/interpret/{batch}.h5",
+    log:
+        "results/logs/interpret/{model}/{dataset}/{batch}.log",
+    benchmark:
+        "results/benchmarks/interpret/{model}/{dataset}/{batch}.tsv"
+    conda:
+        "../envs/nsp-pipeline.yaml"
+    threads: 1
+    resources:
+        **batch_resources(megabytes_per_sample=20),
+    params:
+        dataset=lookup(dpath="datasets/{dataset}", within=config),
+        positions=batch_positions,
+        settings=interpret_settings,
+        files=stamps(batch_data),
+        entry=lookup(dpath="models/{model}", within=config),
+    script:
+        "../scripts/interpret.py"

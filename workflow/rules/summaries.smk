@@ -30,6 +30,39 @@ rule summarize:
         "../scripts/summarize.py"
 
 
+rule interpret_report:
+    input:
+        maps=interpret_inputs,
+    output:
+        samples=report(
+            "results/{model}/{dataset}/interpret/samples.pdf",
+            caption="../report/interpret.rst",
+            category="What drives the units",
+            labels={"model": "{model}", "dataset": "{dataset}", "pages": "samples"},
+        ),
+        top=report(
+            "results/{model}/{dataset}/interpret/top_images.pdf",
+            caption="../report/interpret.rst",
+            category="What drives the units",
+            labels={"model": "{model}", "dataset": "{dataset}", "pages": "top images"},
+        ),
+    log:
+        "results/logs/interpret_report/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/interpret_report/{model}/{dataset}.tsv"
+    conda:
+        "../envs/nsp-pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, input, attempt: int((2000 + 3 * input.size_mb) * attempt),
+        runtime=lambda wildcards, attempt: 20 * attempt,
+    params:
+        rows=interpret_rows,
+        top_k=config["interpret"]["top_k"],
+    script:
+        "../scripts/interpret_report.py"
+
+
 rule render_averages:
     input:
         dataset="results/{model}/{dataset}/dataset_summary.h5",
