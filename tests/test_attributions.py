@@ -397,15 +397,19 @@ def test_occlusion_of_deep_units_skips_windows_and_crops_yet_equals_the_full_com
         Target("features.5", channel=2, unit=(0, 11)),  # at the border: field rows 0..6, columns 17..23
         Target("features.3", channel=0, reduction="mean"),  # not a unit: every window counts
     ]
-    reader = LayerReader(model, x)
-    covers = [_covers(24, 3, 2, output, axis) for axis in (0, 1)]
-    plan = _restriction(model, x, reader, tuple(targets), covers, "merged")
-    assert plan.crop is not None and plan.hits[:, 2].all() and not plan.hits[:, :2].all()
-    fast = occlusion(model, x, targets, window=3, stride=2, fill=0.3, output=output, batch_size=7)
-    full = occlusion(model, x, targets, window=3, stride=2, fill=0.3, output=output, restrict=False)
-    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-6)
+    reader, covers = LayerReader(model, x), [_covers(24, 3, 2, output, axis) for axis in (0, 1)]
+    plan = _restriction(model, x, reader, tuple(targets[:2]), covers, "merged")
+    assert plan.crop is not None and plan.hits.any(dim=0).all() and not plan.hits.all()
+    mixed = _restriction(model, x, reader, tuple(targets), covers, "merged")
+    assert mixed.crop is None and mixed.hits[:, 2].all() and (mixed.hits[:, :2] == plan.hits).all()
+    results = []
+    for chosen in (targets[:2], targets):  # units alone: skip and crop; with the mean: skip only
+        fast = occlusion(model, x, chosen, window=3, stride=2, fill=0.3, output=output, batch_size=7)
+        full = occlusion(model, x, chosen, window=3, stride=2, fill=0.3, output=output, restrict=False)
+        torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-6)
+        results.append(fast)
     if output == "grid":
-        skipped = ~plan.hits.T.reshape(3, 11, 11)
+        skipped = ~mixed.hits.T.reshape(3, 11, 11)
         assert (fast[:, skipped] == 0).all() and (full[:, skipped].abs() < 1e-6).all()
         with torch.no_grad():  # dnnbrain's loop: one full forward pass per window
             base = model.features(x)
@@ -415,10 +419,11 @@ def test_occlusion_of_deep_units_skips_windows_and_crops_yet_equals_the_full_com
                     occluded[..., r : r + 3, c : c + 3] = 0.3
                     after = model.features(occluded)
                     for k, (channel, row, col) in enumerate([(1, 5, 6), (2, 0, 11)]):
-                        torch.testing.assert_close(
-                            fast[:, k, a, b], base[:, channel, row, col] - after[:, channel, row, col],
-                            rtol=1e-5, atol=1e-6,
-                        )  # fmt: skip
+                        for result in results:
+                            torch.testing.assert_close(
+                                result[:, k, a, b], base[:, channel, row, col] - after[:, channel, row, col],
+                                rtol=1e-5, atol=1e-6,
+                            )  # fmt: skip
 
 
 def test_occlusion_rejects_windows_that_do_not_fit():

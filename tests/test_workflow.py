@@ -36,6 +36,12 @@ CONFIG = {
     "batching": {"samples_per_job": 2},
     "transforms": ["standard", "laplacian"],
     "render": {"scale": "layernorm", "cmap": "viridis", "samples": {"indices": [3, 10]}},
+    "interpret": {
+        "targets": [{"layer": "fc", "unit": [3]}, {"layer": "conv2", "channel": 1, "reduction": "max"}],
+        "smoothgrad": {"n": 4},
+        "occlusion": {"window": 2, "stride": 2},
+        "top_k": 2,
+    },
 }
 BATCHES = [[3, 10], [11]]  # batch0000, batch0001: a shard file per pattern each
 RENDERED = [3, 10]  # one render batch (batch0000), inside batch0000
@@ -255,3 +261,49 @@ def test_snakemake_report(workdir):
     for name in ("dataset_summary.pdf", "activations_all.pdf", "standard_all.pdf"):
         assert names.count(name) == datasets, name
     assert names.count("summary.csv") == 1  # the sweep table
+
+
+def test_interpret_maps_agree_with_library(workdir):
+    """The interpret jobs' maps are the one-call API's on the same samples; one page per rendered one."""
+    from nsp_pipeline.interpret.maps import interpret
+    from nsp_pipeline.interpret.targets import Target
+
+    results = workdir / "results"
+    model, metadata = load_model(results / "models" / "net_a" / "model.pt")
+    data = load_dataset(CONFIG["datasets"]["digits"], tuple(metadata["input_shape"]))
+    targets = [Target("fc", unit=(3,)), Target("conv2", channel=1, reduction="max")]
+    folder = results / "net_a" / "digits" / "interpret"
+    for index, batch in enumerate(BATCHES):
+        stored = hdf5.read_attribution_maps(folder / f"batch{index:04d}.h5")
+        direct = interpret(
+            model, data.inputs[batch], targets, smoothgrad={"n": 4}, occlusion={"window": 2, "stride": 2}
+        )
+        assert stored.sample_ids.tolist() == data.ids[batch].tolist()
+        assert stored.methods == direct.methods
+        for method in direct.methods:  # float32: kernels may round differently in another process
+            scale = float(np.nanmax(np.abs(direct.maps[method])))
+            np.testing.assert_allclose(
+                stored.maps[method], direct.maps[method], rtol=1e-5, atol=1e-6 * scale, err_msg=method
+            )
+        np.testing.assert_allclose(stored.values, direct.values, rtol=1e-6)
+    assert page_count(folder / "samples.pdf") == len(RENDERED) * len(targets)
+    assert page_count(folder / "top_images.pdf") == len(targets)
+
+
+def test_graph_analytics_of_each_model(workdir):
+    """The per-model graph analytics: structural weights, Katz as networkx computes it."""
+    import networkx as nx
+
+    from nsp_pipeline.graph.weights import edge_weights
+
+    folder = workdir / "results" / "models" / "net_a"
+    summary = hdf5.read_graph_summary(folder / "graph_analytics.h5")
+    model, metadata = load_model(folder / "model.pt")
+    graph = hdf5.read_graph(folder / "graph.h5")
+    example = load_dataset(CONFIG["datasets"]["digits"], tuple(metadata["input_shape"])).inputs[:1]
+    weighted = graph.with_weights(edge_weights(model, example, graph, "structural"), "structural")
+    katz = nx.katz_centrality(weighted.to_networkx(), alpha=0.1, weight="weight", max_iter=5000, tol=1e-12)
+    keys = [graph.node_label(v) for v in range(graph.n_nodes)]
+    np.testing.assert_allclose(summary.centralities["katz"], [katz[k] for k in keys], rtol=1e-6)
+    assert summary.weight_kind == "structural" and summary.n_edges == graph.n_edges
+    assert page_count(folder / "graph_analytics.pdf") >= 1 + len(summary.centralities)

@@ -203,9 +203,10 @@ def occlusion(
     on running statistics, elementwise operations whose constants do not vary across
     positions), the model runs on the smallest input crop that holds the units' unclipped
     windows, its start aligned to the units' strides, so a deep unit of a large image costs a
-    forward pass of its field's size. The result is the same as without ``restrict`` (skipped
-    entries exactly 0, the others up to floating-point rounding); models whose receptive fields
-    cannot be traced fall back to the full computation.
+    forward pass of its field's size (the graph stops at the targets' layers, so later layers,
+    such as a linear head of fixed size, never see the crop). The result is the same as without
+    ``restrict`` (skipped entries exactly 0, the others up to floating-point rounding); models
+    whose receptive fields cannot be traced fall back to the full computation.
 
     Parameters
     ----------
@@ -256,10 +257,7 @@ def occlusion(
     plan = _restriction(model, inputs, reader, targets, covers, granularity) if restrict else None
     hits = torch.ones(n_windows, len(targets), dtype=torch.bool) if plan is None else plan.hits
     crop = (slice(None),) * len(window) if plan is None or plan.crop is None else plan.crop
-    if plan is not None and plan.crop is not None:
-        reader, run_targets = plan.reader, plan.targets
-    else:
-        run_targets = targets
+    run_targets = targets if plan is None or plan.crop is None else plan.targets
     module = reader.module(sorted({t.layer for t in run_targets}))
     cut = [cover[:, part] for cover, part in zip(covers, crop)]
     region = inputs[(Ellipsis, *crop)]
@@ -268,7 +266,8 @@ def occlusion(
     kept = torch.nonzero(hits.any(dim=1))[:, 0].to(inputs.device)
     diffs = torch.zeros(len(inputs), n_windows, len(targets), dtype=inputs.dtype, device=inputs.device)
     with torch.no_grad():
-        base = _values(module, _fast_layout(region), run_targets)
+        raw = run_targets is not targets  # a crop: layers in order (checked), of the crop's size
+        base = _values(module, _fast_layout(region), run_targets, raw)
         rows = torch.arange(len(inputs) * len(kept), device=inputs.device)
         for chunk in rows.split(batch_size):
             sample, position = chunk // len(kept), kept[chunk % len(kept)]
@@ -279,7 +278,7 @@ def occlusion(
                 mask = mask & cut[axis].to(inputs.device)[index].reshape(shape)
             mask = mask.reshape(len(chunk), *channel_axes, *spatial)
             occluded = torch.where(mask, torch.as_tensor(fill, dtype=inputs.dtype), region[sample])
-            diffs[sample, position] = base[sample] - _values(module, _fast_layout(occluded), run_targets)
+            diffs[sample, position] = base[sample] - _values(module, _fast_layout(occluded), run_targets, raw)
     diffs = torch.where(
         hits.to(inputs.device), diffs, torch.zeros((), dtype=diffs.dtype, device=diffs.device)
     )
@@ -412,8 +411,9 @@ def _batch_gradients(module, inputs: torch.Tensor, targets: tuple[Target, ...], 
     return torch.stack(grads, dim=1).detach()
 
 
-def _values(module, inputs: torch.Tensor, targets: tuple[Target, ...]) -> torch.Tensor:
-    values = module(inputs)
+def _values(module, inputs: torch.Tensor, targets: tuple[Target, ...], raw: bool = False) -> torch.Tensor:
+    """The targets' values; ``raw``: read the fx values as they are (layers in order, any spatial size)."""
+    values = dict(zip(module.layers, module.raw(inputs))) if raw else module(inputs)
     return torch.stack([t.select(values[t.layer]) for t in targets], dim=1)
 
 
@@ -468,8 +468,7 @@ class _Restriction:
 
     hits: torch.Tensor  # (n_windows, n_targets) bool
     crop: tuple[slice, ...] | None
-    reader: LayerReader | None
-    targets: tuple[Target, ...] | None
+    targets: tuple[Target, ...] | None  # the targets' units in the crop
 
 
 def _restriction(model, inputs, reader, targets, covers, granularity) -> _Restriction | None:
@@ -498,17 +497,15 @@ def _restriction(model, inputs, reader, targets, covers, granularity) -> _Restri
             )
         hits.append(counts > 0)
     hits = torch.from_numpy(np.stack([h.reshape(-1) for h in hits], axis=1))
-    crop = _crop(recorded, fields, targets, units, inputs.shape, d)
+    in_order = all(reader._sources[t.layer].order is None for t in targets)
+    crop = _crop(recorded, fields, targets, units, inputs.shape, d) if in_order else None
     if crop is None:
-        return _Restriction(hits, None, None, None)
+        return _Restriction(hits, None, None)
     slices, shifts = crop
-    region = inputs[(Ellipsis, *slices)]
     shifted = tuple(
         Target(t.layer, t.channel, _shifted(t.unit, shift), t.reduction) for t, shift in zip(targets, shifts)
     )
-    cropped = LayerReader(model, region, granularity)
-    cropped.check(shifted)
-    return _Restriction(hits, slices, cropped, shifted)
+    return _Restriction(hits, slices, shifted)
 
 
 def _shifted(unit: tuple[int, ...], shift: tuple[int, int]) -> tuple[int, ...]:

@@ -87,6 +87,108 @@ def _extract(args) -> None:
     stages.extract_activations(args.model, spec, args.samples, args.out, args.granularity)
 
 
+def parse_target(text: str) -> dict:
+    """A target of the command line, ``LAYER[:CHANNEL][@I,J,...][/mean|max]``, as a config entry.
+
+    ``fc@3`` is unit 3 of ``fc``; ``conv2:5/mean`` the mean of channel 5; ``conv2:5@1,2`` one
+    neuron of channel 5's map (0-based).
+    """
+    rest, _, reduction = text.partition("/")
+    rest, _, unit = rest.partition("@")
+    layer, _, channel = rest.partition(":")
+    try:
+        target = {"layer": layer}
+        if channel:
+            target["channel"] = int(channel)
+        if unit:
+            target["unit"] = [int(i) for i in unit.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--target {text!r}: expected LAYER[:CHANNEL][@I,J,...][/mean|max] with integer channel and unit"
+        ) from None
+    if reduction:
+        if reduction not in ("mean", "max"):
+            raise ValueError(f"--target {text!r}: the reduction after '/' is mean or max, got {reduction!r}")
+        target["reduction"] = reduction
+    if not layer:
+        raise ValueError(f"--target {text!r}: no layer name before ':', '@' or '/'")
+    return target
+
+
+#: Per interpret subcommand: its method and its options (config key, type, help).
+_INTERPRET_COMMANDS = {
+    "saliency": ("saliency", [("abs", "flag", "absolute gradients")]),
+    "guided-backprop": ("guided_backprop", []),
+    "smoothgrad": (
+        "smoothgrad",
+        [("n", int, "noisy copies per sample"), ("sigma", float, "noise std as a fraction of the range"),
+         ("seed", int, "seed of the noise")],
+    ),
+    "occlusion": (
+        "occlusion",
+        [("window", int, "window side"), ("stride", int, "step of the window"),
+         ("fill", float, "value of the occluded window"), ("output", ("grid", "pixel"), "grid or pixel")],
+    ),
+    "activation-map": (
+        "activation_map",
+        [("mode", ("nearest", "bilinear", "bicubic", "area"), "interpolation"),
+         ("threshold_percentile", float, "dnnbrain's threshold (raises the floor)")],
+    ),
+}  # fmt: skip
+
+
+def _interpret(args) -> None:
+    method, options = _INTERPRET_COMMANDS[args.stage]
+    config = _config(args.config)
+    spec = _entry(config, "datasets", args.dataset, args.config)
+    settings = dict(config["interpret"])
+    if args.target:
+        settings["targets"] = [parse_target(text) for text in args.target]
+    settings["methods"] = [method]
+    if options:
+        section = dict(settings[method])
+        for key, *_ in options:
+            if getattr(args, key) is not None:
+                section[key] = getattr(args, key)
+        settings[method] = section
+    inputs = [("model", args.model), ("config", args.config), *_named_files(spec, Path(), "dataset")]
+    outputs = [("maps", args.out)] + ([] if args.pdf is None else [("PDF", args.pdf)])
+    check_outputs(inputs, outputs)
+    stages.interpret_batch(args.model, spec, args.samples, args.out, settings)
+    if args.pdf is not None:
+        stages.interpret_pictures(args.out, args.pdf)
+
+
+def _interpret_parsers(sub) -> None:
+    for command, (method, options) in _INTERPRET_COMMANDS.items():
+        parser = sub.add_parser(
+            command,
+            help=f"{method.replace('_', ' ')} maps of chosen units for dataset samples -> HDF5 (and a PDF)",
+        )
+        parser.add_argument("model", help="model artifact")
+        parser.add_argument(
+            "--config", required=True, help="config holding the dataset (and interpret settings)"
+        )
+        parser.add_argument("--dataset", required=True, help="name of the dataset entry")
+        parser.add_argument("--samples", type=int, nargs="+", required=True, help="sample positions")
+        parser.add_argument(
+            "--target", action="append",
+            help="LAYER[:CHANNEL][@I,J,...][/mean|max], 0-based; repeat for several (default: the config's)",
+        )  # fmt: skip
+        parser.add_argument("--out", required=True, help="maps file (.h5)")
+        parser.add_argument("--pdf", help="a page per sample and target")
+        for key, kind, text in options:
+            flag = "--" + key.replace("_", "-")
+            default_value = default(f"interpret.{method}.{key}")
+            if kind == "flag":
+                parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+            elif isinstance(kind, tuple):
+                parser.add_argument(flag, choices=kind, help=f"{text} (default: {default_value})")
+            else:
+                parser.add_argument(flag, type=kind, help=f"{text} (default: {default_value})")
+        parser.set_defaults(run=_interpret)
+
+
 def _transform(args) -> None:
     folder = Path(args.out_dir)
     if folder.exists() and not folder.is_dir():
@@ -238,6 +340,8 @@ def parser() -> argparse.ArgumentParser:
         "--name", default="", help="the model's name: its blocks in the config, and the PDF's titles"
     )
     analytics.set_defaults(run=_graph_analytics)
+
+    _interpret_parsers(sub)
 
     summary = sub.add_parser("summarize", help="CSV tables of samples and of layer energies")
     summary.add_argument("activations", nargs="+", help="activations files")

@@ -686,6 +686,13 @@ def interpret_batch(
     log.info("maps of %d targets for %d samples -> %s", len(targets), len(positions), maps_out)
 
 
+def interpret_pictures(maps_file: PathLike, pdf_out: PathLike, title: str = "") -> None:
+    """A page per sample and target of a maps file (:func:`interpret_batch`)."""
+    from nsp_pipeline.render.interpret_plots import plot_attributions
+
+    plot_attributions(hdf5.read_attribution_maps(maps_file), pdf_out, title)
+
+
 def interpret_report(
     maps_files: Sequence[PathLike],
     samples_pdf: PathLike,
