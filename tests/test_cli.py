@@ -53,6 +53,16 @@ OPTIONS = {
     "transform": ("operator", "activations", "--out-dir"),
     "render": ("pattern", "out", "--scale", "--cmap", "--symlog", "--model", "--input", "--sample"),
     "summarize": ("activations", "--out", "--layers"),
+    **{
+        command: ("model", "--config", "--dataset", "--samples", "--target", "--out", "--pdf", *extra)
+        for command, extra in {
+            "saliency": ("--abs",),
+            "guided-backprop": (),
+            "smoothgrad": ("--n", "--sigma", "--seed"),
+            "occlusion": ("--window", "--stride", "--fill", "--output"),
+            "activation-map": ("--mode", "--threshold-percentile"),
+        }.items()
+    },
     "graph-analytics": tuple(
         "model graph --out --pdf --config --weights --analytics --dataset --index --name".split()
     ),

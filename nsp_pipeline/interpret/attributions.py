@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nsp_pipeline.core.defaults import default
 from nsp_pipeline.core.errors import NotFactorizableError
 from nsp_pipeline.graph.receptive_fields import fields_from_trace
 from nsp_pipeline.interpret.targets import LayerReader, Target, as_targets
@@ -38,8 +39,8 @@ def saliency(
     inputs: torch.Tensor,
     targets: Target | Sequence[Target],
     wrt: str = "input",
-    abs: bool = False,
-    granularity: str = "merged",
+    abs: bool = default("interpret.saliency.abs"),
+    granularity: str = default("interpret.granularity"),
     batch_size: int = 256,
 ) -> torch.Tensor:
     """Gradient of each target with respect to the input or an earlier layer (vanilla saliency).
@@ -83,7 +84,7 @@ def guided_backprop(
     inputs: torch.Tensor,
     targets: Target | Sequence[Target],
     wrt: str = "input",
-    granularity: str = "merged",
+    granularity: str = default("interpret.granularity"),
     batch_size: int = 256,
 ) -> torch.Tensor:
     """Guided backpropagation: gradients where every ReLU passes back only positive gradients.
@@ -107,12 +108,12 @@ def smoothgrad(
     model: nn.Module,
     inputs: torch.Tensor,
     targets: Target | Sequence[Target],
-    n: int = 50,
-    sigma: float = 0.15,
-    seed: int = 0,
-    method: str = "saliency",
+    n: int = default("interpret.smoothgrad.n"),
+    sigma: float = default("interpret.smoothgrad.sigma"),
+    seed: int = default("interpret.smoothgrad.seed"),
+    method: str = default("interpret.smoothgrad.method"),
     wrt: str = "input",
-    granularity: str = "merged",
+    granularity: str = default("interpret.granularity"),
     batch_size: int = 256,
 ) -> torch.Tensor:
     """SmoothGrad: the mean of the gradient maps at ``x + ε`` over ``n`` draws of ``ε ~ N(0, σ²)``.
@@ -183,9 +184,9 @@ def occlusion(
     targets: Target | Sequence[Target],
     window: int | Sequence[int],
     stride: int | Sequence[int],
-    fill: float = 0.0,
-    output: str = "grid",
-    granularity: str = "merged",
+    fill: float = default("interpret.occlusion.fill"),
+    output: str = default("interpret.occlusion.output"),
+    granularity: str = default("interpret.granularity"),
     batch_size: int = 64,
     restrict: bool = True,
 ) -> torch.Tensor:
@@ -299,10 +300,10 @@ def upsampled_activation_map(
     layer: str,
     channel: int,
     size: Sequence[int] | None = None,
-    mode: str = "bilinear",
-    threshold_percentile: float | None = None,
-    threshold_mode: str = "floor",
-    granularity: str = "merged",
+    mode: str = default("interpret.activation_map.mode"),
+    threshold_percentile: float | None = default("interpret.activation_map.threshold_percentile"),
+    threshold_mode: str = default("interpret.activation_map.threshold_mode"),
+    granularity: str = default("interpret.granularity"),
 ) -> torch.Tensor:
     """A channel's activation map resized to the input (dnnbrain's ``UpsamplingActivationMapping``).
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nsp_pipeline.core.defaults import default
 from nsp_pipeline.graph.receptive_fields import receptive_fields
 from nsp_pipeline.interpret.attributions import occlusion, saliency
 from nsp_pipeline.interpret.targets import LayerReader, Target
@@ -154,7 +155,7 @@ def empirical_receptive_field(
     stride: int | tuple[int, int] = 3,
     fill: float = 0.0,
     threshold: float = 0.5,
-    granularity: str = "merged",
+    granularity: str = default("interpret.granularity"),
     batch_size: int = 64,
 ) -> EmpiricalField:
     """Empirical receptive field of a channel's units over a batch of images.

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nsp_pipeline.core.defaults import default
 from nsp_pipeline.core.errors import NotFactorizableError
 from nsp_pipeline.graph.receptive_fields import LayerReceptiveField, receptive_fields
 from nsp_pipeline.interpret import attributions
@@ -23,7 +24,7 @@ from nsp_pipeline.interpret.results import AttributionMaps, target_record
 from nsp_pipeline.interpret.targets import LayerReader, Target, as_targets, target_values
 
 #: Methods of :func:`interpret`, in their default order.
-METHODS = ("saliency", "guided_backprop", "smoothgrad", "occlusion", "activation_map")
+METHODS = tuple(default("interpret.methods"))
 
 _FUNCTIONS: dict[str, Callable] = {
     "saliency": attributions.saliency,
@@ -42,7 +43,7 @@ def interpret(
     targets: Target | Sequence[Target],
     methods: Sequence[str] = METHODS,
     *,
-    granularity: str = "merged",
+    granularity: str = default("interpret.granularity"),
     sample_ids: Sequence[int] | None = None,
     labels: Sequence[int] | None = None,
     predictions: Sequence[int] | None = None,

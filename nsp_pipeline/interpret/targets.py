@@ -25,6 +25,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from nsp_pipeline.core.defaults import default
 from nsp_pipeline.core.errors import TraceError, shortened
 from nsp_pipeline.model.capture import batch_statistics, eval_mode, mutates_input, trace
 from nsp_pipeline.model.ops import is_shape_only
@@ -201,7 +202,9 @@ class LayerReader:
         sample's map would depend on the others in its batch).
     """
 
-    def __init__(self, model: nn.Module, example: torch.Tensor, granularity: str = "merged") -> None:
+    def __init__(
+        self, model: nn.Module, example: torch.Tensor, granularity: str = default("interpret.granularity")
+    ) -> None:
         if granularity not in ("merged", "ops"):
             raise ValueError(
                 f"granularity must be 'merged' or 'ops' (layers of the fx graph), got {granularity!r}"
@@ -363,7 +366,7 @@ def target_values(
     model: nn.Module,
     inputs: torch.Tensor,
     targets: Target | Sequence[Target],
-    granularity: str = "merged",
+    granularity: str = default("interpret.granularity"),
 ) -> torch.Tensor:
     """Each target's value for each sample, from one forward pass.
 
