@@ -58,7 +58,8 @@ def graph_from_trace(recorded: Trace, incl: bool = True) -> NeuronGraph:
 
 def _graph_from_calls(recorded: Trace, incl: bool) -> NeuronGraph:
     layout = recorded.layout
-    targets, sources = [], []
+    n = layout.n_nodes
+    counts, indices = [np.zeros(layout.layers[0].size, dtype=np.int64)], []
     for index in progress(range(1, len(layout)), "graph edges", unit="layer"):
         layer, call = layout.layers[index], recorded.calls[index]
         try:
@@ -68,18 +69,22 @@ def _graph_from_calls(recorded: Trace, incl: bool) -> NeuronGraph:
                 f"layer {index} {layer.name!r} ({layer.kind}): {error}. "
                 "See nsp_pipeline.supported_operations() for what is supported"
             ) from None
-        for k, source, target in parts:
-            sources.append(source + layout.offsets[call.input_layers[k]])
-            targets.append(target + layout.offsets[index])
+        # A layer's in-edges are its own rows of the CSR: built one layer at a time, so that
+        # memory holds one layer's edge list, not the whole graph's.
+        targets = np.concatenate([target for _, _, target in parts] + [np.zeros(0, np.int64)])
+        sources = [source + layout.offsets[call.input_layers[k]] for k, source, _ in parts]
+        sources = np.concatenate([*sources, np.zeros(0, np.int64)])
+        row_counts, row_indices = _csr(targets, sources, layer.size, n)
+        counts.append(row_counts)
+        indices.append(row_indices)
         log.info("edges of layer %d/%d %r (%s)", index, len(layout) - 1, layer.name, layer.kind)
-    indptr, indices = _csr(np.concatenate([*targets, []]), np.concatenate([*sources, []]), layout.n_nodes)
-    return NeuronGraph(layout, indptr, indices, incl=incl, granularity=recorded.granularity)
+    indptr = np.concatenate([[0], np.cumsum(np.concatenate(counts))]).astype(np.int64)
+    return NeuronGraph(layout, indptr, np.concatenate([*indices, np.zeros(0, np.int64)]), incl=incl,
+                       granularity=recorded.granularity)  # fmt: skip
 
 
-def _csr(targets: np.ndarray, sources: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted, duplicate-free CSR (rows: targets) of an edge list."""
+def _csr(targets: np.ndarray, sources: np.ndarray, rows: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Edges per row and their sorted, duplicate-free sources, of an edge list into ``rows`` rows."""
     keys = np.sort(targets.astype(np.int64) * n + sources.astype(np.int64))
     keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys
-    rows = keys // n
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))]).astype(np.int64)
-    return indptr, keys % n
+    return np.bincount(keys // n, minlength=rows).astype(np.int64), keys % n

@@ -123,9 +123,11 @@ def edge_weights(
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     recorded = _trace_of(model, example, graph)
+    weights = np.zeros(graph.n_edges)
     with eval_mode(recorded.model):
-        layers = [_named(recorded, index, kind) for index in range(1, len(recorded.layout))]
-    return _aligned(graph, recorded, [layer.parts for layer in layers], kind)
+        for index in range(1, len(recorded.layout)):  # one layer at a time: memory of its edges only
+            _align_layer(graph, recorded, index, _named(recorded, index, kind).parts, kind, weights)
+    return weights
 
 
 def weighted_graph(
@@ -259,23 +261,29 @@ def _absorbed_affine(call: OpCall) -> tuple[np.ndarray, np.ndarray]:
     return slope, offset
 
 
-def _aligned(graph: NeuronGraph, recorded: Trace, layers: list[Parts], kind: str) -> np.ndarray:
-    """Sum the weights of each (target, source) pair and order them as ``graph.indices``."""
+def _align_layer(
+    graph: NeuronGraph, recorded: Trace, index: int, parts: Parts, kind: str, out: np.ndarray
+) -> None:
+    """Sum the weights of each (target, source) pair into one layer, in ``out`` as ``graph.indices``."""
     n, offsets = graph.n_nodes, recorded.layout.offsets
+    rows = recorded.layout.slice(index)
+    inputs = recorded.calls[index].input_layers
     targets, sources, values = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
-    for index, parts in enumerate(layers, start=1):
-        inputs = recorded.calls[index].input_layers
-        for k, source, target, weights in parts:
-            targets.append(target.astype(np.int64) + int(offsets[index]))
-            sources.append(source.astype(np.int64) + int(offsets[inputs[k]]))
-            values.append(np.asarray(weights, dtype=np.float64))
+    for k, source, target, weights in parts:
+        targets.append(target.astype(np.int64))
+        sources.append(source.astype(np.int64) + int(offsets[inputs[k]]))
+        values.append(np.asarray(weights, dtype=np.float64))
     triples = (np.concatenate(values), (np.concatenate(targets), np.concatenate(sources)))
-    found = sp.coo_array(triples, shape=(n, n)).tocsr()
+    found = sp.coo_array(triples, shape=(rows.stop - rows.start, n)).tocsr()
     found.sum_duplicates()  # sorted per row, repeated pairs summed, zeros kept
-    if np.array_equal(found.indptr, graph.indptr) and np.array_equal(found.indices, graph.indices):
-        return found.data
-    keys = _keys(found.indptr, found.indices, n)
-    expected = _keys(graph.indptr, graph.indices, n)
+    edges = slice(int(graph.indptr[rows.start]), int(graph.indptr[rows.stop]))
+    indptr = graph.indptr[rows.start : rows.stop + 1] - graph.indptr[rows.start]
+    indices = graph.indices[edges]
+    if np.array_equal(found.indptr, indptr) and np.array_equal(found.indices, indices):
+        out[edges] = found.data
+        return
+    base = rows.start * n  # keys of the layer's rows: global target * n + source
+    keys, expected = _keys(found.indptr, found.indices, n) + base, _keys(indptr, indices, n) + base
     position = np.minimum(np.searchsorted(keys, expected), max(len(keys) - 1, 0))
     missing = keys[position] != expected if len(keys) else np.ones(len(expected), dtype=bool)
     if missing.any():
@@ -287,12 +295,12 @@ def _aligned(graph: NeuronGraph, recorded: Trace, layers: list[Parts], kind: str
         extra &= (found.data != 0) & (kind == "local")
     if extra.any():
         _mismatch(graph, int(keys[np.argmax(extra)]), "lacks an edge the weight rules give")
-    return found.data[position]
+    out[edges] = found.data[position]
 
 
 def _keys(indptr: np.ndarray, indices: np.ndarray, n: int) -> np.ndarray:
-    """``target * n + source`` of every edge of a CSR of in-edges (ascending when rows are sorted)."""
-    return np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr)) * n + indices
+    """``row * n + source`` of every edge of a CSR of in-edges (ascending when rows are sorted)."""
+    return np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr)) * n + indices
 
 
 def _mismatch(graph: NeuronGraph, key: int, what: str) -> None:

@@ -498,7 +498,7 @@ def _restriction(model, inputs, reader, targets, covers, granularity) -> _Restri
             )
         hits.append(counts > 0)
     hits = torch.from_numpy(np.stack([h.reshape(-1) for h in hits], axis=1))
-    in_order = all(reader._sources[t.layer].order is None for t in targets)
+    in_order = all(reader.in_node_order(t.layer) for t in targets)
     crop = _crop(recorded, fields, targets, units, inputs.shape, d) if in_order else None
     if crop is None:
         return _Restriction(hits, None, None)

@@ -58,7 +58,7 @@ def target_label(target: Mapping) -> str:
     return text + (f" {target['reduction']}" if target["reduction"] else "")
 
 
-def _json(value):
+def json_safe(value):
     """``value`` with tuples and numpy scalars turned into JSON types (``ValueError`` if it cannot be)."""
     try:
         return json.loads(
@@ -138,7 +138,7 @@ class AttributionMaps:
         put(self, "maps", {str(m): np.asarray(a) for m, a in self.maps.items()})
         for method, array in self.maps.items():
             _expect(f"maps/{method}", array, (n, n_targets), prefix=True)
-        put(self, "parameters", _json({str(m): dict(p) for m, p in self.parameters.items()}))
+        put(self, "parameters", json_safe({str(m): dict(p) for m, p in self.parameters.items()}))
         missing = [m for m in self.maps if m not in self.parameters]
         if missing:
             raise ValueError(f"parameters of methods {missing} are missing; expected one dict per method")

@@ -257,6 +257,11 @@ class LayerReader:
         self.shape(layer)
         return self._sources[layer].index
 
+    def in_node_order(self, layer: str) -> bool:
+        """Whether the traced value of ``layer`` holds its neurons in the layer's C order already."""
+        self.shape(layer)
+        return self._sources[layer].order is None
+
     def module(self, layers: Sequence[str], guided: bool = False) -> _Module:
         """A callable ``inputs -> {layer: values}`` computing only what ``layers`` need.
 
