@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: The workflow's rules: one per stage, and the target rule.
 STAGES = [
     "all", "build_graph", "compute_operator", "export_model", "extract_activations", "graph_analytics",
-    "render",
-    "render_averages", "summarize", "summarize_sweep", "transform",
+    "interpret", "interpret_report", "minimal_images", "render", "render_averages", "summarize",
+    "summarize_sweep", "transform",
 ]  # fmt: skip
 
 MODEL = {"architecture": "digits_cnn"}

@@ -39,6 +39,7 @@ from skimage.morphology import convex_hull_image, erosion, footprint_rectangle
 from sklearn.decomposition import PCA, FastICA
 from torch import nn
 
+from nsp_pipeline.core.defaults import default
 from nsp_pipeline.interpret import attributions
 from nsp_pipeline.interpret.minimal_results import MaskedImage, MinimalImage, masked_input
 from nsp_pipeline.interpret.results import target_record
@@ -246,13 +247,13 @@ def minimal_parcel_image(
     model: nn.Module,
     image: torch.Tensor,
     targets: Target | Sequence[Target],
-    segmentation: str = "slic",
+    segmentation: str = default("interpret.minimal.parcels.segmentation"),
     segmentation_kwargs: Mapping | None = None,
-    fraction: float = 0.9,
-    baseline: float | str = 0.0,
-    greedy: str = "marginal",
-    exact_max_parcels: int = 12,
-    granularity: str = "merged",
+    fraction: float = default("interpret.minimal.parcels.fraction"),
+    baseline: float | str = default("interpret.minimal.parcels.baseline"),
+    greedy: str = default("interpret.minimal.parcels.greedy"),
+    exact_max_parcels: int = default("interpret.minimal.parcels.exact_max_parcels"),
+    granularity: str = default("interpret.granularity"),
     batch_size: int = 256,
 ) -> tuple[MinimalImage, ...]:
     """The fewest parcels of an image that keep each target at ``fraction`` of its full value.
@@ -446,14 +447,14 @@ def minimal_component_image(
     model: nn.Module,
     image: torch.Tensor,
     targets: Target | Sequence[Target],
-    method: str = "pca",
-    n_components: int | None = None,
-    patch_size: int = 4,
-    fraction: float = 0.9,
-    greedy: str = "marginal",
-    exact_max_components: int = 12,
-    seed: int = 0,
-    granularity: str = "merged",
+    method: str = default("interpret.minimal.components.method"),
+    n_components: int | None = default("interpret.minimal.components.n_components"),
+    patch_size: int = default("interpret.minimal.components.patch_size"),
+    fraction: float = default("interpret.minimal.components.fraction"),
+    greedy: str = default("interpret.minimal.components.greedy"),
+    exact_max_components: int = default("interpret.minimal.components.exact_max_components"),
+    seed: int = default("interpret.minimal.components.seed"),
+    granularity: str = default("interpret.granularity"),
     batch_size: int = 256,
 ) -> tuple[MinimalImage, ...]:
     """The fewest PCA or ICA components of an image that keep each target at ``fraction`` of its value.
@@ -534,15 +535,15 @@ def masked_image(
     model: nn.Module,
     image: torch.Tensor,
     targets: Target | Sequence[Target],
-    saliency_method: str = "saliency",
-    percentile: float = 90.0,
-    feather_sigma: float = 1.0,
-    erosion_step: int = 1,
-    ratio: float = 0.5,
-    max_steps: int = 100,
-    fill: float | str = "mean",
-    seed: int = 0,
-    granularity: str = "merged",
+    saliency_method: str = default("interpret.minimal.masked.saliency_method"),
+    percentile: float = default("interpret.minimal.masked.percentile"),
+    feather_sigma: float = default("interpret.minimal.masked.feather_sigma"),
+    erosion_step: int = default("interpret.minimal.masked.erosion_step"),
+    ratio: float = default("interpret.minimal.masked.ratio"),
+    max_steps: int = default("interpret.minimal.masked.max_steps"),
+    fill: float | str = default("interpret.minimal.masked.fill"),
+    seed: int = default("interpret.minimal.masked.seed"),
+    granularity: str = default("interpret.granularity"),
     batch_size: int = 64,
 ) -> tuple[MaskedImage, ...]:
     """dnnbrain's masked image: a salient region's hull, eroded while the target keeps ``ratio`` of its value.

@@ -44,6 +44,7 @@ from nsp_pipeline.core.layout import Layer, Layout
 from nsp_pipeline.core.pattern import Pattern
 from nsp_pipeline.graph.kronecker import AxisMap, Relation, Term
 from nsp_pipeline.graph.neuron_graph import NeuronGraph
+from nsp_pipeline.interpret.minimal_results import MaskedImage, MinimalImage
 from nsp_pipeline.interpret.results import AttributionMaps
 from nsp_pipeline.transforms.causal.closure import CausalOperator
 from nsp_pipeline.transforms.causal.factorized import FactorizedCausalOperator
@@ -82,6 +83,7 @@ KINDS: dict[str, FileKind] = {
     "sweep_summary": FileKind("one table over every analysis of a sweep", layout=False),
     "graph_summary": FileKind("analytics of a weighted neuron graph (GraphSummary)"),
     "attribution_maps": FileKind("maps of what drives chosen units (AttributionMaps)", layout=False),
+    "minimal_images": FileKind("minimal and masked images (MinimalImage, MaskedImage)", layout=False),
 }
 
 #: Root attributes that belong to the schema, not to the provenance.
@@ -104,6 +106,7 @@ RESERVED_ATTRIBUTES = frozenset(
         "paths",
         "blocks",
         "attribution_metadata",
+        "results",
     }
 )
 
@@ -1355,3 +1358,56 @@ def read_attribution_maps(path: str | os.PathLike, *, verify: bool = True) -> At
     arrays, attributes = _read_file(path, "attribution_maps", _attribution_datasets, verify=verify)
     with _consistent(path):
         return AttributionMaps.from_arrays(arrays, json.loads(str(attributes["attribution_metadata"])))
+
+
+def write_minimal_images(
+    path: str | os.PathLike,
+    results: Sequence[tuple[int, MinimalImage | MaskedImage]],
+    provenance: Mapping[str, str],
+) -> None:
+    """Write minimal and masked images of samples (``nsp-pipeline/minimal_images``).
+
+    Result ``i`` is the group ``results/<i>``: its datasets are the result's ``to_arrays()``, its
+    attribute ``metadata`` the JSON of its ``attributes()`` with the sample id. The root attribute
+    ``results`` counts them.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file, replaced atomically.
+    results : sequence of (int, MinimalImage or MaskedImage)
+        Each result with the id of its sample.
+    provenance : mapping of str to str
+        Root attributes from :func:`nsp_pipeline.io.provenance.provenance`.
+    """
+    arrays, groups = {}, {}
+    for number, (sample_id, result) in enumerate(results):
+        arrays |= {f"results/{number}/{name}": np.asarray(v) for name, v in result.to_arrays().items()}
+        metadata = {**result.attributes(), "sample_id": int(sample_id)}
+        groups[f"results/{number}"] = {"metadata": json.dumps(metadata, sort_keys=True)}
+    attributes = {"results": np.int64(len(results))}
+    _write_file(path, "minimal_images", provenance, arrays, attributes=attributes, object_attributes=groups)
+
+
+def read_minimal_images(
+    path: str | os.PathLike, *, verify: bool = True
+) -> list[tuple[int, MinimalImage | MaskedImage]]:
+    """Read a file written by :func:`write_minimal_images`: ``(sample id, result)`` pairs in order.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    SchemaError
+        If it is not a valid minimal images file, or is corrupt.
+    """
+    arrays, attributes = _read_file(path, "minimal_images", verify=verify)
+    results = []
+    with _consistent(path):
+        for number in range(int(attributes["results"])):
+            prefix = f"results/{number}/"
+            metadata = json.loads(str(attributes[f"results/{number}/metadata"]))
+            own = {name[len(prefix) :]: values for name, values in arrays.items() if name.startswith(prefix)}
+            kind = MaskedImage if "masks" in own else MinimalImage
+            results.append((int(metadata["sample_id"]), kind.from_arrays(own, metadata)))
+    return results

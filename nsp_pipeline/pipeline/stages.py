@@ -10,7 +10,8 @@
 6. :func:`render_file` — a PDF of one sample's activations or spectrum; :func:`render_samples` — the
    PDFs of some samples of a shard (the workflow's render jobs);
 7. :func:`interpret_batch` — the maps of what drives chosen units, for a batch of samples;
-   :func:`interpret_report` — their pictures, per sample and the top images of each unit.
+   :func:`interpret_report` — their pictures, per sample and the top images of each unit;
+   :func:`minimal_images_file` — minimal and masked images of some samples, HDF5 and PDF.
 
 The summary tables are made by :mod:`nsp_pipeline.pipeline.summaries`.
 
@@ -31,6 +32,7 @@ from nsp_pipeline.core.atomic import atomic_output, check_outputs
 from nsp_pipeline.core.defaults import default
 from nsp_pipeline.core.errors import NonFiniteError, ProvenanceError, TraceError, shortened
 from nsp_pipeline.core.pattern import Pattern
+from nsp_pipeline.core.progress import progress
 from nsp_pipeline.io import hdf5
 from nsp_pipeline.transforms.api import causal_operator_of, compute_operator, transform
 from nsp_pipeline.transforms.laplacian import DEFAULT_MAX_NODES
@@ -655,20 +657,14 @@ def interpret_batch(
 
     from nsp_pipeline.data.loading import load_samples
     from nsp_pipeline.interpret.maps import interpret
-    from nsp_pipeline.interpret.targets import Target
     from nsp_pipeline.io.provenance import provenance
     from nsp_pipeline.model import artifact
     from nsp_pipeline.model.records import check_output, predictions
 
     settings = {**default("interpret"), **(settings or {})}
-    if not settings["targets"]:
-        raise ValueError("interpret: no targets; list them in the config's interpret.targets")
+    targets = _interpret_targets(settings)
     model, metadata = artifact.load_model(model_path, entry, metadata_path)
     data = load_samples(dataset, positions, tuple(metadata["input_shape"]))
-    targets = [
-        Target(t["layer"], t.get("channel"), tuple(t["unit"]) if "unit" in t else None, t.get("reduction"))
-        for t in settings["targets"]
-    ]
     parameters = {
         method: {key: value for key, value in settings[method].items() if value is not None}
         for method in settings["methods"]
@@ -725,3 +721,79 @@ def interpret_report(
     plot_attributions(maps, samples_pdf, title, samples=rows)
     plot_top_images(maps, top_pdf, k=min(top_k, maps.n_samples), title=title)
     log.info("pictures of %d samples -> %s, %s", maps.n_samples, samples_pdf, top_pdf)
+
+
+def _interpret_targets(settings: Mapping) -> list:
+    """The targets of a configuration section ``interpret``, as ``Target`` objects."""
+    from nsp_pipeline.interpret.targets import Target
+
+    if not settings["targets"]:
+        raise ValueError("interpret: no targets; list them in the config's interpret.targets")
+    return [
+        Target(t["layer"], t.get("channel"), tuple(t["unit"]) if "unit" in t else None, t.get("reduction"))
+        for t in settings["targets"]
+    ]
+
+
+def minimal_images_file(
+    model_path: PathLike,
+    dataset: Mapping,
+    positions: Sequence[int],
+    results_out: PathLike,
+    pdf_out: PathLike,
+    settings: Mapping | None = None,
+    entry: Mapping | None = None,
+    metadata_path: PathLike | None = None,
+    title: str = "",
+) -> None:
+    """Minimal parcel, minimal component and masked images of each target for some samples.
+
+    Parameters
+    ----------
+    model_path : path
+        Exported model artifact.
+    dataset : mapping
+        Dataset spec.
+    positions : sequence of int
+        Positions of the samples in the dataset.
+    results_out, pdf_out : path
+        Output files (:func:`nsp_pipeline.io.hdf5.write_minimal_images`,
+        :func:`nsp_pipeline.render.minimal_plots.plot_minimal_images`: a page per sample and target).
+    settings : mapping, optional
+        The configuration section ``interpret``: its targets and ``minimal`` (methods and their
+        parameters).
+    entry, metadata_path : mapping, path, optional
+        The model's config entry and metadata; the artifact must belong to both.
+    title : str
+        Put before every page title.
+    """
+    from nsp_pipeline.data.loading import load_samples
+    from nsp_pipeline.interpret import minimal_images
+    from nsp_pipeline.io.provenance import provenance
+    from nsp_pipeline.model import artifact
+    from nsp_pipeline.render.minimal_plots import plot_minimal_images
+
+    settings = {**default("interpret"), **(settings or {})}
+    minimal = {**default("interpret.minimal"), **settings["minimal"]}
+    if not minimal["methods"]:
+        raise ValueError("interpret.minimal.methods is empty: name parcels, components or masked")
+    targets = _interpret_targets(settings)
+    model, metadata = artifact.load_model(model_path, entry, metadata_path)
+    data = load_samples(dataset, positions, tuple(metadata["input_shape"]))
+    functions = {
+        "parcels": minimal_images.minimal_parcel_image,
+        "components": minimal_images.minimal_component_image,
+        "masked": minimal_images.masked_image,
+    }
+    per_method: dict[str, list] = {method: [] for method in minimal["methods"]}
+    stored = []
+    for image, sample_id in progress(list(zip(data.inputs, data.ids)), "minimal images", unit="sample"):
+        for method in minimal["methods"]:
+            found = functions[method](
+                model, image, targets, granularity=settings["granularity"], **minimal[method]
+            )
+            per_method[method].extend(found)
+            stored.extend((int(sample_id), result) for result in found)
+    hdf5.write_minimal_images(results_out, stored, provenance(settings, artifact.model_checksum(model)))
+    plot_minimal_images(pdf_out, title=title, **per_method)
+    log.info("minimal images of %d samples x %d targets -> %s", len(positions), len(targets), results_out)

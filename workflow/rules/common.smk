@@ -251,6 +251,17 @@ def interpret_inputs(wildcards):
     return [f"{plan.folder}/interpret/{batch}.h5" for batch in plan.batches]
 
 
+def rendered_positions(wildcards):
+    """Positions in the dataset of the samples of an analysis that render.samples selects, in order."""
+    plan = analysis(wildcards)
+    return [p for _, positions in plan.render_batches.values() for p in positions]
+
+
+def rendered_data(wildcards):
+    """Dataset files the rendered samples of an analysis are read from."""
+    return data_files(wildcards.dataset, rendered_positions(wildcards))
+
+
 def interpret_rows(wildcards):
     """Rows, among an analysis's samples in batch order, of those render.samples selects."""
     plan = analysis(wildcards)
@@ -289,6 +300,8 @@ def every_output(wildcards):
         if config["interpret"]["targets"]:
             jobs["interpret"].extend(names | {"batch": batch} for batch in plan.batches)
             jobs["interpret_report"].append(names)
+            if config["interpret"]["minimal"]["methods"]:
+                jobs["minimal_images"].append(names)
     return [
         pattern.format(**job)
         for name, stage_jobs in jobs.items()

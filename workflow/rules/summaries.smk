@@ -63,6 +63,39 @@ rule interpret_report:
         "../scripts/interpret_report.py"
 
 
+rule minimal_images:
+    input:
+        model="results/models/{model}/model.pt",
+        metadata="results/models/{model}/model.json",
+        data=rendered_data,
+    output:
+        results="results/{model}/{dataset}/interpret/minimal.h5",
+        pdf=report(
+            "results/{model}/{dataset}/interpret/minimal.pdf",
+            caption="../report/minimal.rst",
+            category="What drives the units",
+            labels={"model": "{model}", "dataset": "{dataset}", "pages": "minimal images"},
+        ),
+    log:
+        "results/logs/minimal_images/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/minimal_images/{model}/{dataset}.tsv"
+    conda:
+        "../envs/nsp-pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+    params:
+        dataset=lookup(dpath="datasets/{dataset}", within=config),
+        positions=rendered_positions,
+        settings=interpret_settings,
+        files=stamps(rendered_data),
+        entry=lookup(dpath="models/{model}", within=config),
+    script:
+        "../scripts/minimal_images.py"
+
+
 rule render_averages:
     input:
         dataset="results/{model}/{dataset}/dataset_summary.h5",
