@@ -41,6 +41,7 @@ CONFIG = {
         "smoothgrad": {"n": 4},
         "occlusion": {"window": 2, "stride": 2},
         "top_k": 2,
+        "minimal": {"methods": ["parcels", "masked"], "parcels": {"segmentation_kwargs": {"n_segments": 6}}},
     },
 }
 BATCHES = [[3, 10], [11]]  # batch0000, batch0001: a shard file per pattern each
@@ -307,3 +308,31 @@ def test_graph_analytics_of_each_model(workdir):
     np.testing.assert_allclose(summary.centralities["katz"], [katz[k] for k in keys], rtol=1e-6)
     assert summary.weight_kind == "structural" and summary.n_edges == graph.n_edges
     assert page_count(folder / "graph_analytics.pdf") >= 1 + len(summary.centralities)
+
+
+def test_minimal_images_of_the_rendered_samples(workdir):
+    """The minimal_images job's results are the library's, for each rendered sample and target."""
+    from nsp_pipeline.interpret.minimal_images import masked_image, minimal_parcel_image
+    from nsp_pipeline.interpret.targets import Target
+
+    results = workdir / "results"
+    model, metadata = load_model(results / "models" / "net_a" / "model.pt")
+    data = load_dataset(CONFIG["datasets"]["digits"], tuple(metadata["input_shape"]))
+    targets = [Target("fc", unit=(3,)), Target("conv2", channel=1, reduction="max")]
+    stored = hdf5.read_minimal_images(results / "net_a" / "digits" / "interpret" / "minimal.h5")
+    expected = []
+    for position in RENDERED:
+        image, sample_id = data.inputs[position], int(data.ids[position])
+        parcels = minimal_parcel_image(model, image, targets, segmentation_kwargs={"n_segments": 6})
+        expected += [(sample_id, result) for result in (*parcels, *masked_image(model, image, targets))]
+    assert [sample_id for sample_id, _ in stored] == [sample_id for sample_id, _ in expected]
+    for (_, got), (_, want) in zip(stored, expected, strict=True):
+        for key, value in want.attributes().items():  # float32 values may round differently elsewhere
+            close = isinstance(value, float) and value == pytest.approx(got.attributes()[key], rel=1e-5)
+            assert close or got.attributes()[key] == value, key
+        for name, values in want.to_arrays().items():
+            scale = float(np.abs(values).max()) if values.size else 0.0
+            got_values = got.to_arrays()[name]
+            np.testing.assert_allclose(got_values, values, rtol=1e-5, atol=1e-6 * scale, err_msg=name)
+    pages = results / "net_a" / "digits" / "interpret" / "minimal.pdf"
+    assert page_count(pages) == len(RENDERED) * len(targets)

@@ -71,7 +71,7 @@ PARAMETERISATIONS = ("pixel", "fourier")
 #: Penalties on the image, with their weights in ``regularisers``.
 REGULARISERS = ("l1", "l2", "tv")
 #: Named initial images (an array is also accepted).
-INITS = ("noise", "zeros")
+INITS = ("noise", "uniform", "zeros")
 #: Kinds of :class:`Transform`.
 TRANSFORM_KINDS = ("jitter", "scale", "rotate", "pad")
 #: Ways to fill the canvas a :func:`pad` adds.
@@ -496,7 +496,9 @@ def _penalties(images: torch.Tensor, weights: Mapping[str, float]) -> torch.Tens
     return total
 
 
-def _bounded(images: torch.Tensor, radius: float | None, low: float | None, high: float | None) -> torch.Tensor:
+def _bounded(
+    images: torch.Tensor, radius: float | None, low: float | None, high: float | None
+) -> torch.Tensor:
     """``x · r / max(r, ‖x‖)`` per image (inside the ball ``‖x‖ ≤ r``), its values clamped to ``[low, high]``.
 
     The clamp is straight-through (its gradient is 1): after the projection of a step the images
@@ -513,10 +515,10 @@ def _bounded(images: torch.Tensor, radius: float | None, low: float | None, high
     return images * factor.reshape(-1, *[1] * (images.ndim - 1))
 
 
-def image_generator(seed: int, objective: Objective) -> np.random.Generator:
-    """The private generator of the image for ``objective`` (seeded from ``seed`` and the objective only)."""
+def image_generator(seed: int, objective: Objective, restart: int = 0) -> np.random.Generator:
+    """The private generator of an image: seeded from ``seed``, its objective and its restart only."""
     key = zlib.crc32(json.dumps(objective.record(), sort_keys=True).encode())
-    return np.random.default_rng(np.random.SeedSequence([int(seed) % 2**64, key]))
+    return np.random.default_rng(np.random.SeedSequence([int(seed) % 2**64, key, int(restart)]))
 
 
 @contextmanager
@@ -601,6 +603,7 @@ def synthesize(
     norm_bound: float | None = None,
     init: str | np.ndarray | torch.Tensor = "noise",
     init_scale: float = 0.01,
+    restarts: int = 1,
     seed: int = 0,
     granularity: str = "merged",
 ) -> SynthesisResult:
@@ -639,11 +642,17 @@ def synthesize(
         Valid inputs' range: the image is clipped into it after every step.
     norm_bound : float, optional
         Keep every image in the ball ``‖x‖ ≤ norm_bound`` (by a differentiable rescaling).
-    init : {"noise", "zeros"} or array
+    init : {"noise", "uniform", "zeros"} or array
         Start: noise of ``init_scale`` in the parameterisation around the middle of
-        ``value_range`` (or 0), zeros, or given inputs ``(*input_shape)`` or ``(n, *input_shape)``.
+        ``value_range`` (or 0); pixels uniform in ``value_range``; zeros; or given inputs
+        ``(*input_shape)`` or ``(n, *input_shape)``.
     init_scale : float
         Standard deviation of the initial noise.
+    restarts : int
+        Starts per objective (each with its own draws, all in the same batch); the input of
+        the highest final value is kept (the first of equal ones). Gradient ascent finds a
+        local maximum: a unit that is 0 after a ReLU on the whole start has no gradient, and
+        more, diverse starts (``init="uniform"``) are the remedy.
     seed : int
         Seed of the per-image generators (initial noise, transforms) and of torch.
     granularity : {"merged", "ops"}
@@ -667,7 +676,12 @@ def synthesize(
     transforms = tuple(transforms)
     weights = _check(input_shape, steps, lr, regularisers, parameterisation, transforms, blur_every, blur_sigma,
                      value_range, norm_bound, init, init_scale)  # fmt: skip
-    objectives = as_objectives(targets)
+    if not isinstance(restarts, int | np.integer) or restarts < 1:
+        raise ValueError(f"restarts must be an int >= 1, got {restarts!r}")
+    if isinstance(init, str) and init == "uniform" and value_range is None:
+        raise ValueError("init='uniform' draws pixels in value_range: give value_range=(low, high)")
+    wanted = as_objectives(targets)
+    objectives = [objective for objective in wanted for _ in range(restarts)]
     n = len(objectives)
     reference = next(model.parameters(), None)
     device = reference.device if reference is not None else torch.device("cpu")
@@ -679,8 +693,8 @@ def synthesize(
     with _reproducible(seed):
         reader = LayerReader(model, torch.zeros((1, *input_shape), dtype=dtype, device=device), granularity)
         evaluate = _Evaluator(reader, objectives, device, dtype)
-        rngs = [image_generator(seed, objective) for objective in objectives]
-        parameters = _initial(space, init, init_scale, centre, rngs, n, dtype, device)
+        rngs = [image_generator(seed, objective, k % restarts) for k, objective in enumerate(objectives)]
+        parameters = _initial(space, init, init_scale, (low, high), rngs, restarts, dtype, device)
         with torch.no_grad():
             _project(space, parameters, low, high, None)
         optimizer = torch.optim.Adam([parameters], lr=lr)
@@ -700,7 +714,8 @@ def synthesize(
             trajectory.append(objective.detach())
         with torch.no_grad():
             final = _bounded(space.decode(parameters), norm_bound, low, high).detach()
-            values = evaluate(final)
+            values = evaluate(final).reshape(-1, restarts)
+    kept = values.argmax(dim=1) + restarts * torch.arange(len(wanted), device=device)
     used = {
         "input_shape": list(input_shape),
         "steps": int(steps),
@@ -717,33 +732,40 @@ def synthesize(
         "norm_bound": None if norm_bound is None else float(norm_bound),
         "init": init if isinstance(init, str) else "given",
         "init_scale": float(init_scale),
+        "restarts": int(restarts),
         "seed": int(seed),
     }
     return SynthesisResult(
-        inputs=final.cpu().numpy(),
-        objectives=tuple(o.record() for o in objectives),
-        trajectory=torch.stack(trajectory).cpu().double().numpy(),
-        values=values.cpu().double().numpy(),
+        inputs=final[kept].cpu().numpy(),
+        objectives=tuple(o.record() for o in wanted),
+        trajectory=torch.stack(trajectory)[:, kept].cpu().double().numpy(),
+        values=values.amax(dim=1).cpu().double().numpy(),
         parameters=used,
         granularity=granularity,
     )
 
 
-def _initial(space: _Parameterisation, init, scale_: float, centre: float, rngs, n: int, dtype, device):
-    """The optimised tensor at the start (a leaf that requires gradients)."""
-    if isinstance(init, str):
+def _initial(space: _Parameterisation, init, scale_: float, value_range, rngs, restarts: int, dtype, device):
+    """The optimised tensor at the start (a leaf that requires gradients), one image per generator."""
+    n, (low, high) = len(rngs), value_range
+    centre = 0.0 if low is None else (low + high) / 2
+    if isinstance(init, str) and init == "uniform":
+        draws = np.stack([rng.uniform(low, high, size=space.input_shape) for rng in rngs])
+        images = torch.as_tensor(draws, dtype=dtype, device=device)
+    elif isinstance(init, str):
         images = torch.full(
             (n, *space.input_shape), centre if init == "noise" else 0.0, dtype=dtype, device=device
         )
     else:
         given = torch.as_tensor(np.asarray(init), dtype=dtype, device=device)
         if given.shape == space.input_shape:
-            given = given.expand(n, *space.input_shape)
-        if tuple(given.shape) != (n, *space.input_shape):
+            given = given.expand(n // restarts, *space.input_shape)
+        if tuple(given.shape) != (n // restarts, *space.input_shape):
             raise ValueError(
-                f"init has shape {tuple(given.shape)}; expected {space.input_shape} or ({n}, *{space.input_shape})"
+                f"init has shape {tuple(given.shape)}; expected {space.input_shape} or "
+                f"({n // restarts}, *{space.input_shape}), one input per objective"
             )
-        images = given.clone()
+        images = given.repeat_interleave(restarts, dim=0)
     parameters = space.encode(images).detach().clone()
     if isinstance(init, str) and init == "noise" and scale_ > 0:
         noise = np.stack([rng.standard_normal(space.shape, dtype=np.float32) for rng in rngs])
