@@ -63,6 +63,7 @@ OPTIONS = {
             "activation-map": ("--mode", "--threshold-percentile"),
         }.items()
     },
+    "minimal-images": tuple("model --config --dataset --samples --target --methods --out --pdf".split()),
     "graph-analytics": tuple(
         "model graph --out --pdf --config --weights --analytics --dataset --index --name".split()
     ),

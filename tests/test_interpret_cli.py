@@ -123,3 +123,18 @@ def test_unknown_layer_is_named(exported, capsys):
     assert run("saliency", model, *common, "--target", "nope@1", "--out", root / "x.h5") == 1
     assert "nope" in error_line(capsys)
     assert not (root / "x.h5").exists()
+
+
+def test_minimal_images_command(exported):
+    from nsp_pipeline.interpret.minimal_images import minimal_parcel_image
+
+    root, config, model, net, inputs = exported
+    out, pdf = root / "minimal.h5", root / "minimal.pdf"
+    common = ("--config", config, "--dataset", "digits", "--samples", SAMPLES[0])
+    assert run("minimal-images", model, *common, "--methods", "parcels", "--out", out, "--pdf", pdf) == 0
+    ((sample_id, stored),) = hdf5.read_minimal_images(out)
+    (expected,) = minimal_parcel_image(net, inputs[0], [Target("fc", unit=(2,))])
+    assert sample_id == load_samples(DIGITS, [SAMPLES[0]]).ids[0]
+    np.testing.assert_array_equal(stored.minimal_set, expected.minimal_set)
+    np.testing.assert_allclose(stored.greedy_curve, expected.greedy_curve, rtol=1e-6)
+    assert pdf_pages(pdf) == 1

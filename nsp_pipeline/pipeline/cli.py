@@ -159,6 +159,18 @@ def _interpret(args) -> None:
         stages.interpret_pictures(args.out, args.pdf)
 
 
+def _minimal(args) -> None:
+    config = _config(args.config)
+    spec = _entry(config, "datasets", args.dataset, args.config)
+    settings = dict(config["interpret"])
+    if args.target:
+        settings["targets"] = [parse_target(text) for text in args.target]
+    settings["minimal"] = {**settings["minimal"], "methods": args.methods}
+    inputs = [("model", args.model), ("config", args.config), *_named_files(spec, Path(), "dataset")]
+    check_outputs(inputs, [("results", args.out), ("PDF", args.pdf)])
+    stages.minimal_images_file(args.model, spec, args.samples, args.out, args.pdf, settings)
+
+
 def _interpret_parsers(sub) -> None:
     for command, (method, options) in _INTERPRET_COMMANDS.items():
         parser = sub.add_parser(
@@ -187,6 +199,28 @@ def _interpret_parsers(sub) -> None:
             else:
                 parser.add_argument(flag, type=kind, help=f"{text} (default: {default_value})")
         parser.set_defaults(run=_interpret)
+    minimal = sub.add_parser(
+        "minimal-images",
+        help="minimal parcel, minimal component and masked images of chosen units -> HDF5, PDF",
+    )
+    minimal.add_argument("model", help="model artifact")
+    minimal.add_argument(
+        "--config", required=True, help="config holding the dataset (and interpret settings)"
+    )
+    minimal.add_argument("--dataset", required=True, help="name of the dataset entry")
+    minimal.add_argument("--samples", type=int, nargs="+", required=True, help="sample positions")
+    minimal.add_argument(
+        "--target",
+        action="append",
+        help="LAYER[:CHANNEL][@I,J,...][/mean|max], 0-based (default: the config's)",
+    )
+    minimal.add_argument(
+        "--methods", nargs="+", choices=("parcels", "components", "masked"),
+        default=["parcels", "components", "masked"], help="which images (default: all three)",
+    )  # fmt: skip
+    minimal.add_argument("--out", required=True, help="results file (.h5)")
+    minimal.add_argument("--pdf", required=True, help="a page per sample and target")
+    minimal.set_defaults(run=_minimal)
 
 
 def _transform(args) -> None:
