@@ -37,8 +37,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{args.threads} torch thread(s)")  # fmt: skip
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{args.threads} torch thread(s)"
+    )
 
     torch.manual_seed(0)
     digits = DigitsCNN().eval()
@@ -48,11 +50,13 @@ def main() -> None:
     print(f"{'parameterisation':>16} {'batched s':>10} {'per-channel s':>14} {'ratio':>7}")
     for parameterisation in ("pixel", "fourier"):
         options = {"steps": args.steps, "parameterisation": parameterisation, "value_range": (0.0, 1.0)}
-        batched, batched_s = timed(lambda: synthesize(digits, channels, (1, 8, 8), **options))
-        singles, single_s = timed(lambda: [synthesize(digits, c, (1, 8, 8), **options) for c in channels])
+        batched, batched_s = timed(lambda o=options: synthesize(digits, channels, (1, 8, 8), **o))
+        singles, single_s = timed(lambda o=options: [synthesize(digits, c, (1, 8, 8), **o) for c in channels])
         gap = max(abs(float(s.values[0]) - float(v)) for s, v in zip(singles, batched.values))
-        print(f"{parameterisation:>16} {batched_s:>10.2f} {single_s:>14.2f} {single_s / batched_s:>6.1f}x"
-              f"   (largest |batched - single| final value {gap:.1e})")  # fmt: skip
+        print(
+            f"{parameterisation:>16} {batched_s:>10.2f} {single_s:>14.2f} {single_s / batched_s:>6.1f}x"
+            f"   (largest |batched - single| final value {gap:.1e})"
+        )
 
     torch.manual_seed(0)
     vgg = VGG11().eval()
@@ -62,13 +66,17 @@ def main() -> None:
     result, run_s = timed(lambda: synthesize(vgg, targets, (3, 224, 224), steps=args.vgg_steps, **options))
     per_step = (run_s - one_s) / max(args.vgg_steps - 1, 1)
     print(
-        f"\nVGG-11 (random weights) 3x224x224, features.0, 64 channels in one batch, fourier + lucent's transforms"
+        "\nVGG-11 (random weights) 3x224x224, features.0, 64 channels in one batch,"
+        " fourier + lucent's transforms"
     )
-    print(f"  1 step (trace + setup + 1 step): {one_s:.1f} s; {args.vgg_steps} steps: {run_s:.1f} s; "
-          f"{per_step:.2f} s per step; 256 steps extrapolated: {one_s + 255 * per_step:.0f} s "
-          f"(NOT run: {args.vgg_steps} steps only)")  # fmt: skip
     print(
-        f"  mean objective first step {result.trajectory[0].mean():.3g}, last {result.trajectory[-1].mean():.3g}"
+        f"  1 step (trace + setup + 1 step): {one_s:.1f} s; {args.vgg_steps} steps: {run_s:.1f} s; "
+        f"{per_step:.2f} s per step; 256 steps extrapolated: {one_s + 255 * per_step:.0f} s "
+        f"(NOT run: {args.vgg_steps} steps only)"
+    )
+    print(
+        f"  mean objective first step {result.trajectory[0].mean():.3g}, "
+        f"last {result.trajectory[-1].mean():.3g}"
     )
 
 

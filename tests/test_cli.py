@@ -64,6 +64,7 @@ OPTIONS = {
         }.items()
     },
     "minimal-images": tuple("model --config --dataset --samples --target --methods --out --pdf".split()),
+    "synthesize": tuple("model --config --layers --target --steps --seed --out --pdf --sheet".split()),
     "graph-analytics": tuple(
         "model graph --out --pdf --config --weights --analytics --dataset --index --name".split()
     ),

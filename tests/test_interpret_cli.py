@@ -138,3 +138,21 @@ def test_minimal_images_command(exported):
     np.testing.assert_array_equal(stored.minimal_set, expected.minimal_set)
     np.testing.assert_allclose(stored.greedy_curve, expected.greedy_curve, rtol=1e-6)
     assert pdf_pages(pdf) == 1
+
+
+def test_synthesize_command_equals_the_function(exported):
+    from nsp_pipeline.interpret.synthesis import synthesize
+
+    root, _, model, net, _ = exported
+    out, pdf, sheet = root / "synthesis.h5", root / "synthesis.pdf", root / "sheet.pdf"
+    options = ("--steps", 12, "--value-range", 0, 1, "--parameterisation", "pixel")
+    assert (
+        run("synthesize", model, "--layers", "conv2", *options, "--out", out, "--pdf", pdf, "--sheet", sheet)
+        == 0
+    )
+    stored = hdf5.read_synthesis(out)
+    targets = [Target("conv2", channel=c, reduction="mean") for c in range(16)]
+    expected = synthesize(net, targets, (1, 8, 8), steps=12, value_range=(0.0, 1.0), parameterisation="pixel")
+    np.testing.assert_allclose(stored.inputs, expected.inputs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stored.trajectory, expected.trajectory, rtol=1e-5, atol=1e-6)
+    assert pdf_pages(pdf) == 16 and pdf_pages(sheet) == 1

@@ -93,8 +93,15 @@ def _linear(shape, seed=0):
 def test_linear_unit_with_l2_penalty_reaches_w_over_2_lambda(shape, parameterisation, lam):
     # maximise w·x + b − λ‖x‖²: the gradient w − 2λx vanishes at x = w / (2λ)
     model, w = _linear(shape)
-    result = synthesize(model, Target("fc", unit=(0,)), shape, steps=400, regularisers={"l2": lam},
-                        parameterisation=parameterisation, init="zeros")  # fmt: skip
+    result = synthesize(
+        model,
+        Target("fc", unit=(0,)),
+        shape,
+        steps=400,
+        regularisers={"l2": lam},
+        parameterisation=parameterisation,
+        init="zeros",
+    )
     np.testing.assert_allclose(result.inputs[0], w / (2 * lam), atol=1e-5)
     bias = float(model.fc.bias.detach())
     assert result.values[0] == pytest.approx(float((w * w).sum()) / (2 * lam) + bias, abs=1e-5)
@@ -106,8 +113,9 @@ def test_linear_unit_with_l2_penalty_reaches_w_over_2_lambda(shape, parameterisa
 def test_linear_unit_in_a_ball_reaches_r_w_over_norm_w(shape, parameterisation):
     model, w = _linear(shape, seed=1)
     radius = 1.5
-    result = synthesize(model, Target("fc", unit=(0,)), shape, steps=400, norm_bound=radius,
-                        parameterisation=parameterisation)  # fmt: skip
+    result = synthesize(
+        model, Target("fc", unit=(0,)), shape, steps=400, norm_bound=radius, parameterisation=parameterisation
+    )
     np.testing.assert_allclose(result.inputs[0], radius * w / np.linalg.norm(w), atol=1e-5)
 
 
@@ -115,8 +123,14 @@ def test_linear_unit_in_a_box_reaches_its_corner_and_minimises_with_a_negative_w
     # max w·x over [lo, hi]^d: hi where w > 0, lo where w < 0 (and the reverse for −w·x)
     model, w = _linear((1, 5, 5), seed=2)
     target = Target("fc", unit=(0,))
-    result = synthesize(model, [target, Objective.of(target, -1.0)], (1, 5, 5), steps=400,
-                        parameterisation="pixel", value_range=(-0.5, 1.0))  # fmt: skip
+    result = synthesize(
+        model,
+        [target, Objective.of(target, -1.0)],
+        (1, 5, 5),
+        steps=400,
+        parameterisation="pixel",
+        value_range=(-0.5, 1.0),
+    )
     np.testing.assert_array_equal(result.inputs[0], np.where(w > 0, 1.0, -0.5).astype(np.float32))
     np.testing.assert_array_equal(result.inputs[1], np.where(w > 0, -0.5, 1.0).astype(np.float32))
 
@@ -125,8 +139,15 @@ def test_linear_unit_in_a_box_reaches_its_corner_and_minimises_with_a_negative_w
 def test_on_the_trained_digits_model_synthesis_beats_every_digit(trained, parameterisation):
     model, digits = trained
     objectives = CONV2 + [Target("fc", unit=(c,)) for c in range(10)]
-    result = synthesize(model, objectives, (1, 8, 8), steps=128, parameterisation=parameterisation,
-                        value_range=(0.0, 1.0), seed=1)  # fmt: skip
+    result = synthesize(
+        model,
+        objectives,
+        (1, 8, 8),
+        steps=128,
+        parameterisation=parameterisation,
+        value_range=(0.0, 1.0),
+        seed=1,
+    )
     assert result.inputs.min() >= 0.0 and result.inputs.max() <= 1.0
     best = target_values(model, digits, objectives).amax(dim=0).numpy()
     assert (result.values >= best).all(), (result.values, best)
@@ -140,8 +161,13 @@ def test_on_the_trained_digits_model_synthesis_beats_every_digit(trained, parame
     assert (result.trajectory[-tenth:].mean(axis=0) >= result.trajectory[:tenth].mean(axis=0)).all()
 
 
-RECIPE = {"steps": 24, "transforms": [pad(2), jitter(1), scale([0.9, 1.0, 1.1]), rotate([-15, 0, 15])],
-          "blur_every": 4, "value_range": (0.0, 1.0), "regularisers": {"tv": 1e-3, "l1": 1e-3}}  # fmt: skip
+RECIPE = {
+    "steps": 24,
+    "transforms": [pad(2), jitter(1), scale([0.9, 1.0, 1.1]), rotate([-15, 0, 15])],
+    "blur_every": 4,
+    "value_range": (0.0, 1.0),
+    "regularisers": {"tv": 1e-3, "l1": 1e-3},
+}
 
 
 def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(trained):
@@ -183,8 +209,11 @@ def test_each_objective_depends_only_on_its_own_input_with_batch_norm_in_eval_mo
     model.norm.running_mean.uniform_(-1, 1)
     model.norm.running_var.uniform_(0.5, 2)
     model.train()
-    objectives = [Target("fc", unit=(1,)), Target("conv", channel=2, reduction="max"),
-                  Objective(((Target("fc", unit=(0,)), 1.0), (Target("conv", channel=3, unit=(1, 1)), -2.0)))]  # fmt: skip
+    objectives = [
+        Target("fc", unit=(1,)),
+        Target("conv", channel=2, reduction="max"),
+        Objective(((Target("fc", unit=(0,)), 1.0), (Target("conv", channel=3, unit=(1, 1)), -2.0))),
+    ]
     x = torch.randn(3, 3, 5, 5)
     jacobian = torch.autograd.functional.jacobian(
         lambda inputs: objective_values(model, inputs, objectives), x
@@ -235,8 +264,9 @@ def _resample(images, transforms, seed=0):
 
 def test_transforms_jitter_rotate_and_pad_move_pixels_as_expected():
     images = torch.rand(3, 2, 6, 6, dtype=torch.float64)
-    np.testing.assert_allclose(_resample(images, [rotate([90])]).numpy(), torch.rot90(images, -1, (2, 3)).numpy(),
-                               atol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        _resample(images, [rotate([90])]).numpy(), torch.rot90(images, -1, (2, 3)).numpy(), atol=1e-12
+    )
     np.testing.assert_allclose(_resample(images, [pad(3), scale([1.0])]).numpy(), images.numpy(), atol=1e-12)
     rng = np.random.default_rng(0)
     dy, dx = rng.integers(-2, 3, size=2)  # the first draws of each image's generator
@@ -297,7 +327,11 @@ def test_result_round_trip_and_plots_reproducible(trained, tmp_path):
     assert (tmp_path / "a.pdf").read_bytes() == (tmp_path / "b.pdf").read_bytes()
     assert (tmp_path / "sheet_a.pdf").read_bytes() == (tmp_path / "sheet_b.pdf").read_bytes()
     with pytest.raises(ValueError, match="no objective is one channel"):
-        plot_feature_sheet(SynthesisResult.from_arrays(
-            {k: v[..., 5:6] if k == "trajectory" else v[5:6] for k, v in result.to_arrays().items()},
-            {**result.attributes(), "objectives": result.attributes()["objectives"][5:6]}), tmp_path / "x.pdf")  # fmt: skip
+        plot_feature_sheet(
+            SynthesisResult.from_arrays(
+                {k: v[..., 5:6] if k == "trajectory" else v[5:6] for k, v in result.to_arrays().items()},
+                {**result.attributes(), "objectives": result.attributes()["objectives"][5:6]},
+            ),
+            tmp_path / "x.pdf",
+        )
     assert not (tmp_path / "x.pdf").exists()

@@ -42,6 +42,7 @@ CONFIG = {
         "occlusion": {"window": 2, "stride": 2},
         "top_k": 2,
         "minimal": {"methods": ["parcels", "masked"], "parcels": {"segmentation_kwargs": {"n_segments": 6}}},
+        "synthesis": {"enabled": True, "layers": ["conv2"], "steps": 8, "value_range": [0, 1]},
     },
 }
 BATCHES = [[3, 10], [11]]  # batch0000, batch0001: a shard file per pattern each
@@ -336,3 +337,19 @@ def test_minimal_images_of_the_rendered_samples(workdir):
             np.testing.assert_allclose(got_values, values, rtol=1e-5, atol=1e-6 * scale, err_msg=name)
     pages = results / "net_a" / "digits" / "interpret" / "minimal.pdf"
     assert page_count(pages) == len(RENDERED) * len(targets)
+
+
+def test_synthesis_of_each_model(workdir):
+    """The synthesize job: the targets and every channel of the sheet's layers, as the library makes them."""
+    from nsp_pipeline.interpret.synthesis import synthesize
+    from nsp_pipeline.interpret.targets import Target
+
+    folder = workdir / "results" / "models" / "net_a"
+    model, _ = load_model(folder / "model.pt")
+    stored = hdf5.read_synthesis(folder / "synthesis.h5")
+    targets = [Target("fc", unit=(3,)), Target("conv2", channel=1, reduction="max")]
+    targets += [Target("conv2", channel=c, reduction="mean") for c in range(16)]
+    expected = synthesize(model, targets, (1, 8, 8), steps=8, value_range=(0.0, 1.0))
+    np.testing.assert_allclose(stored.inputs, expected.inputs, rtol=1e-5, atol=1e-6)
+    assert page_count(folder / "synthesis.pdf") == len(targets)
+    assert page_count(folder / "feature_sheet.pdf") == 1

@@ -4,8 +4,10 @@
 batch sees only its own objective (the loss is the sum over the batch of each image's own
 objective minus its penalties, the optimiser is elementwise, and the model runs in eval mode,
 so batch norms use running statistics), so the batched result equals one run per objective
-up to floating-point rounding. An objective is a target or a weighted sum of targets
-(:class:`Objective`; negative weights minimise). Each step:
+up to floating-point rounding (with ``fourier`` and a ``value_range``, the clipping through the
+spectrum amplifies that rounding over the steps: the two drift apart, each a valid ascent).
+An objective is a target or a weighted sum of targets (:class:`Objective`; negative weights
+minimise). Each step:
 
 1. the image is decoded from its parameters: ``pixel`` (the image itself) or ``fourier``
    (a spectrum scaled by ``1 / f^decay_power``, Olah et al.'s 1/f parameterisation), for RGB
@@ -63,6 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nsp_pipeline.core.defaults import default
 from nsp_pipeline.interpret.synthesis_results import SynthesisResult
 from nsp_pipeline.interpret.targets import LayerReader, Target
 
@@ -180,10 +183,14 @@ class _Evaluator:
                 channels.append(0 if target.channel is None else target.channel)
                 weights.append(weight)
         self.families = [
-            (target, by_channel, *(torch.tensor(v, device=device) for v in (rows, channels)),
-             torch.tensor(weights, dtype=dtype, device=device))
+            (
+                target,
+                by_channel,
+                *(torch.tensor(v, device=device) for v in (rows, channels)),
+                torch.tensor(weights, dtype=dtype, device=device),
+            )
             for (target, by_channel), (rows, channels, weights) in families.items()
-        ]  # fmt: skip
+        ]
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         values = self.module(inputs)
@@ -202,7 +209,7 @@ def objective_values(
     model: nn.Module,
     inputs: torch.Tensor,
     targets: Target | Objective | Sequence[Target | Objective],
-    granularity: str = "merged",
+    granularity: str = default("interpret.granularity"),
 ) -> torch.Tensor:
     """Objective ``i`` on input ``i``, differentiably: what :func:`synthesize` maximises per image.
 
@@ -287,7 +294,7 @@ class Transform:
 
 
 def jitter(px: int) -> Transform:
-    """Shift each image by whole pixels, ``(dy, dx)`` uniform in ``-px .. px`` (lucent's jitter is one-sided)."""
+    """Shift each image by whole pixels, ``(dy, dx)`` uniform in ``-px .. px`` (lucent's: ``0 .. px−1``)."""
     return Transform("jitter", (px,))
 
 
@@ -425,7 +432,7 @@ def spectrum_to_image(
 def image_to_spectrum(
     images: torch.Tensor, decay_power: float = 1.0, decorrelate: bool = False
 ) -> torch.Tensor:
-    """Scaled spectra ``(n, C, H, W // 2 + 1, 2)`` of images ``(n, C, H, W)``: inverse of :func:`spectrum_to_image`."""
+    """Scaled spectra ``(n, C, H, W // 2 + 1, 2)`` of images ``(n, C, H, W)``; see ``spectrum_to_image``."""
     height, width = images.shape[-2:]
     if decorrelate:
         images = _colour(images, np.linalg.inv(COLOUR_CORRELATION))
@@ -535,8 +542,20 @@ def _reproducible(seed: int):
             torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
-def _check(input_shape, steps, lr, regularisers, parameterisation, transforms, blur_every, blur_sigma,
-           value_range, norm_bound, init, init_scale) -> dict[str, float]:  # fmt: skip
+def _check(
+    input_shape,
+    steps,
+    lr,
+    regularisers,
+    parameterisation,
+    transforms,
+    blur_every,
+    blur_sigma,
+    value_range,
+    norm_bound,
+    init,
+    init_scale,
+) -> dict[str, float]:
     """Validate :func:`synthesize`'s arguments; return the regulariser weights (all three)."""
     if not all(isinstance(n, int | np.integer) and n >= 1 for n in input_shape) or not input_shape:
         raise ValueError(f"input_shape must be positive ints, e.g. (1, 8, 8), got {input_shape!r}")
@@ -590,22 +609,22 @@ def synthesize(
     model: nn.Module,
     targets: Target | Objective | Sequence[Target | Objective],
     input_shape: Sequence[int],
-    steps: int = 256,
-    lr: float = 0.05,
+    steps: int = default("interpret.synthesis.steps"),
+    lr: float = default("interpret.synthesis.lr"),
     regularisers: Mapping[str, float] | None = None,
-    parameterisation: str = "fourier",
-    decay_power: float = 1.0,
-    decorrelate: bool = True,
+    parameterisation: str = default("interpret.synthesis.parameterisation"),
+    decay_power: float = default("interpret.synthesis.decay_power"),
+    decorrelate: bool = default("interpret.synthesis.decorrelate"),
     transforms: Sequence[Transform] = (),
-    blur_every: int = 0,
-    blur_sigma: float = 0.5,
-    value_range: tuple[float, float] | None = None,
-    norm_bound: float | None = None,
-    init: str | np.ndarray | torch.Tensor = "noise",
-    init_scale: float = 0.01,
-    restarts: int = 1,
-    seed: int = 0,
-    granularity: str = "merged",
+    blur_every: int = default("interpret.synthesis.blur_every"),
+    blur_sigma: float = default("interpret.synthesis.blur_sigma"),
+    value_range: tuple[float, float] | None = default("interpret.synthesis.value_range"),
+    norm_bound: float | None = default("interpret.synthesis.norm_bound"),
+    init: str | np.ndarray | torch.Tensor = default("interpret.synthesis.init"),
+    init_scale: float = default("interpret.synthesis.init_scale"),
+    restarts: int = default("interpret.synthesis.restarts"),
+    seed: int = default("interpret.synthesis.seed"),
+    granularity: str = default("interpret.granularity"),
 ) -> SynthesisResult:
     """Inputs that maximise each objective, optimised together in one batch (see the module docstring).
 
@@ -674,8 +693,20 @@ def synthesize(
     """
     input_shape = tuple(int(n) for n in input_shape)
     transforms = tuple(transforms)
-    weights = _check(input_shape, steps, lr, regularisers, parameterisation, transforms, blur_every, blur_sigma,
-                     value_range, norm_bound, init, init_scale)  # fmt: skip
+    weights = _check(
+        input_shape,
+        steps,
+        lr,
+        regularisers,
+        parameterisation,
+        transforms,
+        blur_every,
+        blur_sigma,
+        value_range,
+        norm_bound,
+        init,
+        init_scale,
+    )
     if not isinstance(restarts, int | np.integer) or restarts < 1:
         raise ValueError(f"restarts must be an int >= 1, got {restarts!r}")
     if isinstance(init, str) and init == "uniform" and value_range is None:

@@ -346,6 +346,12 @@ def _cross_check(config: dict, fail) -> None:
                 ["graph_analytics", "blocks", model],
                 f"{model!r} is not one of the models {sorted(config['models'])}",
             )
+    synthesis = config["interpret"]["synthesis"]
+    if synthesis["enabled"] and not synthesis["layers"]:
+        raise fail(
+            ["interpret", "synthesis", "layers"],
+            "is empty; synthesis needs the layers of its feature sheet (each channel of each is synthesised)",
+        )
     chosen = config["graph_analytics"].get("reference", {}).get("dataset")
     if chosen is not None and chosen not in config["datasets"]:
         raise fail(

@@ -46,6 +46,7 @@ from nsp_pipeline.graph.kronecker import AxisMap, Relation, Term
 from nsp_pipeline.graph.neuron_graph import NeuronGraph
 from nsp_pipeline.interpret.minimal_results import MaskedImage, MinimalImage
 from nsp_pipeline.interpret.results import AttributionMaps
+from nsp_pipeline.interpret.synthesis_results import SynthesisResult
 from nsp_pipeline.transforms.causal.closure import CausalOperator
 from nsp_pipeline.transforms.causal.factorized import FactorizedCausalOperator
 from nsp_pipeline.transforms.laplacian import LaplacianOperator
@@ -84,6 +85,7 @@ KINDS: dict[str, FileKind] = {
     "graph_summary": FileKind("analytics of a weighted neuron graph (GraphSummary)"),
     "attribution_maps": FileKind("maps of what drives chosen units (AttributionMaps)", layout=False),
     "minimal_images": FileKind("minimal and masked images (MinimalImage, MaskedImage)", layout=False),
+    "synthesis": FileKind("inputs synthesised to maximise units (SynthesisResult)", layout=False),
 }
 
 #: Root attributes that belong to the schema, not to the provenance.
@@ -107,6 +109,7 @@ RESERVED_ATTRIBUTES = frozenset(
         "blocks",
         "attribution_metadata",
         "results",
+        "synthesis_metadata",
     }
 )
 
@@ -1411,3 +1414,38 @@ def read_minimal_images(
             kind = MaskedImage if "masks" in own else MinimalImage
             results.append((int(metadata["sample_id"]), kind.from_arrays(own, metadata)))
     return results
+
+
+def write_synthesis(path: str | os.PathLike, result: SynthesisResult, provenance: Mapping[str, str]) -> None:
+    """Write synthesised inputs (``nsp-pipeline/synthesis``).
+
+    The datasets are :meth:`SynthesisResult.to_arrays`'s (``inputs``, ``trajectory``, ``values``);
+    the root attribute ``synthesis_metadata`` holds :meth:`SynthesisResult.attributes` as JSON.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file, replaced atomically.
+    result : SynthesisResult
+        What :func:`nsp_pipeline.interpret.synthesis.synthesize` returned.
+    provenance : mapping of str to str
+        Root attributes from :func:`nsp_pipeline.io.provenance.provenance`.
+    """
+    arrays = {name: np.ascontiguousarray(values) for name, values in result.to_arrays().items()}
+    metadata = json.dumps(result.attributes(), sort_keys=True)
+    _write_file(path, "synthesis", provenance, arrays, attributes={"synthesis_metadata": metadata})
+
+
+def read_synthesis(path: str | os.PathLike, *, verify: bool = True) -> SynthesisResult:
+    """Read a file written by :func:`write_synthesis`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    SchemaError
+        If it is not a valid synthesis file, or is corrupt.
+    """
+    arrays, attributes = _read_file(path, "synthesis", ("inputs", "trajectory", "values"), verify=verify)
+    with _consistent(path):
+        return SynthesisResult.from_arrays(arrays, json.loads(str(attributes["synthesis_metadata"])))

@@ -171,6 +171,22 @@ def _minimal(args) -> None:
     stages.minimal_images_file(args.model, spec, args.samples, args.out, args.pdf, settings)
 
 
+def _synthesize(args) -> None:
+    settings = dict(_config(args.config)["interpret"]) if args.config else {}
+    if args.target:
+        settings["targets"] = [parse_target(text) for text in args.target]
+    synthesis = {**default("interpret.synthesis"), **settings.get("synthesis", {})}
+    for key in ("layers", "steps", "seed", "parameterisation"):
+        if getattr(args, key) is not None:
+            synthesis[key] = getattr(args, key)
+    if args.value_range is not None:
+        synthesis["value_range"] = args.value_range
+    settings["synthesis"] = synthesis
+    inputs = [("model", args.model)] + ([("config", args.config)] if args.config else [])
+    check_outputs(inputs, [("result", args.out), ("PDF", args.pdf), ("feature sheet", args.sheet)])
+    stages.synthesis_file(args.model, args.out, args.pdf, args.sheet, settings)
+
+
 def _interpret_parsers(sub) -> None:
     for command, (method, options) in _INTERPRET_COMMANDS.items():
         parser = sub.add_parser(
@@ -221,6 +237,27 @@ def _interpret_parsers(sub) -> None:
     minimal.add_argument("--out", required=True, help="results file (.h5)")
     minimal.add_argument("--pdf", required=True, help="a page per sample and target")
     minimal.set_defaults(run=_minimal)
+    synth = sub.add_parser(
+        "synthesize", help="inputs that maximise units (activation maximisation) -> HDF5, PDF, feature sheet"
+    )
+    synth.add_argument("model", help="model artifact")
+    synth.add_argument("--config", help="config whose interpret section sets targets and parameters")
+    synth.add_argument(
+        "--layers", nargs="+", help="layers whose every channel is synthesised (the feature sheet)"
+    )
+    synth.add_argument("--target", action="append", help="LAYER[:CHANNEL][@I,J,...][/mean|max], 0-based")
+    synth.add_argument(
+        "--steps", type=int, help=f"optimisation steps (default: {default('interpret.synthesis.steps')})"
+    )
+    synth.add_argument("--seed", type=int, help="seed (default: the config's, else 0)")
+    synth.add_argument("--parameterisation", choices=("pixel", "fourier"), help="default: fourier")
+    synth.add_argument(
+        "--value-range", type=float, nargs=2, metavar=("LOW", "HIGH"), help="valid input range"
+    )
+    synth.add_argument("--out", required=True, help="result file (.h5)")
+    synth.add_argument("--pdf", required=True, help="a page per objective: the input and its trajectory")
+    synth.add_argument("--sheet", required=True, help="the feature sheet of each layer")
+    synth.set_defaults(run=_synthesize)
 
 
 def _transform(args) -> None:

@@ -11,7 +11,8 @@
    PDFs of some samples of a shard (the workflow's render jobs);
 7. :func:`interpret_batch` — the maps of what drives chosen units, for a batch of samples;
    :func:`interpret_report` — their pictures, per sample and the top images of each unit;
-   :func:`minimal_images_file` — minimal and masked images of some samples, HDF5 and PDF.
+   :func:`minimal_images_file` — minimal and masked images of some samples, HDF5 and PDF;
+   :func:`synthesis_file` — inputs that maximise units (activation maximisation), HDF5 and PDFs.
 
 The summary tables are made by :mod:`nsp_pipeline.pipeline.summaries`.
 
@@ -797,3 +798,60 @@ def minimal_images_file(
     hdf5.write_minimal_images(results_out, stored, provenance(settings, artifact.model_checksum(model)))
     plot_minimal_images(pdf_out, title=title, **per_method)
     log.info("minimal images of %d samples x %d targets -> %s", len(positions), len(targets), results_out)
+
+
+def synthesis_file(
+    model_path: PathLike,
+    result_out: PathLike,
+    pdf_out: PathLike,
+    sheet_out: PathLike,
+    settings: Mapping | None = None,
+    entry: Mapping | None = None,
+    metadata_path: PathLike | None = None,
+    title: str = "",
+) -> None:
+    """Synthesise inputs that maximise the targets of ``settings`` and every channel of its layers.
+
+    Parameters
+    ----------
+    model_path : path
+        Exported model artifact.
+    result_out : path
+        Output file (:func:`nsp_pipeline.io.hdf5.write_synthesis`).
+    pdf_out, sheet_out : path
+        A page per objective (input and trajectory); the feature sheet of each layer of
+        ``synthesis.layers`` (every channel's input in a grid).
+    settings : mapping, optional
+        The configuration section ``interpret``: its targets and ``synthesis``.
+    entry, metadata_path : mapping, path, optional
+        The model's config entry and metadata; the artifact must belong to both.
+    title : str
+        Put before every page title.
+    """
+    import torch
+
+    from nsp_pipeline.interpret.synthesis import Transform, synthesize
+    from nsp_pipeline.interpret.targets import LayerReader, Target
+    from nsp_pipeline.io.provenance import provenance
+    from nsp_pipeline.model import artifact
+    from nsp_pipeline.render.synthesis_plots import plot_feature_sheet, plot_synthesis
+
+    settings = {**default("interpret"), **(settings or {})}
+    options = {**default("interpret.synthesis"), **settings["synthesis"]}
+    model, metadata = artifact.load_model(model_path, entry, metadata_path)
+    shape = tuple(metadata["input_shape"])
+    if not options["layers"]:
+        raise ValueError("interpret.synthesis.layers is empty: name the layers of the feature sheet")
+    reader = LayerReader(model, torch.zeros(1, *shape), settings["granularity"])
+    targets = _interpret_targets(settings) if settings["targets"] else []
+    for layer in options["layers"]:
+        targets += [Target(layer, channel=c, reduction="mean") for c in range(reader.shape(layer)[0])]
+    parameters = {key: value for key, value in options.items() if key not in ("enabled", "layers")}
+    parameters["transforms"] = [Transform.from_record(record) for record in options["transforms"]]
+    if parameters["value_range"] is not None:
+        parameters["value_range"] = tuple(parameters["value_range"])
+    result = synthesize(model, targets, shape, granularity=settings["granularity"], **parameters)
+    hdf5.write_synthesis(result_out, result, provenance(settings, artifact.model_checksum(model)))
+    plot_synthesis(result, pdf_out, title)
+    plot_feature_sheet(result, sheet_out, title, layers=options["layers"])
+    log.info("%d synthesised inputs of %s -> %s", len(targets), model_path, result_out)

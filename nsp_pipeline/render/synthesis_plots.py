@@ -35,8 +35,19 @@ SYNTHESISED_IMAGE, TRAJECTORY = "synthesised-input", "objective-trajectory"
 
 _PANEL, _GAP, _MARGIN = 2.6, 0.8, 0.5  # inches: panel side, gap, page side margins
 _CELL, _CELL_GAP = 0.9, 0.35  # inches: a sheet's image side, and the caption space under each image
-_SHOWN_PARAMETERS = ("parameterisation", "steps", "lr", "regularisers", "transforms", "blur_every",
-                     "blur_sigma", "value_range", "norm_bound", "init", "seed")  # fmt: skip
+_SHOWN_PARAMETERS = (
+    "parameterisation",
+    "steps",
+    "lr",
+    "regularisers",
+    "transforms",
+    "blur_every",
+    "blur_sigma",
+    "value_range",
+    "norm_bound",
+    "init",
+    "seed",
+)
 
 
 def plot_synthesis(
@@ -141,7 +152,8 @@ def _indices(given, count: int) -> list[int]:
     bad = [i for i in given if not isinstance(i, int | np.integer) or not 0 <= i < count]
     if bad or not given:
         raise ValueError(
-            f"objective indices {bad or given} out of range: expected a non-empty list of ints in 0..{count - 1}"
+            f"objective indices {bad or given} out of range: expected a non-empty list of ints "
+            f"in 0..{count - 1}"
         )
     return [int(i) for i in given]
 

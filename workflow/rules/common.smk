@@ -288,6 +288,8 @@ def every_output(wildcards):
         jobs["compute_operator"].extend({"model": model, "transform": t} for t in config["transforms"])
         if config["graph_analytics"]["enabled"]:
             jobs["graph_analytics"].append({"model": model})
+        if config["interpret"]["synthesis"]["enabled"]:
+            jobs["synthesize"].append({"model": model})
     for plan in ANALYSES:
         names = {"model": plan.model, "dataset": plan.dataset}
         jobs["summarize"].append(names)

@@ -100,3 +100,28 @@ rule graph_analytics:
         entry=lookup(dpath="models/{model}", within=config),
     script:
         "../scripts/graph_analytics.py"
+
+
+rule synthesize:
+    input:
+        model="results/models/{model}/model.pt",
+        metadata="results/models/{model}/model.json",
+    output:
+        result="results/models/{model}/synthesis.h5",
+        pdf="results/models/{model}/synthesis.pdf",
+        sheet="results/models/{model}/feature_sheet.pdf",
+    log:
+        "results/logs/synthesize/{model}.log",
+    benchmark:
+        "results/benchmarks/synthesize/{model}.tsv"
+    conda:
+        "../envs/nsp-pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 120 * attempt,
+    params:
+        settings=interpret_settings,
+        entry=lookup(dpath="models/{model}", within=config),
+    script:
+        "../scripts/synthesize.py"
