@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.fx
 from torch import nn
@@ -131,9 +132,16 @@ def _fingerprints(model: nn.Module) -> dict[str, tuple]:
     """Per parameter and buffer: the tensor, its version counter and its sum (which sees ``.data`` edits)."""
     prints = {}
     for key, tensor in model.state_dict(keep_vars=True).items():
-        total = None if tensor.is_complex() else tensor.detach().sum(dtype=torch.float64).item()
+        total = None if tensor.is_complex() else _float64_sum(tensor.detach())
         prints[key] = (tensor, (tensor._version, "nan" if total != total else total))
     return prints
+
+
+def _float64_sum(tensor: torch.Tensor) -> float:
+    """Sum in float64: NumPy's where it can read the tensor (several times faster than torch's upcast)."""
+    if tensor.device.type == "cpu" and tensor.layout == torch.strided and tensor.dtype != torch.bfloat16:
+        return float(tensor.numpy().sum(dtype=np.float64))
+    return tensor.sum(dtype=torch.float64).item()
 
 
 def _unchanged(before: tuple | None, after: tuple | None) -> bool:
