@@ -28,7 +28,10 @@ from nsp_pipeline.core.errors import ProvenanceError
 from nsp_pipeline.core.layout import Layer, Layout
 from nsp_pipeline.core.pattern import Pattern, concatenate
 from nsp_pipeline.graph.neuron_graph import NeuronGraph
+from nsp_pipeline.interpret.minimal_images import masked_image, minimal_parcel_image
 from nsp_pipeline.interpret.results import AttributionMaps
+from nsp_pipeline.interpret.synthesis import synthesize
+from nsp_pipeline.interpret.targets import Target
 from nsp_pipeline.io import hdf5
 from nsp_pipeline.io.hdf5 import SchemaError
 from nsp_pipeline.io.provenance import provenance
@@ -116,6 +119,13 @@ def write_every_kind(folder: Path, layout: Layout, graph: NeuronGraph) -> dict[s
         sample_ids=np.array([7, 9]),
     )
     hdf5.write_attribution_maps(paths["attribution_maps"], maps, SOURCE)
+    layers = (torch.nn.Conv2d(1, 2, 2), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(32, 3))
+    net = torch.nn.Sequential(*layers)
+    unit, image = [Target("3", unit=(1,))], torch.rand(1, 5, 5, generator=torch.Generator().manual_seed(0))
+    (parcels,) = minimal_parcel_image(net.eval(), image, unit, segmentation_kwargs={"n_segments": 3})
+    (masked,) = masked_image(net, image, unit)
+    hdf5.write_minimal_images(paths["minimal_images"], [(4, parcels), (4, masked)], SOURCE)
+    hdf5.write_synthesis(paths["synthesis"], synthesize(net, unit, (1, 5, 5), steps=2), SOURCE)
     return paths
 
 
