@@ -20,18 +20,14 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import error_line, run
+from file_kinds import write_analysis_kinds
 
 from nsp_pipeline.analysis.dataset_statistics import class_statistics
-from nsp_pipeline.analysis.graph_summary import summarize_graph
 from nsp_pipeline.core.atomic import atomic_output, check_outputs, remove_stale_temporaries
 from nsp_pipeline.core.errors import ProvenanceError
 from nsp_pipeline.core.layout import Layer, Layout
 from nsp_pipeline.core.pattern import Pattern, concatenate
 from nsp_pipeline.graph.neuron_graph import NeuronGraph
-from nsp_pipeline.interpret.minimal_images import masked_image, minimal_parcel_image
-from nsp_pipeline.interpret.results import AttributionMaps
-from nsp_pipeline.interpret.synthesis import synthesize
-from nsp_pipeline.interpret.targets import Target
 from nsp_pipeline.io import hdf5
 from nsp_pipeline.io.hdf5 import SchemaError
 from nsp_pipeline.io.provenance import provenance
@@ -106,26 +102,7 @@ def write_every_kind(folder: Path, layout: Layout, graph: NeuronGraph) -> dict[s
     hdf5.write_dataset_summary(paths["dataset_summary"], {"activations": class_statistics(pattern)}, SOURCE)
     table = {"model": np.array(["net", "nët"], dtype=object), "layer": np.array([0, 3])}
     hdf5.write_sweep_summary(paths["sweep_summary"], table, SOURCE)
-    weighted = graph.with_weights(np.linspace(-1.0, 1.0, graph.n_edges), "structural")
-    summary = summarize_graph(weighted, {"analytics": ["katz", "paths"], "blocks": [[0, 1]]})
-    hdf5.write_graph_summary(paths["graph_summary"], summary, SOURCE)
-    maps = AttributionMaps(
-        inputs=np.zeros((2, 1, 3, 3)),
-        targets=[{"layer": "conv", "channel": 1, "reduction": "mean"}],
-        values=np.array([[0.5], [1.5]]),
-        maps={"saliency": np.ones((2, 1, 1, 3, 3))},
-        parameters={"saliency": {"abs": False}},
-        rf_boxes=np.array([[[0, 1], [0, 3], [0, 3]]]),
-        sample_ids=np.array([7, 9]),
-    )
-    hdf5.write_attribution_maps(paths["attribution_maps"], maps, SOURCE)
-    layers = (torch.nn.Conv2d(1, 2, 2), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(32, 3))
-    net = torch.nn.Sequential(*layers)
-    unit, image = [Target("3", unit=(1,))], torch.rand(1, 5, 5, generator=torch.Generator().manual_seed(0))
-    (parcels,) = minimal_parcel_image(net.eval(), image, unit, segmentation_kwargs={"n_segments": 3})
-    (masked,) = masked_image(net, image, unit)
-    hdf5.write_minimal_images(paths["minimal_images"], [(4, parcels), (4, masked)], SOURCE)
-    hdf5.write_synthesis(paths["synthesis"], synthesize(net, unit, (1, 5, 5), steps=2), SOURCE)
+    write_analysis_kinds(paths, graph, SOURCE)
     return paths
 
 

@@ -213,7 +213,11 @@ def read_back(path: Path) -> None:
             hdf5_datasets(path)
         else:
             kind = hdf5.read_header(path)["kind"]
-            readers = {"graph": hdf5.read_graph, "pattern": hdf5.read_pattern}
+            readers = {
+                "graph": hdf5.read_graph,
+                "pattern": hdf5.read_pattern,
+                "graph_summary": hdf5.read_graph_summary,
+            }
             readers.get(kind, hdf5.read_operator)(path)
     elif path.suffix == ".pt":
         load_model(path)
@@ -877,5 +881,6 @@ def test_reruns_are_bit_identical(workflow, rerun):
         elif path.suffix in (".pt", ".csv", ".pdf"):  # PDFs carry no timestamp
             assert (workflow / path).read_bytes() == (rerun / path).read_bytes(), path
             pdfs += path.suffix == ".pdf"
-    assert compared == 8  # graph, 2 operators, a shard per pattern (3), dataset and sweep summaries
+    # graph, its analytics, 2 operators, a shard per pattern (3), dataset and sweep summaries
+    assert compared == 9
     assert pdfs > 0

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import SmallResNet
+from file_kinds import write_analysis_kinds
 
 from nsp_pipeline.analysis.dataset_statistics import class_statistics
 from nsp_pipeline.core.layout import Layer, Layout
@@ -143,6 +144,7 @@ def _write_all(tmp_path, layout, graph, causal, laplacian, factorized) -> dict[s
     statistics = {"laplacian": class_statistics(_pattern(layout, full=True))}
     write_dataset_summary(paths["dataset_summary"], statistics, PROVENANCE)
     write_sweep_summary(paths["sweep_summary"], _sweep_table(), PROVENANCE)
+    write_analysis_kinds(paths, graph, PROVENANCE)
     assert paths.keys() == hdf5.KINDS.keys()
     return paths
 
