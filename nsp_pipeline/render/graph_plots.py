@@ -13,13 +13,12 @@ from collections.abc import Sequence
 
 import matplotlib
 import numpy as np
-from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.colors import LogNorm, TwoSlopeNorm
 from matplotlib.figure import Figure
 
 from nsp_pipeline.analysis.graph_summary import BlockView, GraphSummary
-from nsp_pipeline.core.atomic import atomic_output
 from nsp_pipeline.core.layout import Layout
+from nsp_pipeline.render.pdf_pages import write_pages
 
 _PAGE = (11.0, 7.0)  # inches, landscape
 _MAX_POINTS = 200_000  # points of a centrality scatter (evenly thinned beyond)
@@ -65,10 +64,7 @@ def plot_graph_summary(
     if summary.laplacian_eigenvalues is not None:
         figures.append(_eigenvalue_page(summary, prefix))
     figures += [_block_page(summary, view, prefix) for view in summary.blocks]
-    metadata = {"Title": f"{prefix}graph analytics", "CreationDate": None}
-    with atomic_output(path) as temporary, PdfPages(temporary, metadata=metadata) as pdf:
-        for figure in figures:
-            pdf.savefig(figure)
+    write_pages(path, f"{prefix}graph analytics", figures)
 
 
 def _figure() -> Figure:

@@ -29,14 +29,13 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib import patheffects
-from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from nsp_pipeline.core.atomic import atomic_output
 from nsp_pipeline.interpret.results import AttributionMaps, check_class_names
 from nsp_pipeline.render import canvas
+from nsp_pipeline.render.pdf_pages import checked_indices, write_pages
 
 PathLike = str | os.PathLike
 
@@ -94,11 +93,11 @@ def plot_attributions(
         For a sample or target out of range, too few class names, or inputs that are not
         images; nothing is written.
     """
-    samples = _indices("sample", samples, maps.n_samples, "rows of the maps")
-    targets = _indices("target", targets, len(maps.targets), "targets")
+    samples = checked_indices("sample", samples, maps.n_samples, "rows of the maps")
+    targets = checked_indices("target", targets, len(maps.targets), "targets")
     names = _class_names(maps, class_names)
     _image_shape(maps)
-    return _write(
+    return write_pages(
         path, title, (_attribution_page(maps, s, k, title, names) for s in samples for k in targets)
     )
 
@@ -144,36 +143,14 @@ def plot_top_images(
     """
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an int >= 1 (samples per page), got {k!r}")
-    targets = _indices("target", targets, len(maps.targets), "targets")
+    targets = checked_indices("target", targets, len(maps.targets), "targets")
     methods = maps.methods if methods is None else tuple(methods)
     unknown = [m for m in methods if m not in maps.maps]
     if unknown:
         raise ValueError(f"methods {unknown} are not in the maps; expected some of {list(maps.methods)}")
     names = _class_names(maps, class_names)
     _image_shape(maps)
-    return _write(path, title, (_top_page(maps, t, k, methods, title, names) for t in targets))
-
-
-def _write(path: PathLike, title: str, pages) -> Path:
-    metadata = {"Title": title, "CreationDate": None}  # no timestamp: reruns give the same bytes
-    with atomic_output(path) as temporary, PdfPages(temporary, metadata=metadata) as pdf:
-        for fig in pages:
-            pdf.savefig(fig)
-    return Path(path)
-
-
-def _indices(what: str, given, count: int, of: str) -> list[int]:
-    """``given`` (default all of ``range(count)``) checked to be ints in ``0..count−1``."""
-    if given is None:
-        return list(range(count))
-    given = list(given)
-    bad = [i for i in given if not isinstance(i, int | np.integer) or not 0 <= i < count]
-    if bad or not given:
-        raise ValueError(
-            f"{what} indices {bad or given} out of range: expected a non-empty list of ints in "
-            f"0..{count - 1} (the {count} {of})"
-        )
-    return [int(i) for i in given]
+    return write_pages(path, title, (_top_page(maps, t, k, methods, title, names) for t in targets))
 
 
 def _class_names(maps: AttributionMaps, class_names) -> tuple[str, ...] | None:

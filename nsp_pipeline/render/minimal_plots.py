@@ -27,14 +27,13 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from nsp_pipeline.core.atomic import atomic_output
 from nsp_pipeline.interpret.minimal_results import MaskedImage, MinimalImage
 from nsp_pipeline.render import canvas
+from nsp_pipeline.render.pdf_pages import write_pages
 
 PathLike = str | os.PathLike
 
@@ -102,11 +101,8 @@ def plot_minimal_images(
             raise ValueError(f"target {k} differs between the sequences: {records}")
         for results in rows.values():
             _check_image(results[k].image)
-    metadata = {"Title": title, "CreationDate": None}  # no timestamp: reruns give the same bytes
-    with atomic_output(path) as temporary, PdfPages(temporary, metadata=metadata) as pdf:
-        for k in range(n_targets):
-            pdf.savefig(_page({name: results[k] for name, results in rows.items()}, title))
-    return Path(path)
+    pages = (_page({name: results[k] for name, results in rows.items()}, title) for k in range(n_targets))
+    return write_pages(path, title, pages)
 
 
 def _check_image(image: np.ndarray) -> None:

@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from nsp_pipeline.core.atomic import atomic_output
 from nsp_pipeline.interpret.synthesis_results import SynthesisResult
 from nsp_pipeline.render import canvas
+from nsp_pipeline.render.pdf_pages import checked_indices, write_pages
 
 PathLike = str | os.PathLike
 
@@ -76,8 +75,8 @@ def plot_synthesis(
     ValueError
         For an index out of range; nothing is written.
     """
-    indices = _indices(objectives, result.n_inputs)
-    return _write(path, title, (_objective_page(result, k, title) for k in indices))
+    indices = checked_indices("objective", objectives, result.n_inputs, "objectives")
+    return write_pages(path, title, (_objective_page(result, k, title) for k in indices))
 
 
 def plot_feature_sheet(
@@ -134,28 +133,7 @@ def plot_feature_sheet(
             f"layers {missing or layers} have no channel objectives; expected some of {list(by_layer)}"
         )
     pages = (_sheet_page(result, layer, by_layer[layer], title, columns) for layer in layers)
-    return _write(path, title, pages)
-
-
-def _write(path: PathLike, title: str, pages: Iterator[Figure]) -> Path:
-    metadata = {"Title": title, "CreationDate": None}  # no timestamp: reruns give the same bytes
-    with atomic_output(path) as temporary, PdfPages(temporary, metadata=metadata) as pdf:
-        for fig in pages:
-            pdf.savefig(fig)
-    return Path(path)
-
-
-def _indices(given, count: int) -> list[int]:
-    if given is None:
-        return list(range(count))
-    given = list(given)
-    bad = [i for i in given if not isinstance(i, int | np.integer) or not 0 <= i < count]
-    if bad or not given:
-        raise ValueError(
-            f"objective indices {bad or given} out of range: expected a non-empty list of ints "
-            f"in 0..{count - 1}"
-        )
-    return [int(i) for i in given]
+    return write_pages(path, title, pages)
 
 
 def shown_image(result: SynthesisResult, k: int) -> np.ndarray:
