@@ -111,10 +111,14 @@ class Cifar10CNN5(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # ImageNet-style architectures (VGG-11, ResNet-18, MobileNetV2)
 #
-# Written for this package after the published layer structures. Parameter names follow the
-# usual PyTorch layout (``features.0.weight``, ``layer1.0.conv1.weight``, ...), so a
-# ``state_dict`` saved from the reference implementations loads as ``weights``. Every forward
-# is free of data-dependent control flow (``torch.fx`` traceable, granularity ``ops``).
+# Written for this package after torchvision's definitions (``torchvision/models/vgg.py``,
+# ``resnet.py``, ``mobilenetv2.py``, ``ops/misc.py``): at the default widths the module tree
+# (``named_modules``) and every ``state_dict`` key and shape are torchvision's, at every input
+# size, so torchvision's published weights load (strict) as ``weights`` and the ``children``
+# granularity has torchvision's layers. Two differences that change no value: the ReLUs are not
+# in place (torchvision's ``inplace=True`` would make the recorder copy each overwritten layer),
+# and the residual sums are out of place. Every forward is free of data-dependent control flow
+# (``torch.fx`` traceable, granularity ``ops``).
 
 
 def _scaled(channels: int, width: int, reference: int = 64) -> int:
@@ -131,15 +135,21 @@ def _check_positive(**values: int | float) -> None:
 VGG11_CONFIG: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 """Configuration "A" of Simonyan & Zisserman (2015): 3×3 convolution widths, ``"M"`` = max-pool 2."""
 
+VGG11_POOLED = 7
+"""Height and width of VGG's adaptive average pooling (torchvision's ``AdaptiveAvgPool2d((7, 7))``)."""
+
 
 class VGG11(nn.Module):
     """VGG-11 (configuration "A" of Simonyan & Zisserman, *Very deep convolutional networks*).
 
     Eight 3×3 convolutions (padding 1) with ReLU and five 2×2 max-pools, widths
     ``[64, M, 128, M, 256, 256, M, 512, 512, M, 512, 512, M]`` scaled by ``width / 64``,
-    then adaptive average pooling to ``max(1, input_size // 32)`` squared (7×7 at 224),
-    flatten, and Linear-ReLU-Dropout-Linear-ReLU-Dropout-Linear. At the defaults it has
-    132,863,336 parameters. Inputs must be at least 32×32 (five halvings).
+    then adaptive average pooling to 7×7 whatever the input size (as torchvision's ``VGG``:
+    at 32×32 the 1×1 map is repeated 49 times), flatten, and
+    Linear-ReLU-Dropout-Linear-ReLU-Dropout-Linear, the first reading ``channels × 7 × 7``
+    values (25,088 at the defaults). At the defaults it has 132,863,336 parameters and
+    torchvision's ``vgg11`` module tree and ``state_dict``. Inputs must be at least 32×32
+    (five halvings).
 
     Parameters
     ----------
@@ -150,7 +160,7 @@ class VGG11(nn.Module):
     width : int
         Channels of the first convolution (64 in the paper); all convolutions scale with it.
     input_size : int
-        Height and width of the inputs (``input_shape``); sets the pooled size.
+        Height and width of the inputs (``input_shape``); the parameters do not depend on it.
     classifier_width : int
         Width of the two hidden linear layers (4096 in the paper).
     dropout : float
@@ -185,10 +195,9 @@ class VGG11(nn.Module):
                 layers += [nn.Conv2d(channels, out, kernel_size=3, padding=1), nn.ReLU()]
                 channels = out
         self.features = nn.Sequential(*layers)
-        pooled = max(1, min(7, input_size // 32))
-        self.avgpool = nn.AdaptiveAvgPool2d(pooled)
+        self.avgpool = nn.AdaptiveAvgPool2d((VGG11_POOLED, VGG11_POOLED))
         self.classifier = nn.Sequential(
-            nn.Linear(channels * pooled * pooled, classifier_width),
+            nn.Linear(channels * VGG11_POOLED * VGG11_POOLED, classifier_width),
             nn.ReLU(),
             nn.Dropout(dropout),
             nn.Linear(classifier_width, classifier_width),
@@ -211,10 +220,12 @@ class VGG11(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """The two-convolution residual block of ResNet-18/34 (He et al., 2016).
+    """The two-convolution residual block of ResNet-18/34 (He et al., 2016), as torchvision's.
 
-    conv 3×3 (``stride``) - BN - ReLU - conv 3×3 - BN, plus the shortcut (identity, or a
-    1×1 convolution with ``stride`` and BN when the shape changes), then ReLU.
+    conv 3×3 (``stride``) - BN - ReLU - conv 3×3 - BN, plus the shortcut (identity, or
+    ``downsample``: a 1×1 convolution with ``stride`` and BN when the shape changes), then the
+    same ReLU module again. Children: ``conv1``, ``bn1``, ``relu``, ``conv2``, ``bn2`` and
+    ``downsample`` where there is one (torchvision's names and order).
     """
 
     expansion = 1
@@ -223,10 +234,9 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, channels, kernel_size=3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
-        self.relu1 = nn.ReLU()
+        self.relu = nn.ReLU()
         self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(channels)
-        self.relu2 = nn.ReLU()
         self.downsample: nn.Sequential | None = None
         if stride != 1 or in_channels != channels:
             self.downsample = nn.Sequential(
@@ -236,11 +246,10 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Block output (``downsample`` is fixed at construction, so this traces with fx)."""
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        out = out + identity
-        return self.relu2(out)
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
 
 
 class ResNet18(nn.Module):
@@ -249,7 +258,8 @@ class ResNet18(nn.Module):
     conv 7×7/2 (padding 3) - BN - ReLU - max-pool 3×3/2 (padding 1), four stages of two
     :class:`BasicBlock` with widths ``width × (1, 2, 4, 8)`` (stride 2 and a 1×1
     convolution + BN shortcut at the first block of stages 2-4), adaptive average pooling
-    to 1×1, flatten, linear. At the defaults it has 11,689,512 parameters.
+    to 1×1, flatten, linear. At the defaults it has 11,689,512 parameters and torchvision's
+    ``resnet18`` module tree and ``state_dict``.
 
     Parameters
     ----------
@@ -282,7 +292,7 @@ class ResNet18(nn.Module):
             stages.append(nn.Sequential(BasicBlock(channels, out, stride), BasicBlock(out, out)))
             channels = out
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(channels, num_classes)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
@@ -307,8 +317,12 @@ def round_channels(value: float, divisor: int = 8) -> int:
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
-class ConvBNActivation(nn.Sequential):
-    """Convolution (no bias, "same" padding for odd kernels) - BatchNorm - activation."""
+class Conv2dNormActivation(nn.Sequential):
+    """Convolution (no bias, "same" padding for odd kernels) - BatchNorm - activation.
+
+    torchvision's ``Conv2dNormActivation`` with its defaults: the children are ``0``
+    (convolution), ``1`` (BatchNorm) and ``2`` (activation).
+    """
 
     def __init__(
         self,
@@ -341,9 +355,9 @@ class InvertedResidual(nn.Module):
         self.use_residual = stride == 1 and in_channels == out_channels
         layers: list[nn.Module] = []
         if expand_ratio != 1:
-            layers.append(ConvBNActivation(in_channels, hidden, kernel_size=1))
+            layers.append(Conv2dNormActivation(in_channels, hidden, kernel_size=1))
         layers += [
-            ConvBNActivation(hidden, hidden, stride=stride, groups=hidden),
+            Conv2dNormActivation(hidden, hidden, stride=stride, groups=hidden),
             nn.Conv2d(hidden, out_channels, kernel_size=1, bias=False),
             nn.BatchNorm2d(out_channels),
         ]
@@ -372,12 +386,13 @@ class MobileNetV2(nn.Module):
     """MobileNetV2 (Sandler et al., *MobileNetV2: inverted residuals and linear bottlenecks*).
 
     conv 3×3/2 to 32 channels - BN - ReLU6, the 17 :class:`InvertedResidual` blocks of
-    :data:`MOBILENET_V2_SETTING`, a 1×1 convolution to ``last_channel`` - BN - ReLU6,
-    adaptive average pooling to 1×1, flatten, dropout, linear. Channel counts are
+    :data:`MOBILENET_V2_SETTING`, a 1×1 convolution to ``last_channel`` - BN - ReLU6 (all
+    in ``features``), global average pooling (a function in ``forward``, not a child, as in
+    torchvision), flatten, then ``classifier``: dropout, linear. Channel counts are
     ``width_mult`` times the paper's, rounded with :func:`round_channels`. As in the paper
     the last convolution is not thinned for ``width_mult < 1``: it keeps 1280 channels
     (``1280 × width_mult`` for ``width_mult > 1``). At the defaults it has 3,504,872
-    parameters.
+    parameters and torchvision's ``mobilenet_v2`` module tree and ``state_dict``.
 
     Parameters
     ----------
@@ -424,15 +439,14 @@ class MobileNetV2(nn.Module):
             last_channel = round_channels(1280 * max(1.0, width_mult), round_nearest)
         _check_positive(last_channel=last_channel)
         self.last_channel = last_channel
-        layers: list[nn.Module] = [ConvBNActivation(in_channels, channels, stride=2)]
+        layers: list[nn.Module] = [Conv2dNormActivation(in_channels, channels, stride=2)]
         for t, c, n, s in MOBILENET_V2_SETTING:
             out = round_channels(c * width_mult, round_nearest)
             for index in range(n):
                 layers.append(InvertedResidual(channels, out, s if index == 0 else 1, t))
                 channels = out
-        layers.append(ConvBNActivation(channels, last_channel, kernel_size=1))
+        layers.append(Conv2dNormActivation(channels, last_channel, kernel_size=1))
         self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last_channel, num_classes))
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
@@ -446,7 +460,7 @@ class MobileNetV2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores of a ``(batch, *input_shape)`` input."""
-        x = self.avgpool(self.features(x))
+        x = F.adaptive_avg_pool2d(self.features(x), (1, 1))
         return self.classifier(torch.flatten(x, 1))
 
 
