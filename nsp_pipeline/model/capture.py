@@ -6,6 +6,10 @@ Three layer granularities:
     The outputs of the model's direct children in call order, plus the input as layer 0:
     exactly the predecessor ``nsp``'s semantics. Functional operations between children
     (``torch.sigmoid``, ``x.view``) are invisible; each child reads the previous layer.
+    Where a child reads another number of values than the previous layer holds (global
+    pooling in ``forward`` between torchvision's MobileNetV2 ``features`` and ``classifier``),
+    the operations in between are found with ``torch.fx`` and the child's layer is their
+    composition with the child, reading the previous layer.
 ``ops``
     Every module and functional operation of the model, traced with ``torch.fx``, so
     functional activations, reshapes, additions and concatenations are layers of their own
@@ -37,9 +41,7 @@ from nsp_pipeline.model.merge import merged
 from nsp_pipeline.model.records import OpCall, Trace, target_kind
 
 
-def trace(
-    model: nn.Module, inputs: torch.Tensor, granularity: str = default("graph.granularity")
-) -> Trace:
+def trace(model: nn.Module, inputs: torch.Tensor, granularity: str = default("graph.granularity")) -> Trace:
     """Run ``model`` on a batch and record every layer.
 
     The model runs in eval mode (restored afterwards) without gradients, on a copy of
@@ -222,33 +224,178 @@ def _trace_children(model: nn.Module, inputs: torch.Tensor) -> Trace:
     values = [given]
     calls: list[OpCall | None] = [None]
     names = {"input": 0}
-    for name, module, child_input, output in records:
+    between: _Between | None = None  # traced on the first child that does not read the previous layer
+    for position, (name, module, child_input, output) in enumerate(records):
         output = _check_batch(name, output, n_samples)
         unique = _unique_name(name, names)
         previous = len(layers) - 1
+        description = _describe(module)
+        target: nn.Module = module
         if child_input[0].numel() != values[previous][0].numel():
-            raise TraceError(
-                f"child {name!r} ({type(module).__name__}) reads {child_input[0].numel()} values per "
-                f"sample but the previous layer {layers[previous].name!r} has "
-                f"{values[previous][0].numel()}; the 'children' granularity assumes each child reads "
-                "the previous child's output (up to reshapes and elementwise functions), "
-                "use granularity 'ops'"
-            )
-        layers.append(
-            Layer(unique, tuple(output.shape[1:]), target_kind(module), _describe(module), (previous,))
-        )
+            if between is None:
+                between = _Between(model, [record[0] for record in records], layers, values)
+            target, description = between.composed(position, child_input)
+            child_input = values[previous].clone()  # what the composition reads: the previous layer
+        layers.append(Layer(unique, tuple(output.shape[1:]), target_kind(module), description, (previous,)))
         values.append(output)
         calls.append(
             OpCall(
-                target=module,
+                target=target,
                 inputs=(child_input,),
                 input_layers=(previous,),
                 output=output,
-                replay=module,
+                replay=target,
                 args=(child_input,),
             )
         )
     return Trace(Layout(tuple(layers)), values, calls, model_output, "children", model)
+
+
+class _ChildrenAsLeaves(torch.fx.Tracer):
+    """An fx tracer that keeps a model's direct children as single calls: what remains is between them."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.children = {id(child) for child in model.children()}
+
+    def is_leaf_module(self, module: nn.Module, module_qualified_name: str) -> bool:
+        return id(module) in self.children or super().is_leaf_module(module, module_qualified_name)
+
+
+class _Between:
+    """The functional operations between a model's children, found with ``torch.fx``.
+
+    The model is traced with its direct children as leaves (:class:`_ChildrenAsLeaves`), so its
+    graph holds one node per child call, in the order the forward hooks recorded them, and the
+    functional operations between them.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The traced model.
+    child_names : list of str
+        The children's names in the order the hooks recorded their calls.
+    layers, values : list
+        The layers recorded so far (the input first), one per child before the child in question,
+        and their values.
+    """
+
+    def __init__(self, model: nn.Module, child_names: list[str], layers: list[Layer], values: list) -> None:
+        self.model, self.child_names, self.layers, self.values = model, child_names, layers, values
+        children = {id(child) for child in model.children()}
+        try:
+            self.graph = _ChildrenAsLeaves(model).trace(model)
+        except Exception as error:  # fx raises many types (TraceError, TypeError, ...)
+            self.graph, self.error = None, f"torch.fx cannot trace {type(model).__name__}: {error}"
+            return
+        self.error = None
+        self.placeholder = next((n for n in self.graph.nodes if n.op == "placeholder"), None)
+        self.child_nodes = [
+            node
+            for node in self.graph.nodes
+            if node.op == "call_module" and id(model.get_submodule(node.target)) in children
+        ]
+        traced = [node.target for node in self.child_nodes]
+        if traced != child_names:
+            self.error = (
+                f"torch.fx traced the children {shortened(traced)} but they ran as {shortened(child_names)}"
+            )
+
+    def composed(self, position: int, child_input: torch.Tensor) -> tuple[torch.fx.GraphModule, str]:
+        """The child at ``position`` after the operations from the previous layer, and its description.
+
+        Raises
+        ------
+        TraceError
+            If the model cannot be traced, or the operations in between read other layers than the
+            previous one, or do not give what the child read.
+        """
+        previous = len(self.layers) - 1
+        previous_name = self.layers[previous].name
+        if self.error is not None:
+            raise TraceError(
+                f"{self._reads(position, child_input)}, and the operations between them cannot be found "
+                f"({self.error}); the 'children' granularity assumes each child reads the previous child's "
+                "output (up to reshapes and elementwise functions), use granularity 'ops'"
+            )
+        child = self.child_nodes[position]
+        start = self.child_nodes[position - 1] if position > 0 else self.placeholder
+        steps, sources = self._steps(child)
+        if sources != [start]:
+            read = ", ".join(repr(self._layer_name(source)) for source in sources) or "no layer"
+            raise TraceError(
+                f"child {child.target!r} ({self._kind(child)}) reads {read} through the functional "
+                f"operations {shortened([step.name for step in steps])}, not the previous layer "
+                f"{previous_name!r} alone; "
+                "the 'children' granularity needs each child to read the previous child's output, "
+                "use granularity 'ops'"
+            )
+        with torch.no_grad():
+            computed = self._graph_module(start, steps, child.args[0])(self.values[previous].clone())
+        if not (
+            isinstance(computed, torch.Tensor)
+            and computed.shape == child_input.shape
+            and torch.allclose(computed, child_input)
+        ):
+            raise TraceError(
+                f"{self._reads(position, child_input)}; the operations torch.fx found between them "
+                f"({shortened([step.name for step in steps])}) do not give what the child read, "
+                "use granularity 'ops'"
+            )
+        shown = [self._describe_step(step) for step in steps if step.op != "get_attr"]
+        description = " -> ".join([*shown, _describe(self.model.get_submodule(child.target))])
+        return self._graph_module(start, steps, child), description
+
+    def _reads(self, position: int, child_input: torch.Tensor) -> str:
+        previous = len(self.layers) - 1
+        name = self.child_names[position]
+        return (
+            f"child {name!r} ({type(self.model.get_submodule(name)).__name__}) reads "
+            f"{child_input[0].numel()} values per sample but the previous layer "
+            f"{self.layers[previous].name!r} has {self.values[previous][0].numel()}"
+        )
+
+    def _kind(self, node: torch.fx.Node) -> str:
+        return type(self.model.get_submodule(node.target)).__name__
+
+    def _steps(self, child: torch.fx.Node) -> tuple[list[torch.fx.Node], list[torch.fx.Node]]:
+        """The operations ``child`` reads through and the layers (children, input) they start from."""
+        boundary = {*self.child_nodes, self.placeholder}
+        steps: set[torch.fx.Node] = set()
+        sources: set[torch.fx.Node] = set()
+        pending = list(child.all_input_nodes)
+        while pending:
+            node = pending.pop()
+            if node in boundary:
+                sources.add(node)
+            elif node not in steps:
+                steps.add(node)
+                pending.extend(node.all_input_nodes)
+        order = {node: index for index, node in enumerate(self.graph.nodes)}
+        return sorted(steps, key=order.get), sorted(sources, key=order.get)
+
+    def _graph_module(
+        self, start: torch.fx.Node, steps: list[torch.fx.Node], last: torch.fx.Node
+    ) -> torch.fx.GraphModule:
+        """A module that applies ``steps`` to the output of ``start`` and returns ``last``'s value.
+
+        ``last`` is the child's node (the steps, then the child) or the node the child reads.
+        """
+        graph = torch.fx.Graph()
+        env = {start: graph.placeholder("previous")}
+        for node in steps:
+            env[node] = graph.node_copy(node, lambda n: env[n])
+        if last not in env:
+            env[last] = graph.node_copy(last, lambda n: env[n])
+        graph.output(env[last])
+        return torch.fx.GraphModule(self.model, graph, class_name="Composed")
+
+    def _layer_name(self, node: torch.fx.Node) -> str:
+        return "input" if node is self.placeholder else self.layers[self.child_nodes.index(node) + 1].name
+
+    def _describe_step(self, node: torch.fx.Node) -> str:
+        target = self.model.get_submodule(node.target) if node.op == "call_module" else node.target
+        return _describe(target, node.args, node.kwargs)
 
 
 def _unique_name(name: str, seen: dict[str, int]) -> str:
