@@ -38,6 +38,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/samples.smk"
 include: "workflow/rules/summaries.smk"
+include: "workflow/rules/regions.smk"
 
 
 wildcard_constraints:

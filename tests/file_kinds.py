@@ -11,7 +11,9 @@ import torch
 from nsp_pipeline.analysis.graph_summary import summarize_graph
 from nsp_pipeline.graph.neuron_graph import NeuronGraph
 from nsp_pipeline.interpret.minimal_images import masked_image, minimal_parcel_image
+from nsp_pipeline.interpret.regions import linear_regions
 from nsp_pipeline.interpret.results import AttributionMaps
+from nsp_pipeline.interpret.slices import Slice
 from nsp_pipeline.interpret.synthesis import synthesize
 from nsp_pipeline.interpret.targets import Target
 from nsp_pipeline.io import hdf5
@@ -20,7 +22,8 @@ from nsp_pipeline.io import hdf5
 def write_analysis_kinds(
     paths: Mapping[str, Path], graph: NeuronGraph, provenance: Mapping[str, str]
 ) -> None:
-    """Write a ``graph_summary``, ``attribution_maps``, ``minimal_images`` and ``synthesis`` file."""
+    """Write a ``graph_summary``, ``attribution_maps``, ``minimal_images``, ``synthesis`` and
+    ``regions`` file."""
     weighted = graph.with_weights(np.linspace(-1.0, 1.0, graph.n_edges), "structural")
     summary = summarize_graph(weighted, {"analytics": ["katz", "paths"], "blocks": [[0, 1]]})
     hdf5.write_graph_summary(paths["graph_summary"], summary, provenance)
@@ -42,3 +45,5 @@ def write_analysis_kinds(
     (masked,) = masked_image(net, image, unit)
     hdf5.write_minimal_images(paths["minimal_images"], [(4, parcels), (4, masked)], provenance)
     hdf5.write_synthesis(paths["synthesis"], synthesize(net, unit, (1, 5, 5), steps=2), provenance)
+    plane = Slice.through(np.stack([image.numpy(), np.eye(5)[None], np.ones((1, 5, 5))]).astype(np.float64))
+    hdf5.write_regions(paths["regions"], linear_regions(net, plane, pair=(0, 1)), provenance)

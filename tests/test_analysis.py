@@ -4,6 +4,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import nsp_pipeline.analysis.analyze as analysis_module
 from nsp_pipeline import analyze, build_graph, causal_operator, trace
 from nsp_pipeline.core.layout import Layer, Layout
 from nsp_pipeline.model.architectures import DigitsCNN, ResNet18
@@ -112,3 +113,19 @@ def test_partial_laplacian_in_one_call():
     assert np.all(np.isnan(spectrum.values[:, 20:])) and not np.any(np.isnan(spectrum.values[:, :20]))
     captured = np.nansum(spectrum.values**2, axis=1)
     np.testing.assert_allclose(captured + spectrum.diagnostics["residual_energy"], np.sum(signal**2, axis=1))
+
+
+def test_operator_is_built_once_per_model_and_shape():
+    """A second call reuses the operator and gives the closure's spectrum; another granularity rebuilds."""
+    torch.manual_seed(2)
+    model = DigitsCNN().eval()
+    first = analyze(model, torch.rand(1, 1, 8, 8), granularity="ops")
+    inputs = torch.rand(3, 1, 8, 8)
+    second = analyze(model, inputs, granularity="ops")
+    operators = list(analysis_module._OPERATORS[model].values())
+    assert len(operators) == 1 and first.methods == second.methods == {"standard": "factorized"}
+    closure, expected = closure_spectrum(model, inputs)
+    scale = closure.inverse(np.abs(expected))
+    assert np.all(np.abs(second.spectra["standard"].values - expected) <= 1e-12 * scale)
+    analyze(model, torch.rand(1, 1, 8, 8), granularity="children")
+    assert len(analysis_module._OPERATORS[model]) == 2

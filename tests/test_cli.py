@@ -50,8 +50,18 @@ OPTIONS = {
     "build-graph": tuple("model out --granularity --exclude-zero-edges --config --dataset --index".split()),
     "compute-operator": ("graph", "out", "--transform", "--model", "--max-nodes", "--k"),
     "extract-activations": ("model", "--config", "--dataset", "--samples", "--out", "--granularity"),
-    "transform": ("operator", "activations", "--out-dir"),
-    "render": ("pattern", "out", "--scale", "--cmap", "--symlog", "--model", "--input", "--sample"),
+    "transform": ("operator", "activations", "--out-dir", "--precision", "--digits"),
+    "render": (
+        "pattern",
+        "out",
+        "--scale",
+        "--cmap",
+        "--symlog",
+        "--model",
+        "--input",
+        "--sample",
+        "--min-digits",
+    ),
     "summarize": ("activations", "--out", "--layers"),
     **{
         command: ("model", "--config", "--dataset", "--samples", "--target", "--out", "--pdf", *extra)
@@ -65,6 +75,7 @@ OPTIONS = {
     },
     "minimal-images": tuple("model --config --dataset --samples --target --methods --out --pdf".split()),
     "synthesize": tuple("model --config --layers --target --steps --seed --out --pdf --sheet".split()),
+    "regions": tuple("model --config --dataset --samples --scale --value-range --pair --out --pdf".split()),
     "graph-analytics": tuple(
         "model graph --out --pdf --config --weights --analytics --dataset --index --name".split()
     ),

@@ -16,6 +16,7 @@ from nsp_pipeline.model.architectures import VGG11, DigitsCNN, MnistTutorialNet,
 from nsp_pipeline.model.capture import trace
 from nsp_pipeline.transforms.causal.builder import factorized_operator
 from nsp_pipeline.transforms.causal.closure import causal_operator
+from nsp_pipeline.transforms.causal.precision import precision_table
 
 
 def random_map(rng, shape, density=0.4):
@@ -94,6 +95,18 @@ def models():
         ),
         ("resnet18", ResNet18(width=2, in_channels=1, input_size=24, num_classes=10), (1, 24, 24), "ops"),
         (
+            "resnet18-children",
+            ResNet18(width=2, in_channels=1, input_size=16, num_classes=10),
+            (1, 16, 16),
+            "children",
+        ),
+        (
+            "vgg11-children",
+            VGG11(width=1, in_channels=1, input_size=32, classifier_width=8, num_classes=10),
+            (1, 32, 32),
+            "children",
+        ),
+        (
             "mobilenet_v2",
             MobileNetV2(width_mult=0.05, input_size=8, last_channel=16, round_nearest=2, num_classes=10),
             (3, 8, 8),
@@ -145,3 +158,38 @@ def test_not_factorizable_names_the_layer():
     recorded = trace(Permuted(), torch.randn(1, 2, 3, 4), "ops")
     with pytest.raises(NotFactorizableError, match=r"'permute'"):
         factorized_operator(recorded)
+
+
+def test_precision_in_the_sweep_against_the_closure():
+    """Digits and share below noise, computed with the spectrum, equal the definition on the closure's values.
+
+    The oracle's rounding scale is ``(Z|ŝ|)_v`` from the sparse closure, except where a neuron reads
+    one parent position by position (``|ŝ_v| + |s_parent|``); a batch gives each sample's own result.
+    """
+    torch.manual_seed(0)
+    model = ResNet18(width=2, in_channels=1, input_size=16, num_classes=4).eval()
+    inputs = torch.randn(3, 1, 16, 16)
+    recorded = trace(model, inputs[:1], "ops")
+    operator = factorized_operator(recorded)
+    closure = causal_operator(graph_from_trace(recorded))
+    signal = trace(model, inputs, "ops").pattern().values
+    spectrum, digits, below_noise = operator.spectrum_with_precision(signal)
+    expected = closure.forward(signal)
+    full_scale = closure.inverse(np.abs(expected))
+    assert np.all(np.abs(spectrum - expected) <= 1e-12 * full_scale)
+    np.testing.assert_array_equal(spectrum, operator.forward(signal))
+
+    layout, scale = recorded.layout, closure.inverse(np.abs(spectrum))
+    for index, parents in enumerate(operator.single_parents):
+        if parents is not None:
+            ((parent, _),) = parents.items()  # ReLU, batch norm, flatten: one parent, same positions
+            nodes = layout.slice(index)
+            scale[:, nodes] = np.abs(spectrum[:, nodes]) + np.abs(signal[:, layout.slice(parent)])
+    oracle_digits, oracle_below = precision_table(layout, signal, spectrum, scale)
+    np.testing.assert_allclose(digits, oracle_digits, rtol=0, atol=1e-9)
+    sizes = np.array([layer.size for layer in layout.layers])
+    assert np.all(np.abs(below_noise - oracle_below) * sizes <= 2)  # at most 2 borderline coefficients
+    for sample in range(len(signal)):
+        alone = operator.spectrum_with_precision(signal[sample : sample + 1])
+        for batched, single in zip((spectrum, digits, below_noise), alone):
+            np.testing.assert_array_equal(batched[sample : sample + 1], single)

@@ -18,6 +18,7 @@ from nsp_pipeline.interpret.minimal_images import (
 )
 from nsp_pipeline.interpret.minimal_results import MaskedImage, MinimalImage
 from nsp_pipeline.interpret.targets import Target
+from nsp_pipeline.render import minimal_plots
 from nsp_pipeline.render.minimal_plots import plot_minimal_images
 
 
@@ -217,9 +218,13 @@ def test_reproducible_and_round_trip():
     targets = [Target("conv", channel=1, reduction="mean"), Target("fc", unit=(2,))]
     runs = [
         (
-            minimal_parcel_image(model, image, targets, segmentation_kwargs={"n_segments": 9}, batch_size=7),
-            minimal_component_image(model, image, targets, method="ica", n_components=6, seed=3),
-            masked_image(model, image, targets, saliency_method="smoothgrad", seed=5),
+            minimal_parcel_image(
+                model, image, targets, segmentation_kwargs={"n_segments": 9}, batch_size=7, sample_id=17
+            ),
+            minimal_component_image(
+                model, image, targets, method="ica", n_components=6, seed=3, sample_id=17
+            ),
+            masked_image(model, image, targets, saliency_method="smoothgrad", seed=5, sample_id=17),
         )
         for _ in range(2)
     ]
@@ -230,6 +235,7 @@ def test_reproducible_and_round_trip():
         for result in results:
             again = kind.from_arrays(result.to_arrays(), result.attributes())
             assert _bytes([again]) == _bytes([result]) and again.attributes() == result.attributes()
+            assert again.sample_id == 17
 
 
 def _pages(path) -> int:
@@ -252,3 +258,21 @@ def test_pictures_one_page_per_target_same_bytes(tmp_path):
     with pytest.raises(ValueError, match="kind 'parcels'"):
         plot_minimal_images(tmp_path / "d.pdf", components=parcels)
     assert not (tmp_path / "d.pdf").exists()
+
+
+def test_page_title_names_the_sample(tmp_path):
+    image, model, target = blocks(), Conv(), Target("conv", channel=1, reduction="mean")
+    (parcels,) = minimal_parcel_image(
+        model, image, target, segmentation_kwargs={"n_segments": 4}, sample_id=17
+    )
+    (masked,) = masked_image(model, image, target, saliency_method="contrast", sample_id=17)
+    fig = minimal_plots._page({"parcels": parcels, "masked": masked}, "blocks")
+    assert "blocks: sample 17 — target conv[1] mean" in [t.get_text() for t in fig.texts]
+    (unnamed,) = masked_image(model, image, target, saliency_method="contrast")
+    assert "target conv[1] mean" in [t.get_text() for t in minimal_plots._page({"masked": unnamed}, "").texts]
+    with pytest.raises(
+        ValueError, match=r"different samples in the sequences: \{'parcels': 17, 'masked': None\}"
+    ):
+        plot_minimal_images(tmp_path / "e.pdf", parcels=[parcels], masked=[unnamed])
+    with pytest.raises(ValueError, match="sample_id must be an int"):
+        masked_image(model, image, target, saliency_method="contrast", sample_id="17")

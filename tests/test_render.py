@@ -724,3 +724,19 @@ def test_digits_cnn_report_time_and_size(tmp_path):
     print(f"\nDigitsCNN Laplacian report: {elapsed:.3f} s, {size / 1024:.0f} KiB")
     assert pdf_pages(path.read_bytes()) == 1 + 1 + len(DIGITS_CNN)
     assert size < 200_000
+
+
+@pytest.mark.parametrize("min_digits", [3.0, 8.0])
+def test_layers_below_the_wanted_digits_are_drawn_as_noise(min_digits):
+    """A layer with fewer correct digits than wanted: grey, hatched, its digits in the title."""
+    pattern = causal_spectrum([(2, 3, 3), (4,), (3, 2)])
+    digits = np.array([[15.6, 1.25, 7.5], [15.6, 15.6, 15.6]])
+    pattern = pattern.with_values(pattern.values, "standard", diagnostics={"significant_digits": digits})
+    pages = list(render.page_figures(pattern, sample=0, summary=False, min_digits=min_digits))
+    for index, page in enumerate(pages):
+        noise = digits[0, index] < min_digits
+        assert bool(parts(page, render.LOW_PRECISION)) == noise
+        assert (main_image(page).cmap.name == render.NOISE_CMAP) == noise
+        assert (f"{digits[0, index]:.1f} correct digits" in image_title(page)) == noise
+    other_sample = list(render.page_figures(pattern, sample=1, summary=False, min_digits=min_digits))
+    assert not any(parts(page, render.LOW_PRECISION) for page in other_sample)

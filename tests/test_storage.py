@@ -407,11 +407,11 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch, layout: Layout) -> N
     path = tmp_path / "out" / "p.h5"
     calls = []
 
-    def failing_create(group, name, values, compress=False):
+    def failing_create(group, name, values, compression=None):
         calls.append(name)
         if len(calls) > 3:
             raise RuntimeError("disk full")
-        return original(group, name, values, compress)
+        return original(group, name, values, compression)
 
     original = hdf5._create
     monkeypatch.setattr(hdf5, "_create", failing_create)
@@ -592,3 +592,214 @@ def test_missing_sample_ids_are_named(tmp_path, layout) -> None:
     write_pattern(tmp_path / "bare.h5", _pattern(layout, full=False), PROVENANCE)
     with pytest.raises(SchemaError, match=r"bare\.h5 stores no sample ids"):
         read_pattern(tmp_path / "bare.h5", sample_ids=[0])
+
+
+# --------------------------------------------------------------------------- storage options of patterns
+
+
+def _as_bits(values: np.ndarray) -> np.ndarray:
+    """The float64 values' bit patterns: equal bits, not merely equal numbers (-0.0 differs from 0.0)."""
+    return np.ascontiguousarray(values, dtype=np.float64).view(np.int64)
+
+
+def _stored_dtypes(path) -> dict[str, str]:
+    with h5py.File(path, "r") as file:
+        return {name: file["layers"][name].dtype.str for name in file["layers"]}
+
+
+def test_default_storage_is_float64_uncompressed_and_whole(tmp_path, layout: Layout) -> None:
+    write_pattern(tmp_path / "p.h5", _pattern(layout, full=True), PROVENANCE)
+    with h5py.File(tmp_path / "p.h5", "r") as file:
+        assert "stored_layers" not in file.attrs
+        for index in range(len(layout)):
+            dataset = file[f"layers/{index:03d}"]
+            assert dataset.dtype.str == "<f8" and dataset.compression is None and dataset.chunks is None
+
+
+@pytest.mark.parametrize("dtype", ["auto", "float32"])
+def test_float32_storage_of_float32_activations_is_lossless(tmp_path, dtype: str) -> None:
+    """A float32 model's activations are float32 numbers: stored as float32 they read back bit for bit."""
+    torch.manual_seed(0)
+    network = SmallResNet()
+    inputs = torch.randn(3, 1, 8, 8)
+    pattern = trace(network, inputs, "ops").pattern(sample_ids=[4, 5, 6])
+    write_pattern(tmp_path / "a.h5", pattern, PROVENANCE, dtype=dtype)
+    assert set(_stored_dtypes(tmp_path / "a.h5").values()) == {"<f4"}
+    read = read_pattern(tmp_path / "a.h5")
+    assert read.values.dtype == np.float64
+    np.testing.assert_array_equal(_as_bits(read.values), _as_bits(pattern.values))
+    np.testing.assert_array_equal(_as_bits(read.layer(0)), _as_bits(inputs.numpy()))  # the float32 input
+    assert (tmp_path / "a.h5").stat().st_size < pattern.values.nbytes * 0.6 + 64_000
+
+
+def test_auto_storage_keeps_float64_where_float32_would_round(tmp_path, layout: Layout) -> None:
+    """Per layer: float32 only where every value is a float32 number (signed zeros, infinities, NaN)."""
+    values = np.zeros((2, layout.n_nodes))
+    values[:, 0:2] = [[0.5, -0.0], [np.inf, np.nan]]  # input: float32 numbers
+    values[:, 2:5] = [[0.1, 1.0, 2.0], [3.0, 4.0, 5.0]]  # 0.1 is not a float32 number
+    values[:, 5] = [1e-40, 3.0]  # 1e-40 is no float32 number (subnormals are multiples of 2⁻¹⁴⁹)
+    values[:, 6:8] = [[2.0**-149, -(2.0**127)], [1.5, 7.0]]  # float32's extremes: exact
+    pattern = Pattern(layout, values, domain="activations")
+    write_pattern(tmp_path / "p.h5", pattern, PROVENANCE, dtype="auto")
+    assert _stored_dtypes(tmp_path / "p.h5") == {"000": "<f4", "001": "<f8", "002": "<f8", "003": "<f4"}
+    np.testing.assert_array_equal(_as_bits(read_pattern(tmp_path / "p.h5").values), _as_bits(values))
+
+
+def test_float32_storage_rounds_to_nearest(tmp_path, layout: Layout) -> None:
+    """Stored float32 values are IEEE round-to-nearest: within 2⁻²⁴ of each value, relatively."""
+    rng = np.random.default_rng(2)
+    spectrum = rng.normal(size=(3, layout.n_nodes)) * 10.0 ** rng.integers(-30, 30, size=(3, layout.n_nodes))
+    write_pattern(
+        tmp_path / "s.h5", Pattern(layout, spectrum, domain="standard"), PROVENANCE, dtype="float32"
+    )
+    read = read_pattern(tmp_path / "s.h5").values
+    np.testing.assert_array_equal(read, spectrum.astype(np.float32).astype(np.float64))
+    assert np.all(np.abs(read - spectrum) <= 2.0**-24 * np.abs(spectrum))
+    assert np.any(read != spectrum)
+
+
+@pytest.mark.parametrize(
+    ("compression", "level"), [("gzip", 1), ("gzip", 2), ("lzf", 4)], ids=["gzip1", "gzip2", "lzf"]
+)
+def test_compressed_layers_round_trip(tmp_path, compression: str, level: int) -> None:
+    """Compressed layers read back bit for bit, one chunk per sample of a large layer, reproducibly."""
+    layout = Layout((Layer("input", (3, 32, 32), "input"), Layer("relu", (4, 512, 512), "relu", "", (0,))))
+    rng = np.random.default_rng(3)
+    values = np.maximum(rng.normal(size=(2, layout.n_nodes)), 0.0)  # half zeros, as after a ReLU
+    pattern = Pattern(layout, values, domain="activations", sample_ids=[1, 2])
+    for name in ("a.h5", "b.h5"):
+        write_pattern(tmp_path / name, pattern, PROVENANCE, compression=compression, compression_level=level)
+    assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
+    with h5py.File(tmp_path / "a.h5", "r") as file:
+        small, large = file["layers/000"], file["layers/001"]
+        assert small.compression == large.compression == compression and large.shuffle
+        assert large.compression_opts == (level if compression == "gzip" else None)
+        assert small.chunks == (2, 3, 32, 32) and large.chunks == (1, 4, 512, 512)
+    assert (tmp_path / "a.h5").stat().st_size < values.nbytes * 0.9
+    np.testing.assert_array_equal(_as_bits(read_pattern(tmp_path / "a.h5").values), _as_bits(values))
+    one = read_pattern(tmp_path / "a.h5", sample_ids=[2])
+    np.testing.assert_array_equal(_as_bits(one.values), _as_bits(values[1:]))
+
+
+def _causal_spectrum(layout: Layout) -> Pattern:
+    """A causal spectrum of 3 samples with per-sample and per-layer diagnostics."""
+    rng = np.random.default_rng(4)
+    return Pattern(
+        layout=layout,
+        values=rng.normal(size=(3, layout.n_nodes)),
+        domain="standard",
+        sample_ids=[7, 8, 9],
+        labels=[1, 0, 1],
+        diagnostics={
+            "significant_digits": rng.uniform(0, 16, size=(3, 4)),
+            "below_noise": rng.uniform(0, 1, size=(3, 4)),
+            "residual_energy": rng.uniform(size=3),
+        },
+    )
+
+
+def test_layer_subset_reads_back_on_its_layout(tmp_path, layout: Layout) -> None:
+    """Layers ``input`` (nodes 0-1) and ``añadir`` (nodes 6-7, parents input and mean) of 2 + 3 + 1 + 2."""
+    spectrum = _causal_spectrum(layout)
+    path = tmp_path / "s.h5"
+    write_pattern(path, spectrum, PROVENANCE, layers=["añadir", 0, "añadir"])
+    with h5py.File(path, "r") as file:
+        assert sorted(file["layers"]) == ["000", "003"]
+        np.testing.assert_array_equal(file.attrs["stored_layers"], [0, 3])
+        assert file["layers/003"].attrs["name"] == "añadir" and file["layers/003"].attrs["offset"] == 6
+    _assert_same_layout(read_layout_of(path), layout)  # the file keeps the whole network's layout
+    read = read_pattern(path)
+    assert read.layout == Layout(
+        (Layer("input", (2,), "input"), Layer("añadir", (2,), "add", "sum of two", (0,)))
+    )
+    _assert_same_array(read.values, spectrum.values[:, [0, 1, 6, 7]])
+    _assert_same_array(
+        read.diagnostics["significant_digits"], spectrum.diagnostics["significant_digits"][:, [0, 3]]
+    )
+    _assert_same_array(read.diagnostics["below_noise"], spectrum.diagnostics["below_noise"][:, [0, 3]])
+    _assert_same_array(read.diagnostics["residual_energy"], spectrum.diagnostics["residual_energy"])
+    assert read.domain == "standard" and read.labels.tolist() == [1, 0, 1]
+    one = read_pattern(path, sample_ids=[9], layers=[3])
+    assert one.layout.names == ["añadir"] and one.layout.layers[0].parents == ()
+    _assert_same_array(one.values, spectrum.values[2:, [6, 7]])
+    _assert_same_array(
+        one.diagnostics["significant_digits"], spectrum.diagnostics["significant_digits"][2:, [3]]
+    )
+
+
+def read_layout_of(path) -> Layout:
+    with h5py.File(path, "r") as file:
+        return read_layout(file["layout"])
+
+
+def test_reading_an_unstored_layer_names_it_and_the_file(tmp_path, layout: Layout) -> None:
+    path = tmp_path / "s.h5"
+    write_pattern(path, _causal_spectrum(layout), PROVENANCE, layers=["input", "añadir"])
+    with pytest.raises(
+        hdf5.LayerNotStoredError,
+        match=r"s\.h5 does not store layer 'mean' \(layer 2 of its network\): it stores only the "
+        r"layers \['input', 'añadir'\]",
+    ):
+        read_pattern(path, layers=["añadir", "mean"])
+    with pytest.raises(
+        hdf5.LayerNotStoredError, match=r"s\.h5 has no layer named 'nope': its network's layers"
+    ):
+        read_pattern(path, layers=["nope"])
+    with pytest.raises(hdf5.LayerNotStoredError, match=r"s\.h5 has no layer 4: its network has 4 layers"):
+        read_pattern(path, layers=[4])
+    with h5py.File(path, "r+") as file:
+        del file["layers/003"]
+    with pytest.raises(SchemaError, match=r"corrupt.*\['layers/003'\]"):
+        read_pattern(path, layers=["input"])
+
+
+def test_laplacian_layer_subset_keeps_the_eigenvalues_of_its_positions(tmp_path, layout: Layout) -> None:
+    spectrum = _pattern(layout, full=True)  # eigenvalues linspace(0, 4, 8): node v has 4v/7
+    write_pattern(tmp_path / "l.h5", spectrum, PROVENANCE, layers=[1, 3])
+    read = read_pattern(tmp_path / "l.h5", layers=["añadir"])
+    _assert_same_array(read.eigenvalues, np.array([24.0, 28.0]) / 7)
+    _assert_same_array(read.values, spectrum.values[:, [6, 7]])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"dtype": "float16"}, r"dtype 'float16': expected one of \('float64', 'float32', 'auto'\)"),
+        ({"compression": "zstd"}, r"compression 'zstd': expected one of \('none', 'gzip', 'lzf'\)"),
+        ({"compression": "gzip", "compression_level": 12}, r"gzip compression level 12: expected 0"),
+    ],
+)
+def test_unknown_storage_options_are_refused(tmp_path, layout: Layout, options, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        write_pattern(tmp_path / "p.h5", _pattern(layout, full=True), PROVENANCE, **options)
+    with pytest.raises(KeyError, match=r"no layer named 'fc'"):
+        write_pattern(tmp_path / "p.h5", _pattern(layout, full=True), PROVENANCE, layers=["fc"])
+    assert not (tmp_path / "p.h5").exists()
+
+
+def test_pattern_storage_applies_the_settings_by_domain() -> None:
+    """Activations whole (the transforms read every layer); the layer subset for causal spectra only."""
+    settings = {
+        "activations_dtype": "auto",
+        "spectra_dtype": "float32",
+        "layers": ["fc"],
+        "compression": "lzf",
+        "compression_level": 4,
+    }
+    shared = {"compression": "lzf", "compression_level": 4}
+    assert hdf5.pattern_storage(settings, "activations") == {"dtype": "auto", "layers": None, **shared}
+    assert hdf5.pattern_storage(settings, "standard") == {"dtype": "float32", "layers": ["fc"], **shared}
+    assert hdf5.pattern_storage(settings, "laplacian") == {"dtype": "float32", "layers": None, **shared}
+
+
+def test_select_layers_keeps_each_layer_and_renumbers_parents(layout: Layout) -> None:
+    spectrum = _causal_spectrum(layout)
+    selected = spectrum.select_layers(["añadir", "features.0/conv", 3])
+    assert selected.layout.names == ["features.0/conv", "añadir"]
+    assert [layer.parents for layer in selected.layout.layers] == [(), ()]  # input and mean are dropped
+    assert spectrum.select_layers([0, 3]).layout.layers[1].parents == (0,)
+    for name in selected.layout.names:
+        _assert_same_array(selected.layer(name), spectrum.layer(name))
+    _assert_same_array(selected.diagnostics["below_noise"], spectrum.diagnostics["below_noise"][:, [1, 3]])
+    with pytest.raises(ValueError, match="at least one layer"):
+        spectrum.select_layers([])

@@ -42,8 +42,15 @@ CONFIG = {
         "occlusion": {"window": 2, "stride": 2},
         "top_k": 2,
         "minimal": {"methods": ["parcels", "masked"], "parcels": {"segmentation_kwargs": {"n_segments": 6}}},
-        "synthesis": {"enabled": True, "layers": ["conv2"], "steps": 8, "value_range": [0, 1]},
+        "synthesis": {
+            "enabled": True,
+            "layers": ["conv2"],
+            "steps": 8,
+            "value_range": [0, 1],
+            "candidates": "digits16",
+        },
     },
+    "regions": {"slices": [{"model": "net_a", "dataset": "digits", "samples": [3, 10, 11]}], "scale": 1.5},
 }
 BATCHES = [[3, 10], [11]]  # batch0000, batch0001: a shard file per pattern each
 RENDERED = [3, 10]  # one render batch (batch0000), inside batch0000
@@ -349,7 +356,33 @@ def test_synthesis_of_each_model(workdir):
     stored = hdf5.read_synthesis(folder / "synthesis.h5")
     targets = [Target("fc", unit=(3,)), Target("conv2", channel=1, reduction="max")]
     targets += [Target("conv2", channel=c, reduction="mean") for c in range(16)]
-    expected = synthesize(model, targets, (1, 8, 8), steps=8, value_range=(0.0, 1.0))
+    digits16 = load_dataset(CONFIG["datasets"]["digits16"]).inputs
+    expected = synthesize(model, targets, (1, 8, 8), steps=8, value_range=(0.0, 1.0), candidates=digits16)
     np.testing.assert_allclose(stored.inputs, expected.inputs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(stored.candidate, expected.candidate)
     assert page_count(folder / "synthesis.pdf") == len(targets)
     assert page_count(folder / "feature_sheet.pdf") == 1
+
+
+def test_regions_of_a_slice_through_three_digits(workdir):
+    """The regions job: the library's partition of the plane through the three digits, tiling its domain."""
+    import shapely
+    from shapely.geometry import Polygon
+
+    from nsp_pipeline.interpret.regions import linear_regions
+    from nsp_pipeline.interpret.slices import Slice
+
+    model, _ = load_model(workdir / "results" / "models" / "net_a" / "model.pt")
+    folder = workdir / "results" / "net_a" / "digits" / "regions"
+    stored = hdf5.read_regions(folder / "3-10-11.h5")
+    digits = load_dataset({"source": "digits", "split": "test"})
+    points = digits.inputs[[3, 10, 11]].numpy().astype(np.float64)
+    expected = linear_regions(model, Slice.through(points, margin=1.5), patterns=True)
+    assert len(stored.areas) == len(expected.areas) > 1
+    np.testing.assert_allclose(np.sort(stored.areas), np.sort(expected.areas), rtol=1e-9, atol=1e-15)
+    cells = [Polygon(stored.vertices[a:b]) for a, b in zip(stored.offsets[:-1], stored.offsets[1:])]
+    domain = Polygon(stored.domain)
+    assert abs(shapely.union_all(cells).area - domain.area) <= 1e-9 * domain.area
+    assert abs(sum(cell.area for cell in cells) - domain.area) <= 1e-9 * domain.area  # no overlaps
+    np.testing.assert_allclose(stored.slope_norm, expected.slope_norm, rtol=1e-9)
+    assert page_count(folder / "3-10-11.pdf") == 3

@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: The workflow's rules: one per stage, and the target rule.
 STAGES = [
     "all", "build_graph", "compute_operator", "export_model", "extract_activations", "graph_analytics",
-    "interpret", "interpret_report", "minimal_images", "render", "render_averages", "summarize",
-    "summarize_sweep", "synthesize", "transform",
+    "interpret", "interpret_report", "minimal_images", "regions", "render", "render_averages",
+    "summarize", "summarize_sweep", "synthesize", "transform",
 ]  # fmt: skip
 
 MODEL = {"architecture": "digits_cnn"}
@@ -153,8 +153,9 @@ def test_one_rule_per_stage_whatever_the_dataset_size(tmp_path):
     jobs = planned_jobs(snakemake(tmp_path / "large", LARGE, "--dry-run"))
     assert len(of_rule(jobs, "extract_activations")) == 10
     assert len(of_rule(jobs, "render")) == 40
-    # the interpret stages run only when the config asks for them (interpret.targets, .minimal, .synthesis)
-    optional = {"interpret", "interpret_report", "minimal_images", "synthesize"}
+    # the interpret stages run only when the config asks for them (interpret.targets, .minimal,
+    # .synthesis, regions.slices)
+    optional = {"interpret", "interpret_report", "minimal_images", "regions", "synthesize"}
     assert sorted({job["rule"] for job in jobs}) == sorted(set(STAGES) - optional)
 
 

@@ -12,6 +12,9 @@ from nsp_pipeline.core.layout import Layout
 #: Valid values of :attr:`Pattern.domain`.
 DOMAINS = ("activations", "standard", "laplacian")
 
+#: Diagnostics with one column per layer, ``(n_samples, n_layers)``; the others are per sample.
+PER_LAYER_DIAGNOSTICS = ("significant_digits", "below_noise", "exact_arithmetic", "round_trip_digits")
+
 
 @dataclass(frozen=True)
 class Pattern:
@@ -32,8 +35,11 @@ class Pattern:
     diagnostics : mapping of str to numpy.ndarray
         Per-sample facts about a spectrum, each with ``n_samples`` rows:
         ``residual_energy`` ``(n_samples,)`` for a partial Laplacian spectrum (the energy of the
-        frequencies not computed), ``significant_digits`` and ``below_noise`` ``(n_samples,
-        n_layers)`` for a causal spectrum (see :mod:`nsp_pipeline.transforms.causal.precision`).
+        frequencies not computed); for a causal spectrum, ``(n_samples, n_layers)`` each:
+        ``significant_digits`` (the estimated correct digits of the layer's coefficients),
+        ``exact_arithmetic`` (1 where the layer was computed in exact integer arithmetic),
+        ``below_noise`` and ``round_trip_digits`` (the digits of the activations that survive
+        ``s = Zŝ`` in float64); see :mod:`nsp_pipeline.transforms.causal.precision`.
     """
 
     layout: Layout
@@ -97,6 +103,45 @@ class Pattern:
             diagnostics={name: value[pick] for name, value in self.diagnostics.items()},
         )
 
+    def select_layers(self, layers: Sequence[int | str]) -> Pattern:
+        """The pattern of some layers only, on the layout of those layers (in layout order).
+
+        Each kept layer keeps its name, shape, kind and description; its parents are those of its
+        parents that are kept, renumbered. The per-layer diagnostics
+        (:data:`PER_LAYER_DIAGNOSTICS`) keep the columns of the kept layers. For a Laplacian
+        spectrum, whose coefficients sit in node order, the coefficients at the positions of the
+        kept layers' nodes are kept, with their eigenvalues.
+
+        Parameters
+        ----------
+        layers : sequence of int or str
+            Layers by index or name in :attr:`layout`; repeats and order do not matter.
+
+        Raises
+        ------
+        KeyError, IndexError
+            If a layer is not in the layout (naming it and the layers there are).
+        ValueError
+            If ``layers`` is empty.
+        """
+        kept = sorted({self.layout.index(layer) for layer in layers})
+        if not kept:
+            raise ValueError("select_layers needs at least one layer")
+        slices = [self.layout.slice(old) for old in kept]
+        diagnostics = {
+            name: values[:, kept] if name in PER_LAYER_DIAGNOSTICS else values
+            for name, values in self.diagnostics.items()
+        }
+        return replace(
+            self,
+            layout=sub_layout(self.layout, kept),
+            values=np.concatenate([self.values[:, nodes] for nodes in slices], axis=1),
+            eigenvalues=None
+            if self.eigenvalues is None
+            else np.concatenate([self.eigenvalues[nodes] for nodes in slices]),
+            diagnostics=diagnostics,
+        )
+
     def with_values(
         self,
         values: np.ndarray,
@@ -108,6 +153,35 @@ class Pattern:
         return replace(
             self, values=values, domain=domain, eigenvalues=eigenvalues, diagnostics=diagnostics or {}
         )
+
+
+def sub_layout(layout: Layout, kept: Sequence[int]) -> Layout:
+    """The layout of some layers of ``layout``, as :meth:`Pattern.select_layers` keeps them.
+
+    Parameters
+    ----------
+    layout : Layout
+        The whole network's layout.
+    kept : sequence of int
+        Indices of the layers to keep, ascending and without repeats.
+
+    Returns
+    -------
+    Layout
+        The kept layers in order, each with the kept ones of its parents, renumbered.
+    """
+    renumbered = {old: new for new, old in enumerate(kept)}
+    if list(kept) != sorted(set(kept)):
+        raise ValueError(f"kept layers must be ascending without repeats, got {list(kept)}")
+    return Layout(
+        tuple(
+            replace(
+                layout.layers[old],
+                parents=tuple(renumbered[p] for p in layout.layers[old].parents if p in renumbered),
+            )
+            for old in kept
+        )
+    )
 
 
 def concatenate(patterns: Sequence[Pattern]) -> Pattern:

@@ -9,16 +9,22 @@ fields (:mod:`nsp_pipeline.graph.receptive_fields`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
-from nsp_pipeline.core.errors import NotFactorizableError, UnsupportedLayerError
+from nsp_pipeline.core.errors import NotFactorizableError, TraceError, UnsupportedLayerError
+from nsp_pipeline.core.progress import progress
 from nsp_pipeline.graph.edges import op_edges
 from nsp_pipeline.graph.kronecker import AxisMap, Relation, Term
-from nsp_pipeline.model.ops import Operation, RelationKind, lookup
-from nsp_pipeline.model.records import OpCall
+from nsp_pipeline.model.capture import fx_trace, record_graph_module
+from nsp_pipeline.model.ops import Family, Operation, RelationKind, lookup
+from nsp_pipeline.model.records import OpCall, Trace
 from nsp_pipeline.model.windows import axis_windows, call_window
+
+log = logging.getLogger(__name__)
 
 #: A layer as a 3-axis grid (channels, rows, columns) whose C order is the node order.
 Grid = tuple[int, int, int]
@@ -134,8 +140,35 @@ def _generic_relations(call: OpCall, entry: Operation, in_grids: list[Grid]) -> 
     raise NotFactorizableError(f"the edges of {call.kind} are not a per-axis product")
 
 
-def _no_relations(call: OpCall, entry: Operation, in_grids: list[Grid]) -> Relations:
-    raise NotFactorizableError(f"container {call.kind}; use the 'ops' granularity")
+def _container_relations(call: OpCall, entry: Operation, in_grids: list[Grid]) -> Relations:
+    """A container (granularity ``children``): its operations traced and their relations composed.
+
+    Each output neuron relates to the input neurons it reaches through the container's operations,
+    as :func:`nsp_pipeline.graph.edges.op_edges` composes their edges.
+    """
+    if entry.family is not Family.CONTAINER:
+        raise NotFactorizableError(f"{call.kind} has no per-axis relation")
+    try:
+        with torch.no_grad():
+            inner = record_graph_module(fx_trace(call.target), call.inputs[0])
+    except (TraceError, UnsupportedLayerError) as error:
+        raise NotFactorizableError(f"container {call.kind} cannot be traced ({error})") from None
+    if inner.output_layer is None:
+        raise NotFactorizableError(
+            f"container {call.kind} does not return one tensor computed from its input"
+        )
+    if inner.layout.layers[0].size != int(np.prod(in_grids[0])):
+        raise NotFactorizableError(f"container {call.kind} reads another number of values than its layer")
+    try:  # the input in C order is the layer's, so its grid is the layer's
+        grids, ancestors, _ = ancestor_relations(inner, in_grids[0])
+    except NotFactorizableError as error:
+        raise NotFactorizableError(f"inside container {call.kind}: {error}") from None
+    out = inner.output_layer
+    if out == 0:
+        return in_grids[0], [(0, Relation([Term.identity(in_grids[0])]))]
+    if 0 not in ancestors[out]:
+        raise NotFactorizableError(f"the output of container {call.kind} does not depend on its input")
+    return grids[out], [(0, ancestors[out][0])]
 
 
 #: The rule of each :class:`~nsp_pipeline.model.ops.RelationKind`:
@@ -146,7 +179,7 @@ RELATION_RULES: dict[RelationKind, Callable[[OpCall, Operation, list[Grid]], Rel
     RelationKind.WINDOW: _window_relations,
     RelationKind.LINEAR: _linear_relations,
     RelationKind.GENERIC: _generic_relations,
-    RelationKind.NONE: _no_relations,
+    RelationKind.NONE: _container_relations,
 }
 
 
@@ -176,3 +209,53 @@ def op_relations(call: OpCall, in_grids: list[Grid]) -> Relations:
     except UnsupportedLayerError as error:
         raise NotFactorizableError(str(error)) from None
     return RELATION_RULES[entry.relation](call, entry, in_grids)
+
+
+def ancestor_relations(
+    recorded: Trace, input_grid: Grid | None = None
+) -> tuple[list[Grid], list[dict[int, Relation]], list[list[tuple[int, Relation]]]]:
+    """Every layer's grid, its strict ancestors in each earlier layer, and its relations to its inputs.
+
+    Layer by layer in order: the ancestors of a layer are its parents and their ancestors, each
+    relation composed with the edges to the parent (structural edges, ``incl=True``).
+
+    Parameters
+    ----------
+    recorded : Trace
+        A trace of one reference sample.
+    input_grid : (int, int, int), optional
+        The input layer's grid (default: its natural grid, :func:`natural_grid`).
+
+    Returns
+    -------
+    grids, ancestors, parts : list
+        Per layer: its grid, ``{earlier layer: relation}``, and ``[(input k, relation)]`` (empty
+        for the input layer).
+
+    Raises
+    ------
+    NotFactorizableError
+        If some layer's relation does not factorise; the message names the layer.
+    """
+    layout = recorded.layout
+    grids = [input_grid or natural_grid(layout.layers[0].shape)]
+    ancestors: list[dict[int, Relation]] = [{}]
+    parts_per_layer: list[list[tuple[int, Relation]]] = [[]]
+    for index in progress(range(1, len(layout)), "causal relations", unit="layer"):
+        call = recorded.calls[index]
+        try:
+            out_grid, parts = op_relations(call, [grids[p] for p in call.input_layers])
+        except NotFactorizableError as error:
+            name = layout.layers[index].name
+            raise NotFactorizableError(f"layer {index} {name!r} ({call.kind}): {error}") from None
+        relations: dict[int, Relation] = {}
+        for k, edges in parts:
+            parent = call.input_layers[k]
+            relations.setdefault(parent, Relation()).union(edges)
+            for source, relation in ancestors[parent].items():
+                relations.setdefault(source, Relation()).union(edges.compose(relation))
+        grids.append(out_grid)
+        ancestors.append(relations)
+        parts_per_layer.append(parts)
+        log.info("relations of layer %d/%d %r", index, len(layout) - 1, layout.layers[index].name)
+    return grids, ancestors, parts_per_layer

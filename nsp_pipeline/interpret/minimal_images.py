@@ -158,7 +158,7 @@ def _as_image(image: torch.Tensor) -> torch.Tensor:
     return image.detach()
 
 
-def _results(kind, method, targets, parameters, image, base, pieces, found, full, compose_np):
+def _results(kind, method, targets, parameters, image, base, pieces, found, full, compose_np, sample_id):
     results = []
     for t, (singles, order, curve, exact_curve, exact_sets, minimal) in enumerate(found):
         results.append(
@@ -178,6 +178,7 @@ def _results(kind, method, targets, parameters, image, base, pieces, found, full
                 exact_sets=exact_sets,
                 minimal_set=minimal,
                 minimal_value=compose_np(minimal, t),
+                sample_id=sample_id,
                 **pieces,
             )
         )
@@ -255,6 +256,7 @@ def minimal_parcel_image(
     exact_max_parcels: int = default("interpret.minimal.parcels.exact_max_parcels"),
     granularity: str = default("interpret.granularity"),
     batch_size: int = 256,
+    sample_id: int | None = None,
 ) -> tuple[MinimalImage, ...]:
     """The fewest parcels of an image that keep each target at ``fraction`` of its full value.
 
@@ -300,6 +302,8 @@ def minimal_parcel_image(
         How the targets name layers.
     batch_size : int
         Images per forward pass (the results do not depend on it beyond float rounding).
+    sample_id : int, optional
+        The data set id of the image, recorded in the results (and shown on their pages).
 
     Returns
     -------
@@ -348,6 +352,7 @@ def minimal_parcel_image(
         found,
         full,
         lambda subset, t: evaluator.subsets(compose, subset[None])[0, t],
+        sample_id,
     )
 
 
@@ -456,6 +461,7 @@ def minimal_component_image(
     seed: int = default("interpret.minimal.components.seed"),
     granularity: str = default("interpret.granularity"),
     batch_size: int = 256,
+    sample_id: int | None = None,
 ) -> tuple[MinimalImage, ...]:
     """The fewest PCA or ICA components of an image that keep each target at ``fraction`` of its value.
 
@@ -468,7 +474,7 @@ def minimal_component_image(
 
     Parameters
     ----------
-    model, image, targets, fraction, greedy, granularity, batch_size
+    model, image, targets, fraction, greedy, granularity, batch_size, sample_id
         As in :func:`minimal_parcel_image`.
     method : {"pca", "ica"}
         The decomposition.
@@ -528,6 +534,7 @@ def minimal_component_image(
         found,
         full,
         lambda subset, t: evaluator.subsets(compose, subset[None])[0, t],
+        sample_id,
     )
 
 
@@ -545,6 +552,7 @@ def masked_image(
     seed: int = default("interpret.minimal.masked.seed"),
     granularity: str = default("interpret.granularity"),
     batch_size: int = 64,
+    sample_id: int | None = None,
 ) -> tuple[MaskedImage, ...]:
     """dnnbrain's masked image: a salient region's hull, eroded while the target keeps ``ratio`` of its value.
 
@@ -572,7 +580,7 @@ def masked_image(
 
     Parameters
     ----------
-    model, image, targets, granularity
+    model, image, targets, granularity, sample_id
         As in :func:`minimal_parcel_image`.
     saliency_method : {"saliency", "guided_backprop", "smoothgrad", "contrast"}
         The map of step 1 (one map per target, except ``"contrast"``).
@@ -670,6 +678,7 @@ def masked_image(
                 fill=fills,
                 ratio=ratio,
                 stop_reason=reason,
+                sample_id=sample_id,
             )
         )
     return tuple(results)

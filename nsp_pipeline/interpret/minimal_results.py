@@ -27,7 +27,8 @@ name               shape, dtype   meaning
 
 A :class:`MaskedImage` stores ``image``, ``saliency`` ``(H, W)``, ``masks`` ``(steps + 1, H,
 W)`` bool, ``values`` ``(steps + 1,)``, ``fill`` (one value per channel) and ``masked_image``;
-the rest is in ``attributes()``.
+the rest is in ``attributes()``, among it ``sample_id``: the data set id of the image (``None``
+when not given).
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ class MinimalImage:
         all True when no set reaches the threshold.
     minimal_value : float
         The target on the minimal image.
+    sample_id : int, optional
+        The data set id of the image (``Dataset.ids``), shown on its page.
 
     Raises
     ------
@@ -120,9 +123,11 @@ class MinimalImage:
     minimal_value: float
     labels: np.ndarray | None = None
     components: np.ndarray | None = None
+    sample_id: int | None = None
 
     def __post_init__(self) -> None:
         put = object.__setattr__
+        put(self, "sample_id", _sample_id(self.sample_id))
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         put(self, "target", target_record(**self.target))
@@ -239,6 +244,7 @@ class MinimalImage:
             "minimal_value": self.minimal_value,
             "greedy_size": self.greedy_size,
             "exact_size": self.exact_size,
+            "sample_id": self.sample_id,
         }
 
     @classmethod
@@ -257,6 +263,7 @@ class MinimalImage:
             full_value=attributes["full_value"],
             fraction=attributes["fraction"],
             minimal_value=attributes["minimal_value"],
+            sample_id=attributes.get("sample_id"),
             **{name: np.asarray(arrays[name]) for name in needed},
         )
 
@@ -301,6 +308,8 @@ class MaskedImage:
         The erosion stops at the first step with ``values[k] < ratio · values[0]``.
     stop_reason : str
         One of :data:`STOP_REASONS`.
+    sample_id : int, optional
+        As in :class:`MinimalImage`.
     """
 
     target: dict
@@ -312,9 +321,11 @@ class MaskedImage:
     fill: np.ndarray
     ratio: float
     stop_reason: str
+    sample_id: int | None = None
 
     def __post_init__(self) -> None:
         put = object.__setattr__
+        put(self, "sample_id", _sample_id(self.sample_id))
         put(self, "target", target_record(**self.target))
         put(self, "parameters", json_safe(dict(self.parameters)))
         for name in ("image", "saliency", "values", "fill"):
@@ -384,6 +395,7 @@ class MaskedImage:
             "stop_reason": self.stop_reason,
             "stop_step": self.stop_step,
             "chosen_step": self.chosen_step,
+            "sample_id": self.sample_id,
         }
 
     @classmethod
@@ -397,8 +409,17 @@ class MaskedImage:
             parameters=attributes["parameters"],
             ratio=attributes["ratio"],
             stop_reason=attributes["stop_reason"],
+            sample_id=attributes.get("sample_id"),
             **{name: np.asarray(arrays[name]) for name in needed},
         )
+
+
+def _sample_id(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"sample_id must be an int (the data set id of the image) or None, got {value!r}")
+    return int(value)
 
 
 def _schema(attributes: Mapping, schema: str) -> None:

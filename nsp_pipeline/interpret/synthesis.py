@@ -4,10 +4,12 @@
 batch sees only its own objective (the loss is the sum over the batch of each image's own
 objective minus its penalties, the optimiser is elementwise, and the model runs in eval mode,
 so batch norms use running statistics), so the batched result equals one run per objective
-up to floating-point rounding (with ``fourier`` and a ``value_range``, the clipping through the
-spectrum amplifies that rounding over the steps: the two drift apart, each a valid ascent).
-An objective is a target or a weighted sum of targets (:class:`Objective`; negative weights
-minimise). Each step:
+up to floating-point rounding: CPU kernels (convolutions, matrix products, the inverse FFT)
+round a row differently in batches of different sizes (by an epsilon or so), and the values the
+clipping puts on a bound are snapped onto it exactly (``_bounded``), so that this rounding does
+not decide the model's ties (max pooling over a region at the bound) and grow into different
+ascents. An objective is a target or a weighted sum of targets (:class:`Objective`; negative
+weights minimise). Each step:
 
 1. the image is decoded from its parameters: ``pixel`` (the image itself) or ``fourier``
    (a spectrum scaled by ``1 / f^decay_power``, Olah et al.'s 1/f parameterisation), for RGB
@@ -26,6 +28,10 @@ minimise). Each step:
    into the same parameters, and with ``value_range`` it is clipped into the range (for
    ``pixel`` a projection; for ``fourier`` through the exact image → spectrum inverse). The
    optimiser and its moments are kept.
+
+Each objective has ``restarts`` starts from ``init`` and, given ``candidates`` (e.g. the data
+set), one more from its best candidate; of the final inputs and that candidate unoptimised,
+the one of highest score (objective minus penalties) is kept, and the result records which.
 
 Randomness (the initial noise and the transforms' draws) comes from one private numpy
 generator per image seeded from ``seed`` and the image's objective, so an image does not
@@ -79,6 +85,10 @@ INITS = ("noise", "uniform", "zeros")
 TRANSFORM_KINDS = ("jitter", "scale", "rotate", "pad")
 #: Ways to fill the canvas a :func:`pad` adds.
 PAD_MODES = ("constant", "reflect", "replicate")
+
+#: Values closer than this many machine epsilons (times the width of ``value_range``) to a bound
+#: are put on it (see ``_bounded``): 64 is over ten times the Fourier round trip's error.
+SNAP_EPSILONS = 64
 
 #: lucid's RGB colour correlation (square root of ImageNet's colour covariance), columns scaled so
 #: that the largest has norm 1: the decorrelated parameters ``y`` give ``rgb = M y`` per pixel.
@@ -508,13 +518,21 @@ def _bounded(
 ) -> torch.Tensor:
     """``x · r / max(r, ‖x‖)`` per image (inside the ball ``‖x‖ ≤ r``), its values clamped to ``[low, high]``.
 
-    The clamp is straight-through (its gradient is 1): after the projection of a step the images
-    are in the range up to the rounding of the Fourier round trip, and the clamp makes values at
-    a bound exactly equal (as in the pixel parameterisation), so that max-pooling ties break the
-    same way whatever the batch.
+    The clamp is straight-through (its gradient is 1) and snaps values within
+    :data:`SNAP_EPSILONS` machine epsilons of the range's width onto the bound. After a step's
+    projection through the spectrum (image → clamp → spectrum) the values the clamp put on a
+    bound come back from the round trip up to ±5 epsilons (at 8×8 to 224×224), on either side,
+    and the batched FFT rounds differently from a single image's. Without the snap, a region
+    that the projection set to the bound holds values ``low`` and ``low + ε`` that differ between
+    a batched run and a single one; the model's ties on that region (max pooling over equal
+    values) break differently, the gradient jumps and the runs part (by 0.1–1 within a few
+    steps). Snapped, the region is exactly ``low`` in both, as in the pixel parameterisation.
     """
     if low is not None:
-        images = images + (images.clamp(low, high) - images).detach()
+        snap = SNAP_EPSILONS * torch.finfo(images.dtype).eps * (high - low)
+        inside = images.clamp(low, high)
+        inside = torch.where(inside <= low + snap, low, torch.where(inside >= high - snap, high, inside))
+        images = images + (inside - images).detach()
     if radius is None:
         return images
     norms = images.reshape(len(images), -1).norm(dim=1)
@@ -530,47 +548,56 @@ def image_generator(seed: int, objective: Objective, restart: int = 0) -> np.ran
 
 @contextmanager
 def _reproducible(seed: int):
-    """Seed torch's global generator (restored after) and use deterministic algorithms."""
+    """Seed torch's global generator and use deterministic algorithms (both restored after).
+
+    Deterministic mode also fills every new tensor with NaN (``fill_uninitialized_memory``), a
+    debugging aid that writes each intermediate twice (a quarter of the CPU time of a 2-step
+    VGG-11 run at 224×224 in a profile); it is off for the run: every operation here writes all
+    of its output.
+    """
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed) % 2**63)
         torch.use_deterministic_algorithms(True)
+        torch.utils.deterministic.fill_uninitialized_memory = False
         try:
             yield
         finally:
             torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+            torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
-def _check(
-    input_shape,
-    steps,
-    lr,
-    regularisers,
-    parameterisation,
-    transforms,
-    blur_every,
-    blur_sigma,
-    value_range,
-    norm_bound,
-    init,
-    init_scale,
-) -> dict[str, float]:
-    """Validate :func:`synthesize`'s arguments; return the regulariser weights (all three)."""
-    if not all(isinstance(n, int | np.integer) and n >= 1 for n in input_shape) or not input_shape:
-        raise ValueError(f"input_shape must be positive ints, e.g. (1, 8, 8), got {input_shape!r}")
+def _checked(arguments: Mapping) -> dict:
+    """Validate :func:`synthesize`'s arguments (by name); return the parameters its result records.
+
+    The record is JSON-able with every default: the three regulariser weights, ``value_range``
+    as a list, ``init`` ``"given"`` for an array, ``candidates`` as their count.
+    """
+    shape = tuple(arguments["input_shape"])
+    if not shape or not all(isinstance(n, int | np.integer) and n >= 1 for n in shape):
+        raise ValueError(
+            f"input_shape must be positive ints, e.g. (1, 8, 8), got {arguments['input_shape']!r}"
+        )
+    steps, lr, restarts = arguments["steps"], arguments["lr"], arguments["restarts"]
     if not isinstance(steps, int | np.integer) or steps < 1 or not lr > 0:
         raise ValueError(f"expected steps >= 1 and lr > 0, got steps={steps!r}, lr={lr!r}")
-    weights = {"l1": 0.0, "l2": 0.0, "tv": 0.0}
-    unknown = [key for key in (regularisers or {}) if key not in REGULARISERS]
+    if not isinstance(restarts, int | np.integer) or restarts < 1:
+        raise ValueError(f"restarts must be an int >= 1, got {restarts!r}")
+    regularisers = arguments["regularisers"] or {}
+    unknown = [key for key in regularisers if key not in REGULARISERS]
     if unknown:
         raise ValueError(f"unknown regularisers {unknown}; expected some of {REGULARISERS}")
-    for key, weight in (regularisers or {}).items():
+    weights = dict.fromkeys(REGULARISERS, 0.0)
+    for key, weight in regularisers.items():
         if not (math.isfinite(float(weight)) and float(weight) >= 0):
             raise ValueError(f"regulariser {key!r} has weight {weight!r}; expected a finite number >= 0")
         weights[key] = float(weight)
+    parameterisation, transforms = arguments["parameterisation"], tuple(arguments["transforms"])
     if parameterisation not in PARAMETERISATIONS:
         raise ValueError(f"parameterisation must be one of {PARAMETERISATIONS}, got {parameterisation!r}")
+    blur_every, blur_sigma = arguments["blur_every"], arguments["blur_sigma"]
     image_ops = [
         what
         for what, used in (
@@ -580,10 +607,8 @@ def _check(
         )
         if used
     ]
-    if image_ops and _image_shape(tuple(input_shape)) is None:
-        raise ValueError(
-            f"{', '.join(image_ops)} need image inputs (C, H, W) or (H, W), got {tuple(input_shape)}"
-        )
+    if image_ops and _image_shape(shape) is None:
+        raise ValueError(f"{', '.join(image_ops)} need image inputs (C, H, W) or (H, W), got {shape}")
     if not all(isinstance(t, Transform) for t in transforms):
         raise TypeError(
             f"transforms must be Transform objects (jitter, scale, rotate, pad), got {transforms!r}"
@@ -592,17 +617,48 @@ def _check(
         raise ValueError(
             f"expected blur_every >= 0 (0: never) and blur_sigma > 0, got {blur_every!r}, {blur_sigma!r}"
         )
+    value_range, norm_bound = arguments["value_range"], arguments["norm_bound"]
     if value_range is not None and not (
         len(value_range) == 2 and float(value_range[0]) < float(value_range[1])
     ):
         raise ValueError(f"value_range must be (low, high) with low < high, got {value_range!r}")
     if norm_bound is not None and not float(norm_bound) > 0:
         raise ValueError(f"norm_bound must be positive (the radius of the input ball), got {norm_bound!r}")
+    init, init_scale = arguments["init"], arguments["init_scale"]
     if isinstance(init, str) and init not in INITS:
         raise ValueError(f"init must be one of {INITS} or an array of inputs, got {init!r}")
+    if isinstance(init, str) and init == "uniform" and value_range is None:
+        raise ValueError("init='uniform' draws pixels in value_range: give value_range=(low, high)")
     if not init_scale >= 0:
         raise ValueError(f"init_scale must be >= 0, got {init_scale!r}")
-    return weights
+    candidates = arguments["candidates"]
+    if candidates is not None and (np.ndim(candidates) != len(shape) + 1 or not len(candidates)):
+        raise ValueError(
+            f"candidates have shape {tuple(np.shape(candidates))}; expected (m, *{shape}) with m >= 1, "
+            "one input per row"
+        )
+    if candidates is not None and tuple(np.shape(candidates)[1:]) != shape:
+        raise ValueError(f"candidates have shape {tuple(np.shape(candidates))}; expected (m, *{shape})")
+    return {
+        "input_shape": [int(n) for n in shape],
+        "steps": int(steps),
+        "lr": float(lr),
+        "optimizer": "adam",
+        "regularisers": weights,
+        "parameterisation": parameterisation,
+        "decay_power": float(arguments["decay_power"]),
+        "decorrelate": bool(arguments["decorrelate"]),
+        "transforms": [t.record() for t in transforms],
+        "blur_every": int(blur_every),
+        "blur_sigma": float(blur_sigma),
+        "value_range": None if value_range is None else [float(value_range[0]), float(value_range[1])],
+        "norm_bound": None if norm_bound is None else float(norm_bound),
+        "init": init if isinstance(init, str) else "given",
+        "init_scale": float(init_scale),
+        "restarts": int(restarts),
+        "candidates": None if candidates is None else len(candidates),
+        "seed": int(arguments["seed"]),
+    }
 
 
 def synthesize(
@@ -623,6 +679,7 @@ def synthesize(
     init: str | np.ndarray | torch.Tensor = default("interpret.synthesis.init"),
     init_scale: float = default("interpret.synthesis.init_scale"),
     restarts: int = default("interpret.synthesis.restarts"),
+    candidates: np.ndarray | torch.Tensor | None = None,
     seed: int = default("interpret.synthesis.seed"),
     granularity: str = default("interpret.granularity"),
 ) -> SynthesisResult:
@@ -668,10 +725,21 @@ def synthesize(
     init_scale : float
         Standard deviation of the initial noise.
     restarts : int
-        Starts per objective (each with its own draws, all in the same batch); the input of
-        the highest final value is kept (the first of equal ones). Gradient ascent finds a
-        local maximum: a unit that is 0 after a ReLU on the whole start has no gradient, and
-        more, diverse starts (``init="uniform"``) are the remedy.
+        Starts from ``init`` per objective (each with its own draws, all in the same batch).
+        Gradient ascent finds a local maximum: a unit that is 0 after a ReLU on the whole start
+        has no gradient, and more, diverse starts (``init="uniform"``) are the remedy.
+    candidates : array, optional
+        Inputs ``(m, *input_shape)`` to start from as well, typically the data set. Each
+        objective gets one more start: its best candidate, the one of highest score (objective
+        minus penalties, untransformed; the first of equal ones), the candidates read in
+        batches of the optimisation's size. Olah et al. (2017) set beside each optimised input
+        the data set examples that activate the unit most; starting the ascent from the best of
+        them (as DeepDream starts from a photograph) makes the result score at least as high as
+        every candidate (without regularisers: its objective is at least every candidate's),
+        by construction: the best candidate itself competes with the final inputs, since
+        gradient ascent under transforms, clipping and Adam's steps need not raise the
+        untransformed score. A candidate outside ``value_range`` or the ball of ``norm_bound``
+        is started from and compared as clipped into them.
     seed : int
         Seed of the per-image generators (initial noise, transforms) and of torch.
     granularity : {"merged", "ops"}
@@ -680,8 +748,11 @@ def synthesize(
     Returns
     -------
     SynthesisResult
-        The inputs ``(n, *input_shape)``, the trajectory ``(steps, n)``, each objective on its final
-        input, and every parameter used.
+        Per objective, the input of highest score (objective minus penalties, untransformed)
+        among the final inputs of its starts and, with ``candidates``, its best candidate
+        unoptimised: which one won is ``start`` (the first of equal scores). Also its objective
+        value, the trajectory ``(steps, n)`` of the start that won, the best candidate and its
+        objective, and every parameter used.
 
     Raises
     ------
@@ -690,42 +761,44 @@ def synthesize(
         non-image inputs; the message names what was expected.
     TraceError
         If the model cannot be traced or normalises with batch statistics.
+
+    References
+    ----------
+    C. Olah, A. Mordvintsev, L. Schubert, "Feature visualization", Distill, 2017 (dataset
+    examples beside optimisation). A. Mordvintsev, C. Olah, M. Tyka, "Inceptionism: going deeper
+    into neural networks", Google Research blog, 2015 (ascent from a photograph).
     """
-    input_shape = tuple(int(n) for n in input_shape)
-    transforms = tuple(transforms)
-    weights = _check(
-        input_shape,
-        steps,
-        lr,
-        regularisers,
-        parameterisation,
-        transforms,
-        blur_every,
-        blur_sigma,
-        value_range,
-        norm_bound,
-        init,
-        init_scale,
-    )
-    if not isinstance(restarts, int | np.integer) or restarts < 1:
-        raise ValueError(f"restarts must be an int >= 1, got {restarts!r}")
-    if isinstance(init, str) and init == "uniform" and value_range is None:
-        raise ValueError("init='uniform' draws pixels in value_range: give value_range=(low, high)")
+    record = _checked(locals())
+    input_shape, transforms, weights = tuple(record["input_shape"]), tuple(transforms), record["regularisers"]
     wanted = as_objectives(targets)
-    objectives = [objective for objective in wanted for _ in range(restarts)]
-    n = len(objectives)
+    starts = restarts + (candidates is not None)  # the candidate's start is the last of each objective
+    objectives = [objective for objective in wanted for _ in range(starts)]
+    n, count = len(objectives), len(wanted)
     reference = next(model.parameters(), None)
     device = reference.device if reference is not None else torch.device("cpu")
     dtype = reference.dtype if reference is not None and reference.is_floating_point() else torch.float32
     low, high = (None, None) if value_range is None else (float(value_range[0]), float(value_range[1]))
     centre = 0.0 if value_range is None else (low + high) / 2
     space = _Parameterisation(parameterisation, input_shape, decay_power, decorrelate)
+    record["decorrelate"] = space.decorrelate
     resampler = _Resampler(transforms, space.image_shape[1:], centre) if transforms else None
     with _reproducible(seed):
         reader = LayerReader(model, torch.zeros((1, *input_shape), dtype=dtype, device=device), granularity)
         evaluate = _Evaluator(reader, objectives, device, dtype)
-        rngs = [image_generator(seed, objective, k % restarts) for k, objective in enumerate(objectives)]
-        parameters = _initial(space, init, init_scale, (low, high), rngs, restarts, dtype, device)
+        rngs = [image_generator(seed, objective, k % starts) for k, objective in enumerate(objectives)]
+        drawn = [rng for k, rng in enumerate(rngs) if k % starts < restarts]
+        parameters = _initial(space, init, init_scale, (low, high), drawn, restarts, dtype, device)
+        best_index = torch.full((count,), -1, dtype=torch.int64)
+        best_value = torch.full((count,), math.nan, dtype=torch.float64)
+        if candidates is not None:
+            pool = torch.as_tensor(candidates, dtype=dtype, device=device)
+            if not torch.isfinite(pool).all():
+                raise ValueError("candidates hold NaN or infinite values; expected finite inputs")
+            best_value, best_index = _best_candidates(reader, wanted, pool, weights, n)
+            chosen = _bounded(pool[best_index.to(device)], norm_bound, low, high)
+            from_pool = space.encode(chosen)[:, None]
+            parameters = torch.cat([parameters.reshape(count, restarts, *space.shape), from_pool], dim=1)
+        parameters = parameters.reshape(n, *space.shape).contiguous().requires_grad_(True)
         with torch.no_grad():
             _project(space, parameters, low, high, None)
         optimizer = torch.optim.Adam([parameters], lr=lr)
@@ -745,39 +818,63 @@ def synthesize(
             trajectory.append(objective.detach())
         with torch.no_grad():
             final = _bounded(space.decode(parameters), norm_bound, low, high).detach()
-            values = evaluate(final).reshape(-1, restarts)
-    kept = values.argmax(dim=1) + restarts * torch.arange(len(wanted), device=device)
-    used = {
-        "input_shape": list(input_shape),
-        "steps": int(steps),
-        "lr": float(lr),
-        "optimizer": "adam",
-        "regularisers": weights,
-        "parameterisation": parameterisation,
-        "decay_power": float(decay_power),
-        "decorrelate": space.decorrelate,
-        "transforms": [t.record() for t in transforms],
-        "blur_every": int(blur_every),
-        "blur_sigma": float(blur_sigma),
-        "value_range": None if value_range is None else [low, high],
-        "norm_bound": None if norm_bound is None else float(norm_bound),
-        "init": init if isinstance(init, str) else "given",
-        "init_scale": float(init_scale),
-        "restarts": int(restarts),
-        "seed": int(seed),
-    }
+            outcomes = final.reshape(count, starts, *input_shape)
+            values = evaluate(final).reshape(count, starts)
+            if candidates is not None:  # the best candidate unoptimised competes too
+                unoptimised = _Evaluator(reader, wanted, device, dtype)(chosen)
+                outcomes = torch.cat([outcomes, chosen[:, None]], dim=1)
+                values = torch.cat([values, unoptimised[:, None]], dim=1)
+            penalties = _penalties(outcomes.reshape(-1, *input_shape), weights)
+    won = (values - penalties.reshape(values.shape)).argmax(dim=1)
+    rows = torch.arange(count, device=device)
+    ran = rows * starts + won.clamp(max=starts - 1)  # the unoptimised candidate: its start's trajectory
     return SynthesisResult(
-        inputs=final[kept].cpu().numpy(),
+        inputs=outcomes[rows, won].cpu().numpy(),
         objectives=tuple(o.record() for o in wanted),
-        trajectory=torch.stack(trajectory)[:, kept].cpu().double().numpy(),
-        values=values.amax(dim=1).cpu().double().numpy(),
-        parameters=used,
+        trajectory=torch.stack(trajectory)[:, ran].cpu().double().numpy(),
+        values=values[rows, won].cpu().double().numpy(),
+        parameters=record,
         granularity=granularity,
+        start=won.cpu().numpy(),
+        candidate=best_index.numpy(),
+        candidate_values=best_value.numpy(),
     )
 
 
+def _best_candidates(
+    reader: LayerReader,
+    objectives: Sequence[Objective],
+    pool: torch.Tensor,
+    weights: Mapping[str, float],
+    batch_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per objective, its row of ``pool`` of highest objective minus penalties (the first of equal ones).
+
+    Returns the objective on that row (float64) and the row (int64); ``pool`` is read in batches.
+    """
+    layers = sorted({t.layer for o in objectives for t, _ in o.terms}, key=reader.position)
+    module = reader.module(layers)
+    best_score = torch.full((len(objectives),), -math.inf, dtype=torch.float64)
+    best_value = torch.full((len(objectives),), math.nan, dtype=torch.float64)
+    best_index = torch.zeros(len(objectives), dtype=torch.int64)
+    with torch.no_grad():
+        for start in range(0, len(pool), batch_size):
+            chunk = pool[start : start + batch_size]
+            read = module(chunk)
+            values = torch.stack(
+                [sum(w * t.select(read[t.layer]) for t, w in o.terms) for o in objectives], dim=1
+            )
+            scores = values - _penalties(chunk, weights)[:, None]
+            score, index = scores.double().cpu().max(dim=0)  # the first of equal maxima
+            better = score > best_score
+            best_score = torch.where(better, score, best_score)
+            best_value = torch.where(better, values.double().cpu()[index, range(len(objectives))], best_value)
+            best_index = torch.where(better, index + start, best_index)
+    return best_value, best_index
+
+
 def _initial(space: _Parameterisation, init, scale_: float, value_range, rngs, restarts: int, dtype, device):
-    """The optimised tensor at the start (a leaf that requires gradients), one image per generator."""
+    """The optimised parameters at the start (no gradient yet), one image per generator."""
     n, (low, high) = len(rngs), value_range
     centre = 0.0 if low is None else (low + high) / 2
     if isinstance(init, str) and init == "uniform":
@@ -801,7 +898,7 @@ def _initial(space: _Parameterisation, init, scale_: float, value_range, rngs, r
     if isinstance(init, str) and init == "noise" and scale_ > 0:
         noise = np.stack([rng.standard_normal(space.shape, dtype=np.float32) for rng in rngs])
         parameters = parameters + scale_ * torch.as_tensor(noise, dtype=dtype, device=device)
-    return parameters.contiguous().requires_grad_(True)
+    return parameters
 
 
 def _project(space: _Parameterisation, parameters: torch.Tensor, low, high, blur: float | None) -> None:

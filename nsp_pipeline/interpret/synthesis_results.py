@@ -6,14 +6,20 @@
 
 Stored form (``to_arrays`` names; ``n`` objectives, one synthesised input each, ``S`` steps):
 
-================  ========================  ==========================================================
-name              shape, dtype              meaning
-================  ========================  ==========================================================
-``inputs``        ``(n, *input_shape)``     the synthesised inputs (float32)
-``trajectory``    ``(S, n)`` float64        each objective at each step, on the transformed input the
-                                            step's gradient came from
-``values``        ``(n,)`` float64          each objective on its final input (no transforms)
-================  ========================  ==========================================================
+====================  ======================  ====================================================
+name                  shape, dtype            meaning
+====================  ======================  ====================================================
+``inputs``            ``(n, *input_shape)``   the synthesised inputs (float32)
+``trajectory``        ``(S, n)`` float64      each objective at each step, on the transformed
+                                              input the step's gradient came from
+``values``            ``(n,)`` float64        each objective on its final input (no transforms)
+``start``             ``(n,)`` int64          the start that gave the input: ``k < r`` random
+                                              start ``k`` (``r = parameters["restarts"]``),
+                                              ``r`` the best candidate optimised, ``r + 1`` the
+                                              best candidate itself (no start ended higher)
+``candidate``         ``(n,)`` int64          the row of the best candidate (−1: none given)
+``candidate_values``  ``(n,)`` float64        its objective (NaN: none given)
+====================  ======================  ====================================================
 
 :meth:`~SynthesisResult.attributes` gives the rest: ``schema``, ``objectives`` (per input, a list
 of ``{"target": {layer, channel, unit, reduction}, "weight": w}``; 0-based), ``parameters`` (every
@@ -30,7 +36,9 @@ import numpy as np
 from nsp_pipeline.interpret.results import json_safe, target_label, target_record
 
 #: Version of the stored form (``attributes()["schema"]``).
-SCHEMA = "nsp-pipeline synthesis 1"
+SCHEMA = "nsp-pipeline synthesis 2"
+#: Names of :meth:`SynthesisResult.to_arrays`.
+ARRAYS = ("inputs", "trajectory", "values", "start", "candidate", "candidate_values")
 
 
 def objective_record(terms: Sequence[Mapping]) -> tuple[dict, ...]:
@@ -73,6 +81,12 @@ class SynthesisResult:
         Everything :func:`~nsp_pipeline.interpret.synthesis.synthesize` ran with (JSON-able).
     granularity : str
         How the targets name layers (:mod:`nsp_pipeline.model.capture`).
+    start : numpy.ndarray, optional
+        ``(n,)`` int: which start gave each input (codes in the module docstring; :meth:`start_label`).
+        Default: all 0, the one random start.
+    candidate, candidate_values : numpy.ndarray, optional
+        ``(n,)``: each objective's best candidate (its row, −1 for none) and its value (NaN for
+        none). Default: none.
 
     Raises
     ------
@@ -86,6 +100,9 @@ class SynthesisResult:
     values: np.ndarray
     parameters: dict
     granularity: str = "merged"
+    start: np.ndarray | None = None
+    candidate: np.ndarray | None = None
+    candidate_values: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -103,6 +120,18 @@ class SynthesisResult:
         if self.values.shape != (n,):
             raise ValueError(f"values has shape {self.values.shape}; expected ({n},)")
         put(self, "parameters", json_safe(dict(self.parameters)))
+        for name, dtype, missing in (
+            ("start", np.int64, 0),
+            ("candidate", np.int64, -1),
+            ("candidate_values", np.float64, np.nan),
+        ):
+            given = getattr(self, name)
+            put(self, name, np.full(n, missing, dtype) if given is None else np.asarray(given, dtype=dtype))
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"{name} has shape {getattr(self, name).shape}; expected ({n},)")
+        restarts = int(self.parameters.get("restarts", 1))
+        if ((self.start < 0) | (self.start > restarts + 1)).any():
+            raise ValueError(f"start holds {self.start.tolist()}; expected codes 0 … {restarts + 1}")
 
     @property
     def n_inputs(self) -> int:
@@ -126,9 +155,17 @@ class SynthesisResult:
             return None
         return target["layer"], target["channel"]
 
+    def start_label(self, k: int) -> str:
+        """Which start gave input ``k``: ``random start 2``, ``best candidate (row 7), optimised`` …"""
+        restarts, start = int(self.parameters.get("restarts", 1)), int(self.start[k])
+        if start < restarts:
+            return f"random start {start}"
+        how = "optimised" if start == restarts else "unoptimised"
+        return f"best candidate (row {int(self.candidate[k])}), {how}"
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Named numpy arrays (names as in the module docstring)."""
-        return {"inputs": self.inputs, "trajectory": self.trajectory, "values": self.values}
+        return {name: getattr(self, name) for name in ARRAYS}
 
     def attributes(self) -> dict:
         """JSON-able metadata (``json.dumps`` works on it); with :meth:`to_arrays`, everything."""
@@ -144,14 +181,12 @@ class SynthesisResult:
         """Rebuild from :meth:`to_arrays` and :meth:`attributes` (``ValueError`` naming what is missing)."""
         if attributes.get("schema") != SCHEMA:
             raise ValueError(f"attributes have schema {attributes.get('schema')!r}, expected {SCHEMA!r}")
-        missing = [name for name in ("inputs", "trajectory", "values") if name not in arrays]
+        missing = [name for name in ARRAYS if name not in arrays]
         if missing:
-            raise ValueError(f"arrays {missing} are missing; expected inputs, trajectory and values")
+            raise ValueError(f"arrays {missing} are missing; expected {list(ARRAYS)}")
         return cls(
-            inputs=np.asarray(arrays["inputs"]),
             objectives=tuple(attributes["objectives"]),
-            trajectory=np.asarray(arrays["trajectory"]),
-            values=np.asarray(arrays["values"]),
             parameters=attributes["parameters"],
             granularity=attributes["granularity"],
+            **{name: np.asarray(arrays[name]) for name in ARRAYS},
         )

@@ -352,6 +352,19 @@ def _cross_check(config: dict, fail) -> None:
             ["interpret", "synthesis", "layers"],
             "is empty; synthesis needs the layers of its feature sheet (each channel of each is synthesised)",
         )
+    candidates = synthesis["candidates"]
+    if candidates is not None and candidates not in config["datasets"]:
+        raise fail(
+            ["interpret", "synthesis", "candidates"],
+            f"{candidates!r} is not one of the datasets {sorted(config['datasets'])}",
+        )
+    for index, spec in enumerate(config["regions"]["slices"]):
+        for key, section in (("model", "models"), ("dataset", "datasets")):
+            if spec[key] not in config[section]:
+                raise fail(
+                    ["regions", "slices", index, key],
+                    f"{spec[key]!r} is not one of the {section} {sorted(config[section])}",
+                )
     chosen = config["graph_analytics"].get("reference", {}).get("dataset")
     if chosen is not None and chosen not in config["datasets"]:
         raise fail(

@@ -41,10 +41,11 @@ from nsp_pipeline.analysis.graph_summary import BlockView, GraphSummary
 from nsp_pipeline.core.atomic import atomic_output
 from nsp_pipeline.core.errors import shortened
 from nsp_pipeline.core.layout import Layer, Layout
-from nsp_pipeline.core.pattern import Pattern
+from nsp_pipeline.core.pattern import PER_LAYER_DIAGNOSTICS, Pattern, sub_layout
 from nsp_pipeline.graph.kronecker import AxisMap, Relation, Term
 from nsp_pipeline.graph.neuron_graph import NeuronGraph
 from nsp_pipeline.interpret.minimal_results import MaskedImage, MinimalImage
+from nsp_pipeline.interpret.region_results import RegionPartition
 from nsp_pipeline.interpret.results import AttributionMaps
 from nsp_pipeline.interpret.synthesis_results import SynthesisResult
 from nsp_pipeline.transforms.causal.closure import CausalOperator
@@ -86,6 +87,7 @@ KINDS: dict[str, FileKind] = {
     "attribution_maps": FileKind("maps of what drives chosen units (AttributionMaps)", layout=False),
     "minimal_images": FileKind("minimal and masked images (MinimalImage, MaskedImage)", layout=False),
     "synthesis": FileKind("inputs synthesised to maximise units (SynthesisResult)", layout=False),
+    "regions": FileKind("the linear regions of a 2-D input slice (RegionPartition)", layout=False),
 }
 
 #: Root attributes that belong to the schema, not to the provenance.
@@ -110,8 +112,17 @@ RESERVED_ATTRIBUTES = frozenset(
         "attribution_metadata",
         "results",
         "synthesis_metadata",
+        "regions_metadata",
+        "stored_layers",
     }
 )
+
+#: How :func:`write_pattern` stores values: float64; float32 (rounded to nearest); or ``"auto"``,
+#: each layer as float32 where that keeps every value bit for bit, else float64.
+PATTERN_DTYPES = ("float64", "float32", "auto")
+
+#: HDF5 filters :func:`write_pattern` offers for its layers (``"none"``: contiguous datasets).
+COMPRESSIONS = ("none", "gzip", "lzf")
 
 _LAYOUT_DATASETS = (
     "names",
@@ -126,12 +137,39 @@ _LAYOUT_DATASETS = (
 _STRING = h5py.string_dtype("utf-8")
 _CHUNK = 1 << 20  # elements per chunk of a compressed dataset (8 MiB of int64)
 
+
+@dataclass(frozen=True)
+class Compression:
+    """The HDF5 filter of a compressed dataset (always with the shuffle filter before it).
+
+    Parameters
+    ----------
+    method : {"gzip", "lzf"}
+        gzip (deflate; any HDF5 reader has it) or LZF (faster, compresses less; h5py's own filter,
+        which readers outside h5py need as a plugin).
+    level : int
+        gzip's level, 0 (fastest) to 9 (smallest); LZF has none.
+    """
+
+    method: str = "gzip"
+    level: int = 4
+
+    def options(self) -> dict[str, object]:
+        """Keyword arguments of ``h5py.Group.create_dataset`` for this filter."""
+        level = {"compression_opts": self.level} if self.method == "gzip" else {}
+        return {"compression": self.method, "shuffle": True, **level}
+
+
 #: Files whose content checksum this process has verified: resolved path -> (signature, checksum).
 _VERIFIED: dict[str, tuple[tuple[int, ...], str]] = {}
 
 
 class SchemaError(ValueError):
     """A file is not a valid nsp-pipeline HDF5 file of the expected kind."""
+
+
+class LayerNotStoredError(LookupError):
+    """A reader asks a pattern file for a layer it does not store (or its network does not have)."""
 
 
 def _int64(values: np.ndarray) -> np.ndarray:
@@ -218,18 +256,18 @@ def read_layout(group: h5py.Group) -> Layout:
 # --------------------------------------------------------------------------- low level
 
 
-def _create(group: h5py.Group, name: str, values: np.ndarray, compress: bool = False) -> h5py.Dataset:
-    """A dataset: contiguous, or if ``compress``, gzip level 4 + shuffle in chunks of :data:`_CHUNK`."""
+def _create(
+    group: h5py.Group, name: str, values: np.ndarray, compression: Compression | None = None
+) -> h5py.Dataset:
+    """A dataset: contiguous, or with ``compression`` in chunks of about :data:`_CHUNK` elements
+    (whole rows of an array of several axes: one sample of a pattern's large layer)."""
     options: dict[str, object] = {"track_times": False}
     if values.dtype.kind == "O":
         options["dtype"] = _STRING
-    if compress and values.size:
-        options |= {
-            "chunks": (min(values.size, _CHUNK),),
-            "compression": "gzip",
-            "compression_opts": 4,
-            "shuffle": True,
-        }
+    if compression is not None and values.size:
+        row = values.size // values.shape[0]
+        options["chunks"] = (max(1, min(values.shape[0], _CHUNK // row)), *values.shape[1:])
+        options |= compression.options()
     return group.create_dataset(name, data=values, **options)
 
 
@@ -312,11 +350,13 @@ def _write_file(
     attributes: Mapping[str, object] | None = None,
     object_attributes: Mapping[str, Mapping[str, object]] | None = None,
     compressed: tuple[str, ...] = (),
+    compression: Compression = Compression(),
 ) -> None:
     """Write a file of one kind: root attributes, ``layout``, the datasets, their attributes, checksum.
 
     ``arrays`` maps dataset paths (``"indices"``, ``"standard/table/class"``; groups are created
-    on the way) to values, ``object_attributes`` dataset or group paths to their attributes.
+    on the way) to values, ``object_attributes`` dataset or group paths to their attributes; the
+    datasets named in ``compressed`` are stored with ``compression`` (gzip level 4 by default).
     """
     if (layout is not None) != KINDS[kind].layout:
         raise ValueError(f"a {kind} file {'needs a' if KINDS[kind].layout else 'has no'} layout")
@@ -338,7 +378,7 @@ def _write_file(
         if layout is not None:
             write_layout(file.create_group("layout"), layout)
         for name, values in arrays.items():
-            _create(file, name, values, compress=name in compressed)
+            _create(file, name, values, compression if name in compressed else None)
         for name, values in (object_attributes or {}).items():
             for key, value in values.items():
                 file[name].attrs[key] = value
@@ -416,6 +456,7 @@ def _read_file(
     verify: bool = True,
     per_layer: bool = False,
     rows: Callable[[Mapping[str, h5py.Dataset]], Mapping[str, np.ndarray]] | None = None,
+    skip: Callable[[Mapping[str, h5py.Dataset], Mapping[str, object]], Iterable[str]] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, object]]:
     """Check a file and read its datasets.
 
@@ -430,10 +471,14 @@ def _read_file(
     verify : bool
         Verify the content checksum, unless this process has verified this version of the file.
     per_layer : bool
-        Also require ``layers/NNN`` for each layer.
+        Also require ``layers/NNN`` for each layer the file stores (its root attribute
+        ``stored_layers``, or else every layer of its layout).
     rows : callable, optional
         Given the file's datasets by path, the rows (along the first axis) to read of some of them;
         the others are read whole.
+    skip : callable, optional
+        Given the file's datasets by path and its attributes, datasets not to return (nor read,
+        unless the checksum is verified, which reads everything).
 
     Returns
     -------
@@ -450,19 +495,23 @@ def _read_file(
         with _consistent(path):
             names += required(attributes) if callable(required) else required
         if per_layer and "layout/names" in datasets:
-            names += [_layer_dataset(i) for i in range(len(datasets["layout/names"]))]
+            with _consistent(path):
+                layers = _stored_layers(attributes, len(datasets["layout/names"]))
+            names += [_layer_dataset(i) for i in layers]
         missing = [name for name in names if name not in datasets]
         if missing:
             raise SchemaError(
                 f"{path} is corrupt or truncated: datasets {missing} of a {kind} file are missing; "
                 "delete it and regenerate it"
             )
+        skipped = set() if skip is None else set(skip(datasets, attributes))
         verified = _verify(path, file, datasets, stored) if verify else None
         selected = rows(datasets) if rows is not None else {}
+        datasets = {name: dataset for name, dataset in datasets.items() if name not in skipped}
         if verified is not None:
             arrays = {
-                name: values[selected[name]] if name in selected else values
-                for name, values in verified.items()
+                name: verified[name][selected[name]] if name in selected else verified[name]
+                for name in datasets
             }
         else:
             arrays = {
@@ -839,10 +888,21 @@ def read_laplacian_operator(path: str | os.PathLike, *, verify: bool = True) -> 
         return LaplacianOperator(_layout_of(arrays), arrays["eigenvalues"], arrays["eigenvectors"])
 
 
-def write_pattern(path: str | os.PathLike, pattern: Pattern, provenance: Mapping[str, str]) -> None:
+def write_pattern(
+    path: str | os.PathLike,
+    pattern: Pattern,
+    provenance: Mapping[str, str],
+    *,
+    layers: Sequence[int | str] | None = None,
+    dtype: str = "float64",
+    compression: str = "none",
+    compression_level: int = 4,
+) -> None:
     """Write activations or a spectrum for a batch of samples (``nsp-pipeline/pattern``).
 
-    Missing ``sample_ids``, ``labels`` or ``predictions`` are stored as -1 (unknown).
+    Missing ``sample_ids``, ``labels`` or ``predictions`` are stored as -1 (unknown). The file's
+    ``layout`` is the whole network's; with ``layers``, only those layers' datasets are stored
+    (root attribute ``stored_layers``) and :func:`read_pattern` reads them back on their layout.
 
     Parameters
     ----------
@@ -852,16 +912,40 @@ def write_pattern(path: str | os.PathLike, pattern: Pattern, provenance: Mapping
         At least one sample.
     provenance : mapping of str to str
         Root attributes from :func:`nsp_pipeline.io.provenance.provenance`.
+    layers : sequence of int or str, optional
+        Layers to store, by index or name (default: all); per-layer diagnostics keep their columns
+        (:meth:`Pattern.select_layers`).
+    dtype : {"float64", "float32", "auto"}
+        Storage of the values: float64; float32, rounded to nearest (relative error at most
+        2⁻²⁴ per value; a causal spectrum needs float64, see ``docs/hdf5-schema.md``); or
+        ``"auto"``, each layer as float32 where that keeps every value bit for bit (activations
+        of a float32 model are float32 values), else as float64. Reading gives float64 values.
+    compression : {"none", "gzip", "lzf"}
+        HDF5 filter of the layers' datasets (with the shuffle filter), in chunks of whole samples
+        where a sample's layer has at least 2²⁰ values.
+    compression_level : int
+        gzip's level, 0 to 9 (ignored by the other filters).
 
     Raises
     ------
     ValueError
-        If the pattern has no samples.
+        If the pattern has no samples, or an option is not one of those above.
+    KeyError, IndexError
+        If a layer of ``layers`` is not in the pattern's layout.
     """
     if pattern.n_samples == 0:
         raise ValueError("a pattern file holds at least one sample; got an empty batch")
+    filters = _pattern_compression(compression, compression_level)
+    if dtype not in PATTERN_DTYPES:
+        raise ValueError(f"pattern storage dtype {dtype!r}: expected one of {PATTERN_DTYPES}")
     layout = pattern.layout
-    arrays = {_layer_dataset(i): _float64(values) for i, values in enumerate(pattern.layers())}
+    stored = list(range(len(layout))) if layers is None else sorted({layout.index(layer) for layer in layers})
+    if layers is not None:
+        pattern = pattern.select_layers(stored)
+    arrays = {
+        _layer_dataset(index): _stored_values(values, dtype)
+        for index, values in zip(stored, pattern.layers(), strict=True)
+    }
     unknown = np.full(pattern.n_samples, -1)
     for name in ("sample_ids", "labels", "predictions"):
         column = getattr(pattern, name)
@@ -872,31 +956,96 @@ def write_pattern(path: str | os.PathLike, pattern: Pattern, provenance: Mapping
         arrays[f"diagnostics/{name}"] = _float64(values)
     layer_attributes = {
         _layer_dataset(i): {
-            "name": layer.name,
-            "kind": layer.kind,
-            "description": layer.description,
+            "name": layout.layers[i].name,
+            "kind": layout.layers[i].kind,
+            "description": layout.layers[i].description,
             "offset": layout.offsets[i],
-            "parents": _int64(layer.parents),
+            "parents": _int64(layout.layers[i].parents),
         }
-        for i, layer in enumerate(layout.layers)
+        for i in stored
     }
+    attributes: dict[str, object] = {"domain": pattern.domain}
+    if layers is not None:
+        attributes["stored_layers"] = _int64(stored)
     _write_file(
         path,
         "pattern",
         provenance,
         arrays,
         layout=layout,
-        attributes={"domain": pattern.domain},
+        attributes=attributes,
         object_attributes=layer_attributes,
+        compressed=() if filters is None else tuple(_layer_dataset(index) for index in stored),
+        compression=filters or Compression(),
     )
 
 
+def _pattern_compression(method: str, level: int) -> Compression | None:
+    """The filter of a pattern's layers (None: uncompressed), its settings checked."""
+    if method not in COMPRESSIONS:
+        raise ValueError(f"pattern compression {method!r}: expected one of {COMPRESSIONS}")
+    if method == "gzip" and not 0 <= level <= 9:
+        raise ValueError(f"gzip compression level {level}: expected 0 (fastest) to 9 (smallest)")
+    return None if method == "none" else Compression(method, level)
+
+
+def _stored_values(values: np.ndarray, dtype: str) -> np.ndarray:
+    """A layer's values as :func:`write_pattern` stores them with ``dtype``."""
+    if dtype == "float64":
+        return _float64(values)
+    single = np.ascontiguousarray(values, dtype="<f4")
+    if dtype == "float32" or np.array_equal(single, values, equal_nan=True):
+        return single
+    return _float64(values)
+
+
+def _stored_layers(attributes: Mapping[str, object], n_layers: int) -> list[int]:
+    """Indices of the layers a pattern file stores: its ``stored_layers``, else all of them."""
+    if "stored_layers" not in attributes:
+        return list(range(n_layers))
+    stored = [int(index) for index in np.atleast_1d(attributes["stored_layers"])]
+    if not stored or stored != sorted(set(stored)) or not 0 <= stored[0] <= stored[-1] < n_layers:
+        raise ValueError(f"stored_layers {stored} are not ascending layer indices below {n_layers}")
+    return stored
+
+
+def pattern_storage(settings: Mapping[str, object], domain: str) -> dict[str, object]:
+    """Keyword arguments of :func:`write_pattern` for a pattern of ``domain`` under ``storage`` settings.
+
+    Activations are stored whole with ``activations_dtype`` (the transforms read every layer);
+    causal (``standard``) spectra store ``layers`` (null: all) with ``spectra_dtype``; Laplacian
+    spectra, whose coefficients are frequencies rather than neurons of a layer, are stored whole
+    with ``spectra_dtype``. Every pattern gets ``compression`` and ``compression_level``.
+
+    Parameters
+    ----------
+    settings : mapping
+        The configuration's ``storage`` section, defaults filled in
+        (``nsp_pipeline.core.defaults.default("storage")``).
+    domain : {"activations", "standard", "laplacian"}
+        The pattern's domain.
+    """
+    return {
+        "dtype": settings["activations_dtype" if domain == "activations" else "spectra_dtype"],
+        "layers": settings["layers"] if domain == "standard" else None,
+        "compression": settings["compression"],
+        "compression_level": settings["compression_level"],
+    }
+
+
 def read_pattern(
-    path: str | os.PathLike, sample_ids: Sequence[int] | None = None, *, verify: bool = True
+    path: str | os.PathLike,
+    sample_ids: Sequence[int] | None = None,
+    *,
+    layers: Sequence[int | str] | None = None,
+    verify: bool = True,
 ) -> Pattern:
     """Read a file written by :func:`write_pattern`: all its samples, or those with the given ids.
 
     A ``sample_ids``, ``labels`` or ``predictions`` dataset that is -1 throughout reads as None.
+    Values read as float64 whatever their storage. A file that stores some layers only
+    (``stored_layers``) reads as a pattern on the layout of those layers
+    (:func:`nsp_pipeline.core.pattern.sub_layout`).
 
     Parameters
     ----------
@@ -906,6 +1055,10 @@ def read_pattern(
         Ids of the samples to read (as stored in ``sample_ids``: each sample's index in its data
         set), in the order wanted; only their rows are read from disk (after the first read of the
         file in a process, which verifies all of it).
+    layers : sequence of int or str, optional
+        Layers to read, by name or by index in the network's layout (the file's ``layout``);
+        default, every layer the file stores. Only their datasets are read from disk (after the
+        first read of the file in a process). The pattern is on the layout of these layers.
     verify : bool, default True
         Verify the SHA-256 of the contents, once per process for each version of the file (see
         the module docstring); ``False`` skips it.
@@ -921,27 +1074,93 @@ def read_pattern(
     SchemaError
         If it is not a valid pattern file, is corrupt, holds no sample, or holds no sample of some of
         ``sample_ids``.
+    LayerNotStoredError
+        If a layer of ``layers`` is not in the network, or the file does not store it.
     """
     columns = ("sample_ids", "labels", "predictions")
     select = None if sample_ids is None else (lambda datasets: _sample_rows(path, datasets, sample_ids))
-    arrays, attributes = _read_file(path, "pattern", columns, verify=verify, per_layer=True, rows=select)
+    chosen: list[int] = []
+
+    def unwanted(datasets: Mapping[str, h5py.Dataset], attributes: Mapping[str, object]) -> list[str]:
+        names = datasets["layout/names"].asstr()[()].tolist()
+        with _consistent(path):
+            stored = _stored_layers(attributes, len(names))
+        chosen.extend(stored if layers is None else _chosen_layers(path, names, stored, layers))
+        return [_layer_dataset(index) for index in sorted(set(stored) - set(chosen))]
+
+    arrays, attributes = _read_file(
+        path, "pattern", columns, verify=verify, per_layer=True, rows=select, skip=unwanted
+    )
     if sample_ids is None and len(arrays["sample_ids"]) == 0:
         raise SchemaError(f"{path} holds no samples; a pattern file holds at least one: regenerate it")
     with _consistent(path):
-        layout = _layout_of(arrays)
+        network = _layout_of(arrays)
+        stored = _stored_layers(attributes, len(network))
+        layout = network if chosen == list(range(len(network))) else sub_layout(network, chosen)
         metadata = {name: None if np.all(arrays[name] == -1) else arrays[name] for name in columns}
+        diagnostics = {
+            name.removeprefix("diagnostics/"): values
+            for name, values in arrays.items()
+            if name.startswith("diagnostics/")
+        }
+        eigenvalues = arrays.get("eigenvalues")
+        if chosen != stored:  # the per-layer columns and eigenvalues of the chosen layers only
+            kept = [stored.index(index) for index in chosen]
+            diagnostics = {
+                name: values[:, kept] if name in PER_LAYER_DIAGNOSTICS else values
+                for name, values in diagnostics.items()
+            }
+            if eigenvalues is not None:
+                stored_layout = sub_layout(network, stored)
+                eigenvalues = np.concatenate([eigenvalues[stored_layout.slice(column)] for column in kept])
         return Pattern(
             layout=layout,
-            values=layout.join([arrays[_layer_dataset(i)] for i in range(len(layout))]),
+            values=_float64_join(layout, [arrays[_layer_dataset(index)] for index in chosen]),
             domain=str(attributes["domain"]),
-            eigenvalues=arrays.get("eigenvalues"),
-            diagnostics={
-                name.removeprefix("diagnostics/"): values
-                for name, values in arrays.items()
-                if name.startswith("diagnostics/")
-            },
+            eigenvalues=eigenvalues,
+            diagnostics=diagnostics,
             **metadata,
         )
+
+
+def _chosen_layers(
+    path: str | os.PathLike, names: Sequence[str], stored: Sequence[int], layers: Sequence[int | str]
+) -> list[int]:
+    """Indices of the ``layers`` a reader asks a pattern file for, each checked to be stored there."""
+    chosen = set()
+    for layer in layers:
+        if isinstance(layer, str) and layer not in names:
+            raise LayerNotStoredError(
+                f"{path} has no layer named {layer!r}: its network's layers are {shortened(names)}"
+            )
+        if not isinstance(layer, str) and not -len(names) <= layer < len(names):
+            raise LayerNotStoredError(f"{path} has no layer {layer}: its network has {len(names)} layers")
+        index = names.index(layer) if isinstance(layer, str) else int(layer) % len(names)
+        if index not in stored:
+            raise LayerNotStoredError(
+                f"{path} does not store layer {names[index]!r} (layer {index} of its network): it stores "
+                f"only the layers {shortened([names[i] for i in stored])} (the storage.layers setting "
+                "of the run that wrote it); read one of those, or write the file again with that layer"
+            )
+        chosen.add(index)
+    if not chosen:
+        raise LayerNotStoredError(f"no layers asked of {path}; give at least one, or None for all")
+    return sorted(chosen)
+
+
+def _float64_join(layout: Layout, per_layer: Sequence[np.ndarray]) -> np.ndarray:
+    """``(n_samples, n_nodes)`` float64 values in node order from per-layer arrays of any float dtype
+    (converted in one pass, without an intermediate copy of the stored dtype)."""
+    n_samples = per_layer[0].shape[0]
+    values = np.empty((n_samples, layout.n_nodes), dtype=np.float64)
+    for index, layer_values in enumerate(per_layer):
+        expected = (n_samples, *layout.layers[index].shape)
+        if layer_values.shape != expected:
+            raise ValueError(
+                f"layer {layout.layers[index].name!r} has shape {layer_values.shape}, expected {expected}"
+            )
+        values[:, layout.slice(index)] = layer_values.reshape(n_samples, -1)
+    return values
 
 
 def _sample_rows(
@@ -1449,3 +1668,43 @@ def read_synthesis(path: str | os.PathLike, *, verify: bool = True) -> Synthesis
     arrays, attributes = _read_file(path, "synthesis", ("inputs", "trajectory", "values"), verify=verify)
     with _consistent(path):
         return SynthesisResult.from_arrays(arrays, json.loads(str(attributes["synthesis_metadata"])))
+
+
+def write_regions(path: str | os.PathLike, partition: RegionPartition, provenance: Mapping[str, str]) -> None:
+    """Write the linear regions of a slice (``nsp-pipeline/regions``).
+
+    The datasets are :meth:`RegionPartition.to_arrays`'s (cells as vertex arrays with offsets,
+    patterns, affine maps, per-cell facts, the decision boundary, the slice); the root attribute
+    ``regions_metadata`` holds :meth:`RegionPartition.attributes` as JSON. Large arrays are
+    compressed.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file, replaced atomically.
+    partition : RegionPartition
+        What :func:`nsp_pipeline.interpret.regions.linear_regions` returned.
+    provenance : mapping of str to str
+        Root attributes from :func:`nsp_pipeline.io.provenance.provenance`.
+    """
+    arrays = {name: np.ascontiguousarray(values) for name, values in partition.to_arrays().items()}
+    metadata = json.dumps(partition.attributes(), sort_keys=True)
+    large = tuple(name for name, values in arrays.items() if values.size > 4096)
+    _write_file(
+        path, "regions", provenance, arrays, attributes={"regions_metadata": metadata}, compressed=large
+    )
+
+
+def read_regions(path: str | os.PathLike, *, verify: bool = True) -> RegionPartition:
+    """Read a file written by :func:`write_regions`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    SchemaError
+        If it is not a valid regions file, or is corrupt.
+    """
+    arrays, attributes = _read_file(path, "regions", ("vertices", "offsets", "areas"), verify=verify)
+    with _consistent(path):
+        return RegionPartition.from_arrays(arrays, json.loads(str(attributes["regions_metadata"])))

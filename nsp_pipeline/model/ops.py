@@ -15,7 +15,10 @@ spelling of the operation (module classes, functions, tensor method names) and s
   geometry of convolutions and pooling (``window``);
 - its ``weights`` rule, the :class:`WeightRule` that :mod:`nsp_pipeline.graph.weights` applies
   (structural and local edge weights, and the operation's affine offset);
-- slots for what later rules need (``affine``, ``kinks``, ``gradient``).
+- its ``kinks``: whether it is piecewise linear and where it bends (:func:`no_kinks` for affine
+  operations, a function giving the kink sites of a call for piecewise-linear ones, ``None`` for
+  operations that are not piecewise linear), read by :mod:`nsp_pipeline.interpret.regions`;
+- slots for what later rules need (``affine``, ``gradient``).
 
 :func:`lookup` finds the entry of a recorded call (module by class, function by identity, method
 by name); :func:`supported_operations` lists every spelling of every entry.
@@ -34,6 +37,7 @@ has one); likewise for its weights, a member of :class:`WeightRule` and its rule
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -174,9 +178,18 @@ class Operation:
         entry does not cover (e.g. interpolation other than ``nearest``).
     weights : WeightRule, optional
         Edge-weight rule (default: the family's).
-    affine, kinks, gradient : callable, optional
-        Reserved for rules still to come: the affine map of a piecewise-linear operation and its
-        kink sites, the gradient rule. ``None``: not declared.
+    kinks : callable, optional
+        Piecewise-linear operations: ``kinks(target, args, kwargs, varies)`` gives the kink sites
+        of a call on a batch (``varies(value)``: whether an argument depends on the network's
+        input), a tensor ``(batch, n_sites, n_pieces)``: the operation is affine wherever, at every
+        site, the same piece is the largest (``argmax``, the first on ties); ``n_pieces == 1``
+        means a sign site, bending where its value crosses 0. :func:`no_kinks` (returns ``None``)
+        for affine operations. It raises :class:`UnsupportedLayerError` for a call that is not
+        piecewise linear (a product of two inputs, batch statistics). ``None``: the operation is
+        not piecewise linear (or not declared).
+    affine, gradient : callable, optional
+        Reserved for rules still to come: the affine map of a piecewise-linear operation, the
+        gradient rule. ``None``: not declared.
     """
 
     name: str
@@ -252,6 +265,176 @@ def _nearest_only(entry: Operation, call: OpCall) -> Operation:
     return entry
 
 
+def no_kinks(target, args, kwargs, varies) -> None:
+    """The ``kinks`` of an affine operation: none."""
+    return None
+
+
+def _parameter(target, args, kwargs, position: int, name: str, default=None):
+    """Parameter ``name`` of a call: the module's attribute, else positional ``position`` or keyword."""
+    if isinstance(target, nn.Module):
+        return getattr(target, name, default)
+    return args[position] if len(args) > position else kwargs.get(name, default)
+
+
+def _input(args, kwargs) -> torch.Tensor:
+    """The tensor a call operates on: its first argument."""
+    return args[0] if args else kwargs["input"]
+
+
+def _sign_sites(x: torch.Tensor, *levels) -> torch.Tensor:
+    """Sign sites ``(batch, n_sites, 1)``: ``x − level`` for every element and level (element-major)."""
+    if levels == (0,):
+        return x.reshape(len(x), -1, 1)
+    return torch.stack([x - level for level in levels], -1).reshape(len(x), -1, 1)
+
+
+def _at(*levels: float) -> Callable:
+    """Kinks where the input crosses fixed ``levels`` (ReLU at 0, ReLU6 at 0 and 6)."""
+
+    def kinks(target, args, kwargs, varies):
+        return _sign_sites(_input(args, kwargs), *levels)
+
+    return kinks
+
+
+def _at_parameters(*parameters: tuple[int, str, float], negated: bool = False) -> Callable:
+    """Kinks where the input crosses levels given by the call's parameters ``(position, name, default)``.
+
+    ``negated``: the levels ``−λ`` and ``λ`` of one parameter ``λ`` (hardshrink, softshrink).
+    """
+
+    def kinks(target, args, kwargs, varies):
+        levels = [_parameter(target, args, kwargs, *parameter) for parameter in parameters]
+        if negated:
+            levels = [-levels[0], levels[0]]
+        return _sign_sites(_input(args, kwargs), *levels)
+
+    return kinks
+
+
+def _clamp_kinks(target, args, kwargs, varies) -> torch.Tensor:
+    """``clamp(x, min, max)`` bends where ``x`` crosses each bound given (bounds independent of the input)."""
+    bounds = [_parameter(target, args, kwargs, position, name) for position, name in ((1, "min"), (2, "max"))]
+    if any(varies(bound) for bound in bounds):
+        raise UnsupportedLayerError(
+            "clamp with bounds that depend on the input: use torch.maximum / torch.minimum"
+        )
+    return _sign_sites(_input(args, kwargs), *(bound for bound in bounds if bound is not None))
+
+
+def _larger_kinks(sign: float) -> Callable:
+    """``maximum(a, b)`` or ``minimum(a, b)`` (``sign`` 1, −1): the larger of ``sign·a``, ``sign·b``."""
+
+    def kinks(target, args, kwargs, varies):
+        first, second = torch.broadcast_tensors(*(torch.as_tensor(a, dtype=args[0].dtype) for a in args[:2]))
+        return sign * torch.stack([first, second], -1).reshape(len(first), -1, 2)
+
+    return kinks
+
+
+def _max_pool_kinks(target, args, kwargs, varies) -> torch.Tensor:
+    """Max pooling: one argmax site per output element, its pieces the elements of its window.
+
+    Window elements in the padding are ``−inf`` (never the largest). The number of windows is read
+    from the pooled output, so ``ceil_mode`` needs no formula of its own.
+    """
+    x = _input(args, kwargs)
+    spatial = x.ndim - 2
+    kernel, padding, dilation = (
+        _per_axis(_parameter(target, args, kwargs, position, name, default), spatial)
+        for position, name, default in ((1, "kernel_size", None), (3, "padding", 0), (4, "dilation", 1))
+    )
+    stride = _parameter(target, args, kwargs, 2, "stride")
+    stride = kernel if stride is None or stride == [] or stride == () else _per_axis(stride, spatial)
+    pooled = _pool_call(target, args, kwargs)
+    windows = x
+    for axis in range(spatial):
+        dim = 2 + axis
+        size = x.shape[dim]
+        out = pooled.shape[dim]
+        span = dilation[axis] * (kernel[axis] - 1) + 1
+        right = max(0, (out - 1) * stride[axis] + span - size - padding[axis])
+        pad = [0, 0] * (windows.ndim - dim - 1) + [padding[axis], right]
+        windows = F.pad(windows, pad, value=-torch.inf)
+        windows = windows.unfold(dim, span, stride[axis])[..., :: dilation[axis]].narrow(dim, 0, out)
+    return _windows_last(windows, spatial)
+
+
+def _adaptive_max_kinks(target, args, kwargs, varies) -> torch.Tensor:
+    """Adaptive max pooling: window ``i`` of ``out`` over ``n`` elements is ``[⌊i n/out⌋, ⌈(i+1) n/out⌉)``."""
+    x = _input(args, kwargs)
+    spatial = x.ndim - 2
+    pooled = _pool_call(target, args, kwargs)
+    windows = x
+    for axis in range(spatial):
+        dim = 2 + axis
+        size, out = x.shape[dim], pooled.shape[dim]
+        starts = [(i * size) // out for i in range(out)]
+        stops = [-((-(i + 1) * size) // out) for i in range(out)]
+        width = max(stop - start for start, stop in zip(starts, stops))
+        index = torch.tensor(
+            [
+                [start + k if start + k < stop else size for k in range(width)]
+                for start, stop in zip(starts, stops)
+            ]
+        )
+        padded = F.pad(windows, [0, 0] * (windows.ndim - dim - 1) + [0, 1], value=-torch.inf)
+        gathered = padded.index_select(dim, index.reshape(-1))
+        windows = gathered.unflatten(dim, (out, width)).movedim(dim + 1, -1)
+    return _windows_last(windows, spatial)
+
+
+def _per_axis(value, spatial: int) -> tuple:
+    return tuple(value) if isinstance(value, tuple | list) else (value,) * spatial
+
+
+def _pool_call(target, args, kwargs) -> torch.Tensor:
+    """The pooled output of a call (for its size), without indices."""
+    result = target(*args, **kwargs)
+    return result[0] if isinstance(result, tuple) else result
+
+
+def _windows_last(windows: torch.Tensor, spatial: int) -> torch.Tensor:
+    """``(batch, C, *out, *kernel)`` windows as ``(batch, C · prod(out), prod(kernel))`` sites."""
+    return windows.reshape(len(windows), -1, math.prod(windows.shape[windows.ndim - spatial :]))
+
+
+def _product_kinks(target, args, kwargs, varies) -> None:
+    """A product is affine when at most one factor depends on the input."""
+    if varies(args[0]) and varies(args[1]):
+        raise UnsupportedLayerError("it multiplies two tensors that both depend on the input")
+    return None
+
+
+def _quotient_kinks(target, args, kwargs, varies) -> None:
+    """A quotient is affine when its divisor does not depend on the input."""
+    if varies(_parameter(target, args, kwargs, 1, "other")):
+        raise UnsupportedLayerError("it divides by a tensor that depends on the input")
+    return None
+
+
+def _normalisation_kinks(target, args, kwargs, varies) -> None:
+    """Batch norm is affine on its running statistics; with the batch's own it mixes the samples."""
+    if (
+        (target.running_mean is None)
+        if isinstance(target, nn.Module)
+        else _parameter(target, args, kwargs, 5, "training", False)
+    ):
+        raise UnsupportedLayerError("it normalises with the batch's own statistics, not running ones")
+    return None
+
+
+def _dropout_kinks(target, args, kwargs, varies) -> None:
+    """Dropout is the identity in eval mode; the functional form drops unless ``training=False``."""
+    if not isinstance(target, nn.Module) and _parameter(target, args, kwargs, 2, "training", True):
+        raise UnsupportedLayerError("it draws random numbers (pass training=self.training)")
+    return None
+
+
+_RELU_LIKE = _at(0)
+
+
 _E, _S, _M = Family.ELEMENTWISE, Family.SHAPE_ONLY, Family.MOVEMENT
 _RESHAPE = RelationKind.RESHAPE
 _AFFINE = WeightRule.AFFINE
@@ -272,17 +455,20 @@ _ADAPTIVE = ("input", "output_size")
 def _windowed(kind: str, n: int, module: type[nn.Module], function: Callable, signature) -> Operation:
     """A convolution or pooling over ``n`` spatial axes, named after its function."""
     name = function.__name__
-    return Operation(name, Family.WINDOWED, (module,), (function,), signature=signature, window=(kind, n))
+    kinks = {"max": _max_pool_kinks, "adaptive_max": _adaptive_max_kinks}.get(kind, no_kinks)
+    return Operation(
+        name, Family.WINDOWED, (module,), (function,), signature=signature, window=(kind, n), kinks=kinks
+    )
 
 
 #: Every supported operation.
 OPERATIONS: tuple[Operation, ...] = (
     # Elementwise activations
-    Operation("relu", _E, (nn.ReLU,), (F.relu, F.relu_, torch.relu), ("relu", "relu_")),
-    Operation("relu6", _E, (nn.ReLU6,), (F.relu6,)),
-    Operation("leaky_relu", _E, (nn.LeakyReLU,), (F.leaky_relu,)),
-    Operation("prelu", _E, (nn.PReLU,), (F.prelu,)),
-    Operation("rrelu", _E, (nn.RReLU,)),
+    Operation("relu", _E, (nn.ReLU,), (F.relu, F.relu_, torch.relu), ("relu", "relu_"), kinks=_RELU_LIKE),
+    Operation("relu6", _E, (nn.ReLU6,), (F.relu6,), kinks=_at(0, 6)),
+    Operation("leaky_relu", _E, (nn.LeakyReLU,), (F.leaky_relu,), kinks=_RELU_LIKE),
+    Operation("prelu", _E, (nn.PReLU,), (F.prelu,), kinks=_RELU_LIKE),
+    Operation("rrelu", _E, (nn.RReLU,), kinks=_RELU_LIKE),  # eval mode: a fixed slope
     Operation("elu", _E, (nn.ELU,), (F.elu,)),
     Operation("selu", _E, (nn.SELU,), (F.selu,)),
     Operation("celu", _E, (nn.CELU,), (F.celu,)),
@@ -293,49 +479,79 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("tanh", _E, (nn.Tanh,), (F.tanh, torch.tanh), ("tanh", "tanh_")),
     Operation("softplus", _E, (nn.Softplus,), (F.softplus,)),
     Operation("softsign", _E, (nn.Softsign,), (F.softsign,)),
-    Operation("hardtanh", _E, (nn.Hardtanh,), (F.hardtanh,)),
+    Operation(
+        "hardtanh",
+        _E,
+        (nn.Hardtanh,),
+        (F.hardtanh,),
+        kinks=_at_parameters((1, "min_val", -1.0), (2, "max_val", 1.0)),
+    ),
     Operation("hardswish", _E, (nn.Hardswish,), (F.hardswish,)),
-    Operation("hardsigmoid", _E, (nn.Hardsigmoid,), (F.hardsigmoid,)),
-    Operation("hardshrink", _E, (nn.Hardshrink,), (F.hardshrink,)),
-    Operation("softshrink", _E, (nn.Softshrink,), (F.softshrink,)),
+    Operation("hardsigmoid", _E, (nn.Hardsigmoid,), (F.hardsigmoid,), kinks=_at(-3, 3)),
+    Operation(
+        "hardshrink",
+        _E,
+        (nn.Hardshrink,),
+        (F.hardshrink,),
+        kinks=_at_parameters((1, "lambd", 0.5), negated=True),
+    ),
+    Operation(
+        "softshrink",
+        _E,
+        (nn.Softshrink,),
+        (F.softshrink,),
+        kinks=_at_parameters((1, "lambd", 0.5), negated=True),
+    ),
     Operation("tanhshrink", _E, (nn.Tanhshrink,), (F.tanhshrink,)),
     Operation("logsigmoid", _E, (nn.LogSigmoid,), (F.logsigmoid,)),
-    Operation("threshold", _E, (nn.Threshold,), (F.threshold,)),
+    Operation("threshold", _E, (nn.Threshold,), (F.threshold,), kinks=_at_parameters((1, "threshold", 0.0))),
     # Identities in eval mode
-    Operation("identity", _E, (nn.Identity,), weights=_AFFINE),
+    Operation("identity", _E, (nn.Identity,), weights=_AFFINE, kinks=no_kinks),
     Operation(
         "dropout",
         _E,
         (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout),
         (F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout),
         weights=_AFFINE,
+        kinks=_dropout_kinks,
     ),
-    Operation("cast", _E, methods=("float", "double"), weights=_AFFINE),
+    Operation("cast", _E, methods=("float", "double"), weights=_AFFINE, kinks=no_kinks),
     # Elementwise arithmetic (with broadcasting)
     Operation("exp", _E, functions=(torch.exp,), methods=("exp",)),
     Operation("log", _E, functions=(torch.log,), methods=("log",)),
-    Operation("abs", _E, functions=(torch.abs,), methods=("abs",)),
-    Operation("neg", _E, functions=(torch.neg, operator.neg), methods=("neg",), weights=_AFFINE),
-    Operation("pos", _E, functions=(operator.pos,), weights=_AFFINE),
+    Operation("abs", _E, functions=(torch.abs,), methods=("abs",), kinks=_RELU_LIKE),
+    Operation(
+        "neg", _E, functions=(torch.neg, operator.neg), methods=("neg",), weights=_AFFINE, kinks=no_kinks
+    ),
+    Operation("pos", _E, functions=(operator.pos,), weights=_AFFINE, kinks=no_kinks),
     Operation("sqrt", _E, functions=(torch.sqrt,), methods=("sqrt",)),
     Operation("square", _E, functions=(torch.square,), methods=("square",)),
     Operation("sin", _E, functions=(torch.sin,)),
     Operation("cos", _E, functions=(torch.cos,)),
-    Operation("clamp", _E, functions=(torch.clamp,), methods=("clamp", "clamp_")),
+    Operation("clamp", _E, functions=(torch.clamp,), methods=("clamp", "clamp_"), kinks=_clamp_kinks),
     Operation(
         "add",
         _E,
         functions=(torch.add, operator.add, operator.iadd),
         methods=("add", "add_", "__add__", "__radd__"),
         weights=_AFFINE,
+        kinks=no_kinks,
     ),
-    Operation("sub", _E, functions=(torch.sub, operator.sub), methods=("sub", "__sub__"), weights=_AFFINE),
+    Operation(
+        "sub",
+        _E,
+        functions=(torch.sub, operator.sub),
+        methods=("sub", "__sub__"),
+        weights=_AFFINE,
+        kinks=no_kinks,
+    ),
     Operation(
         "mul",
         _E,
         functions=(torch.mul, operator.mul, operator.imul),
         methods=("mul", "mul_", "__mul__", "__rmul__"),
         weights=WeightRule.PRODUCT,
+        kinks=_product_kinks,
     ),
     Operation(
         "div",
@@ -343,9 +559,10 @@ OPERATIONS: tuple[Operation, ...] = (
         functions=(torch.div, operator.truediv),
         methods=("div", "__truediv__"),
         weights=WeightRule.QUOTIENT,
+        kinks=_quotient_kinks,
     ),
-    Operation("maximum", _E, functions=(torch.maximum,)),
-    Operation("minimum", _E, functions=(torch.minimum,)),
+    Operation("maximum", _E, functions=(torch.maximum,), kinks=_larger_kinks(1.0)),
+    Operation("minimum", _E, functions=(torch.minimum,), kinks=_larger_kinks(-1.0)),
     Operation("where", _E, functions=(torch.where,)),
     # Normalisation
     Operation(
@@ -355,29 +572,58 @@ OPERATIONS: tuple[Operation, ...] = (
         (F.batch_norm,),
         signature=("input", "running_mean", "running_var", "weight", "bias", "training"),
         refine=_batch_statistics,
+        kinks=_normalisation_kinks,
     ),
     # Shape-only: order-preserving reshapes keep their input's grid, reorderings do not
-    Operation("flatten", _S, (nn.Flatten,), (torch.flatten,), ("flatten",), relation=_RESHAPE),
-    Operation("unflatten", _S, (nn.Unflatten,), (torch.unflatten,), ("unflatten",), relation=_RESHAPE),
-    Operation("reshape", _S, functions=(torch.reshape,), methods=("reshape", "view"), relation=_RESHAPE),
-    Operation("reshape_as", _S, methods=("reshape_as", "view_as"), relation=_RESHAPE),
-    Operation("squeeze", _S, functions=(torch.squeeze,), methods=("squeeze",), relation=_RESHAPE),
-    Operation("unsqueeze", _S, functions=(torch.unsqueeze,), methods=("unsqueeze",), relation=_RESHAPE),
-    Operation("contiguous", _S, methods=("contiguous",), relation=_RESHAPE),
-    Operation("permute", _S, functions=(torch.permute,), methods=("permute",)),
-    Operation("transpose", _S, functions=(torch.transpose,), methods=("transpose",)),
-    Operation("t", _S, functions=(torch.t,), methods=("t",)),
-    Operation("movedim", _S, functions=(torch.movedim,), methods=("movedim",)),
-    Operation("pixel_shuffle", _S, (nn.PixelShuffle,), (F.pixel_shuffle,)),
-    Operation("pixel_unshuffle", _S, (nn.PixelUnshuffle,), (F.pixel_unshuffle,)),
-    Operation("channel_shuffle", _S, (nn.ChannelShuffle,)),
+    Operation(
+        "flatten", _S, (nn.Flatten,), (torch.flatten,), ("flatten",), relation=_RESHAPE, kinks=no_kinks
+    ),
+    Operation(
+        "unflatten",
+        _S,
+        (nn.Unflatten,),
+        (torch.unflatten,),
+        ("unflatten",),
+        relation=_RESHAPE,
+        kinks=no_kinks,
+    ),
+    Operation(
+        "reshape",
+        _S,
+        functions=(torch.reshape,),
+        methods=("reshape", "view"),
+        relation=_RESHAPE,
+        kinks=no_kinks,
+    ),
+    Operation("reshape_as", _S, methods=("reshape_as", "view_as"), relation=_RESHAPE, kinks=no_kinks),
+    Operation(
+        "squeeze", _S, functions=(torch.squeeze,), methods=("squeeze",), relation=_RESHAPE, kinks=no_kinks
+    ),
+    Operation(
+        "unsqueeze",
+        _S,
+        functions=(torch.unsqueeze,),
+        methods=("unsqueeze",),
+        relation=_RESHAPE,
+        kinks=no_kinks,
+    ),
+    Operation("contiguous", _S, methods=("contiguous",), relation=_RESHAPE, kinks=no_kinks),
+    Operation("permute", _S, functions=(torch.permute,), methods=("permute",), kinks=no_kinks),
+    Operation("transpose", _S, functions=(torch.transpose,), methods=("transpose",), kinks=no_kinks),
+    Operation("t", _S, functions=(torch.t,), methods=("t",), kinks=no_kinks),
+    Operation("movedim", _S, functions=(torch.movedim,), methods=("movedim",), kinks=no_kinks),
+    Operation("pixel_shuffle", _S, (nn.PixelShuffle,), (F.pixel_shuffle,), kinks=no_kinks),
+    Operation("pixel_unshuffle", _S, (nn.PixelUnshuffle,), (F.pixel_unshuffle,), kinks=no_kinks),
+    Operation("channel_shuffle", _S, (nn.ChannelShuffle,), kinks=no_kinks),
     # Other data movement
-    Operation("pad", _M, (nn.ZeroPad1d, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d), (F.pad,)),
-    Operation("cat", _M, functions=(torch.cat, torch.concat)),
-    Operation("stack", _M, functions=(torch.stack,)),
-    Operation("narrow", _M, functions=(torch.narrow,), methods=("narrow",)),
-    Operation("getitem", _M, functions=(operator.getitem,), methods=("__getitem__",)),
-    Operation("expand", _M, methods=("expand", "expand_as")),
+    Operation(
+        "pad", _M, (nn.ZeroPad1d, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d), (F.pad,), kinks=no_kinks
+    ),
+    Operation("cat", _M, functions=(torch.cat, torch.concat), kinks=no_kinks),
+    Operation("stack", _M, functions=(torch.stack,), kinks=no_kinks),
+    Operation("narrow", _M, functions=(torch.narrow,), methods=("narrow",), kinks=no_kinks),
+    Operation("getitem", _M, functions=(operator.getitem,), methods=("__getitem__",), kinks=no_kinks),
+    Operation("expand", _M, methods=("expand", "expand_as"), kinks=no_kinks),
     Operation(
         "interpolate",
         _M,
@@ -385,6 +631,7 @@ OPERATIONS: tuple[Operation, ...] = (
         (F.interpolate,),
         signature=("input", "size", "scale_factor", "mode"),
         refine=_nearest_only,
+        kinks=no_kinks,  # every mode is linear in the input
     ),
     # Softmax
     Operation(
@@ -405,7 +652,14 @@ OPERATIONS: tuple[Operation, ...] = (
         weights=WeightRule.LOG_SOFTMAX,
     ),
     # Linear
-    Operation("linear", Family.LINEAR, (nn.Linear,), (F.linear,), signature=("input", "weight", "bias")),
+    Operation(
+        "linear",
+        Family.LINEAR,
+        (nn.Linear,),
+        (F.linear,),
+        signature=("input", "weight", "bias"),
+        kinks=no_kinks,
+    ),
     # Convolution and pooling
     _windowed("conv", 1, nn.Conv1d, F.conv1d, _CONV),
     _windowed("conv", 2, nn.Conv2d, F.conv2d, _CONV),

@@ -129,10 +129,14 @@ class Trace:
     def pattern(self, labels=None, sample_ids=None) -> Pattern:
         """The recorded activations as a float64 :class:`Pattern`."""
         n_samples = self.values[0].shape[0]
-        flat = [v.detach().reshape(n_samples, -1).to(torch.float64).cpu().numpy() for v in self.values]
+        sizes = [value[0].numel() for value in self.values]
+        values, start = np.empty((n_samples, sum(sizes))), 0
+        for value, size in zip(self.values, sizes):  # one float64 pass, no per-layer copies
+            np.copyto(values[:, start : start + size], value.detach().reshape(n_samples, -1).cpu().numpy())
+            start += size
         return Pattern(
             layout=self.layout,
-            values=np.concatenate(flat, axis=1),
+            values=values,
             domain="activations",
             sample_ids=sample_ids,
             labels=labels,

@@ -172,10 +172,14 @@ def _minimal(args) -> None:
 
 
 def _synthesize(args) -> None:
-    settings = dict(_config(args.config)["interpret"]) if args.config else {}
+    config = _config(args.config) if args.config else None
+    settings = dict(config["interpret"]) if config else {}
     if args.target:
         settings["targets"] = [parse_target(text) for text in args.target]
     synthesis = {**default("interpret.synthesis"), **settings.get("synthesis", {})}
+    candidates = None
+    if synthesis["candidates"] is not None:
+        candidates = _entry(config, "datasets", synthesis["candidates"], args.config)
     for key in ("layers", "steps", "seed", "parameterisation"):
         if getattr(args, key) is not None:
             synthesis[key] = getattr(args, key)
@@ -183,8 +187,24 @@ def _synthesize(args) -> None:
         synthesis["value_range"] = args.value_range
     settings["synthesis"] = synthesis
     inputs = [("model", args.model)] + ([("config", args.config)] if args.config else [])
+    if candidates is not None:
+        inputs += _named_files(candidates, Path(), "candidates")
     check_outputs(inputs, [("result", args.out), ("PDF", args.pdf), ("feature sheet", args.sheet)])
-    stages.synthesis_file(args.model, args.out, args.pdf, args.sheet, settings)
+    stages.synthesis_file(args.model, args.out, args.pdf, args.sheet, settings, candidates=candidates)
+
+
+def _regions(args) -> None:
+    config = _config(args.config)
+    spec = _entry(config, "datasets", args.dataset, args.config)
+    settings = {key: value for key, value in config["regions"].items() if key != "slices"}
+    if args.scale is not None:
+        settings["scale"] = args.scale
+    for key in ("value_range", "pair"):
+        if getattr(args, key) is not None:
+            settings[key] = list(getattr(args, key))
+    inputs = [("model", args.model), ("config", args.config), *_named_files(spec, Path(), "dataset")]
+    check_outputs(inputs, [("partition", args.out), ("PDF", args.pdf)])
+    stages.regions_file(args.model, spec, args.samples, args.out, args.pdf, settings)
 
 
 def _interpret_parsers(sub) -> None:
@@ -237,6 +257,30 @@ def _interpret_parsers(sub) -> None:
     minimal.add_argument("--out", required=True, help="results file (.h5)")
     minimal.add_argument("--pdf", required=True, help="a page per sample and target")
     minimal.set_defaults(run=_minimal)
+    regions = sub.add_parser(
+        "regions",
+        help="the exact linear regions and decision boundary on the plane through three samples -> HDF5, PDF",
+    )
+    regions.add_argument("model", help="model artifact (a piecewise-linear network)")
+    regions.add_argument("--config", required=True, help="config holding the dataset (and regions settings)")
+    regions.add_argument("--dataset", required=True, help="name of the dataset entry")
+    regions.add_argument(
+        "--samples", type=int, nargs=3, required=True, metavar="POSITION",
+        help="positions of the three samples the plane goes through (the first is its origin)",
+    )  # fmt: skip
+    regions.add_argument(
+        "--scale", type=float, help=f"domain half-side / anchor spread (default: {default('regions.scale')})"
+    )
+    regions.add_argument(
+        "--value-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+        help="clip the domain to inputs within [LOW, HIGH] (default: the config's)",
+    )  # fmt: skip
+    regions.add_argument(
+        "--pair", type=int, nargs=2, metavar="CLASS", help="also draw the tie of two classes"
+    )
+    regions.add_argument("--out", required=True, help="partition file (.h5)")
+    regions.add_argument("--pdf", required=True, help="pictures of the partition (.pdf)")
+    regions.set_defaults(run=_regions)
     synth = sub.add_parser(
         "synthesize", help="inputs that maximise units (activation maximisation) -> HDF5, PDF, feature sheet"
     )
@@ -265,7 +309,9 @@ def _transform(args) -> None:
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"--out-dir {folder} is a file; expected a folder (created if missing)")
     outputs = [folder / Path(path).name for path in args.activations]
-    stages.transform_files(args.activations, args.operator, outputs)
+    stages.transform_files(
+        args.activations, args.operator, outputs, precision=args.precision, digits=args.digits
+    )
 
 
 def _graph_analytics(args) -> None:
@@ -358,6 +404,15 @@ def parser() -> argparse.ArgumentParser:
     spectrum.add_argument("operator", help="operator file")
     spectrum.add_argument("activations", nargs="+", help="activations files (shards)")
     spectrum.add_argument("--out-dir", required=True, help="folder for the spectra (same file names)")
+    spectrum.add_argument(
+        "--precision", choices=("auto", "float64", "exact"), default=default("causal.precision"),
+        help="arithmetic of causal spectra: exact integer arithmetic where float64 keeps fewer than --digits "
+        "correct digits (auto), or either everywhere (default: %(default)s)",
+    )  # fmt: skip
+    spectrum.add_argument(
+        "--digits", type=float, default=default("causal.digits"),
+        help="correct digits wanted per coefficient with --precision auto (default: %(default)s)",
+    )  # fmt: skip
     spectrum.set_defaults(run=_transform)
 
     render = sub.add_parser(
@@ -379,9 +434,13 @@ def parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--sample", type=int, help="id of the sample to draw (its source index); needed for a file of several"
     )
+    render.add_argument(
+        "--min-digits", type=float, default=default("render.min_digits"),
+        help="causal layers with fewer correct digits are drawn hatched, as noise (default: %(default)s)",
+    )  # fmt: skip
     render.set_defaults(
         run=lambda a: stages.render_file(
-            a.pattern, a.out, a.scale, a.cmap, a.symlog, a.model, a.input, a.sample
+            a.pattern, a.out, a.scale, a.cmap, a.symlog, a.model, a.input, a.sample, a.min_digits
         )
     )
 

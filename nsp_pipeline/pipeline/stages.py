@@ -12,7 +12,8 @@
 7. :func:`interpret_batch` — the maps of what drives chosen units, for a batch of samples;
    :func:`interpret_report` — their pictures, per sample and the top images of each unit;
    :func:`minimal_images_file` — minimal and masked images of some samples, HDF5 and PDF;
-   :func:`synthesis_file` — inputs that maximise units (activation maximisation), HDF5 and PDFs.
+   :func:`synthesis_file` — inputs that maximise units (activation maximisation), HDF5 and PDFs;
+8. :func:`regions_file` — the exact linear regions of a slice through three samples, HDF5 and PDF.
 
 The summary tables are made by :mod:`nsp_pipeline.pipeline.summaries`.
 
@@ -277,6 +278,7 @@ def extract_activations(
     granularity: str = default("graph.granularity"),
     threads: int | None = None,
     entry: Mapping | None = None,
+    storage: Mapping | None = None,
 ) -> None:
     """Record the activations of selected samples in one forward pass, as one shard file.
 
@@ -297,6 +299,9 @@ def extract_activations(
         Threads of torch's CPU kernels (``None``: torch's default).
     entry : mapping, optional
         The model's config entry, which the artifact must have been exported from.
+    storage : mapping, optional
+        The configuration's ``storage`` section (default: its defaults); see
+        :func:`nsp_pipeline.io.hdf5.pattern_storage`.
 
     Raises
     ------
@@ -345,12 +350,18 @@ def extract_activations(
         )
     settings = {"dataset": dict(dataset), "granularity": granularity}
     attributes = provenance(settings, artifact.model_checksum(model), dataset=data.name)
-    hdf5.write_pattern(activations_out, pattern, attributes)
+    options = hdf5.pattern_storage({**default("storage"), **(storage or {})}, "activations")
+    hdf5.write_pattern(activations_out, pattern, attributes, **options)
     log.info("activations of %d samples of %s -> %s", len(positions), data.name, activations_out)
 
 
 def transform_files(
-    activations_paths: Sequence[PathLike], operator_path: PathLike, spectra_out: Sequence[PathLike]
+    activations_paths: Sequence[PathLike],
+    operator_path: PathLike,
+    spectra_out: Sequence[PathLike],
+    storage: Mapping | None = None,
+    precision: str = default("causal.precision"),
+    digits: float = default("causal.digits"),
 ) -> None:
     """Spectra of activations files (shards) with a precomputed operator, a spectra file per shard.
 
@@ -358,6 +369,9 @@ def transform_files(
     place in ``spectra_out``, sample for sample. Nothing is written unless every file can be
     transformed. Causal spectra whose layers keep fewer than 3 significant digits in float64 are
     written all the same, with their per-layer digits in the file; a warning names the layers.
+    ``storage`` is the configuration's ``storage`` section (default: its defaults; see
+    :func:`nsp_pipeline.io.hdf5.pattern_storage`); ``precision`` and ``digits`` choose the
+    arithmetic of causal spectra (:func:`nsp_pipeline.transforms.api.transform`).
 
     Raises
     ------
@@ -396,12 +410,18 @@ def transform_files(
     spectra = []
     for path, pattern, _ in shards:
         try:
-            spectra.append(transform(pattern, operator))
+            spectra.append(transform(pattern, operator, precision=precision, digits=digits))
         except ValueError as error:
             raise ValueError(f"transforming {path} with {operator_path}: {error}") from None
     operator_sha256 = hdf5.read_header(operator_path)["content_sha256"]
+    storage = {**default("storage"), **(storage or {})}
     for (_, _, source), spectrum, path in zip(shards, spectra, spectra_out, strict=True):
-        hdf5.write_pattern(path, spectrum, source | {"operator_sha256": operator_sha256})
+        hdf5.write_pattern(
+            path,
+            spectrum,
+            source | {"operator_sha256": operator_sha256},
+            **hdf5.pattern_storage(storage, spectrum.domain),
+        )
         _warn_about_precision(spectrum)
         log.info(
             "%s spectra of %d samples with %s -> %s", spectrum.domain, spectrum.n_samples, operator_path, path
@@ -421,8 +441,9 @@ def _warn_about_precision(spectra: Pattern) -> None:
     names = [spectra.layout.layers[i].name for i in np.flatnonzero(digits.min(axis=0) < 3)]
     if names:
         log.warning(
-            "causal spectra: layers %s keep fewer than 3 significant digits in float64 for some samples "
-            "(per-layer digits are stored in each file's diagnostics/significant_digits)",
+            "causal spectra: layers %s keep fewer than 3 correct digits for some samples (estimated; "
+            "per-layer digits in each file's diagnostics/significant_digits, exact layers in "
+            "diagnostics/exact_arithmetic; causal.precision: exact computes every layer exactly)",
             names,
         )
 
@@ -436,6 +457,7 @@ def render_file(
     model: str | None = None,
     input_path: PathLike | None = None,
     sample: int | None = None,
+    min_digits: float = default("render.min_digits"),
 ) -> None:
     """Render one sample of an activations or spectrum file as a PDF: a summary page, then a page per layer.
 
@@ -454,6 +476,8 @@ def render_file(
     sample : int, optional
         The sample's id (its index in the source data, the files' ``sample_ids``); needed when the
         file holds more than one sample.
+    min_digits : float
+        Causal layers with fewer correct digits are drawn grey and hatched, as rounding noise.
 
     Raises
     ------
@@ -487,7 +511,14 @@ def render_file(
         check_batch((input_path, source), [(pattern_path, pattern)])
         input_image = source.layer(0)[0]
     render_pattern(
-        pattern, pdf_out, scale=scale, cmap=cmap, symlog=symlog, model=model, input_image=input_image
+        pattern,
+        pdf_out,
+        scale=scale,
+        cmap=cmap,
+        symlog=symlog,
+        model=model,
+        input_image=input_image,
+        min_digits=min_digits,
     )
 
 
@@ -570,6 +601,7 @@ def render_samples(
     cmap: str = default("render.cmap"),
     symlog: bool = default("render.symlog"),
     model: str | None = None,
+    min_digits: float = default("render.min_digits"),
 ) -> None:
     """PDFs of some samples of a shard, its activations and each spectrum: ``<pdf_dir>/<name>_<pattern>.pdf``.
 
@@ -586,7 +618,7 @@ def render_samples(
         Their names in the PDF file names (the workflow names a sample by its zero-padded position).
     pdf_dir : path
         Folder of the PDFs; it appears complete or not at all.
-    scale, cmap, symlog, model
+    scale, cmap, symlog, model, min_digits
         As in :func:`render_file`.
 
     Raises
@@ -617,6 +649,7 @@ def render_samples(
                     symlog=symlog,
                     model=model,
                     input_image=inputs[row],
+                    min_digits=min_digits,
                 )
     log.info("PDFs of %d samples -> %s", len(rows), pdf_dir)
 
@@ -791,7 +824,12 @@ def minimal_images_file(
     for image, sample_id in progress(list(zip(data.inputs, data.ids)), "minimal images", unit="sample"):
         for method in minimal["methods"]:
             found = functions[method](
-                model, image, targets, granularity=settings["granularity"], **minimal[method]
+                model,
+                image,
+                targets,
+                granularity=settings["granularity"],
+                sample_id=int(sample_id),
+                **minimal[method],
             )
             per_method[method].extend(found)
             stored.extend((int(sample_id), result) for result in found)
@@ -809,6 +847,7 @@ def synthesis_file(
     entry: Mapping | None = None,
     metadata_path: PathLike | None = None,
     title: str = "",
+    candidates: Mapping | None = None,
 ) -> None:
     """Synthesise inputs that maximise the targets of ``settings`` and every channel of its layers.
 
@@ -827,9 +866,14 @@ def synthesis_file(
         The model's config entry and metadata; the artifact must belong to both.
     title : str
         Put before every page title.
+    candidates : mapping, optional
+        The spec of the data set that ``synthesis.candidates`` names: each objective also starts
+        from its best sample of the first ``synthesis.candidate_samples`` (all: None), so that
+        its input scores at least as high as each of them.
     """
     import torch
 
+    from nsp_pipeline.data.loading import load_dataset, load_samples
     from nsp_pipeline.interpret.synthesis import Transform, synthesize
     from nsp_pipeline.interpret.targets import LayerReader, Target
     from nsp_pipeline.io.provenance import provenance
@@ -846,7 +890,19 @@ def synthesis_file(
     targets = _interpret_targets(settings) if settings["targets"] else []
     for layer in options["layers"]:
         targets += [Target(layer, channel=c, reduction="mean") for c in range(reader.shape(layer)[0])]
-    parameters = {key: value for key, value in options.items() if key not in ("enabled", "layers")}
+    if (candidates is None) != (options["candidates"] is None):
+        raise ValueError(
+            f"interpret.synthesis.candidates is {options['candidates']!r} but the data set spec was "
+            f"{'not ' if candidates is None else ''}given: give both or neither"
+        )
+    own = ("enabled", "layers", "candidates", "candidate_samples")
+    parameters = {key: value for key, value in options.items() if key not in own}
+    if candidates is not None:
+        count = options["candidate_samples"]
+        if count is None:
+            parameters["candidates"] = load_dataset(candidates, shape).inputs
+        else:
+            parameters["candidates"] = load_samples(candidates, range(count), shape).inputs
     parameters["transforms"] = [Transform.from_record(record) for record in options["transforms"]]
     if parameters["value_range"] is not None:
         parameters["value_range"] = tuple(parameters["value_range"])
@@ -855,3 +911,87 @@ def synthesis_file(
     plot_synthesis(result, pdf_out, title)
     plot_feature_sheet(result, sheet_out, title, layers=options["layers"])
     log.info("%d synthesised inputs of %s -> %s", len(targets), model_path, result_out)
+
+
+def regions_file(
+    model_path: PathLike,
+    dataset: Mapping,
+    positions: Sequence[int],
+    partition_out: PathLike,
+    pdf_out: PathLike,
+    settings: Mapping | None = None,
+    entry: Mapping | None = None,
+    metadata_path: PathLike | None = None,
+    title: str = "",
+) -> None:
+    """The exact linear regions and decision boundary of a model on the plane through three samples.
+
+    Parameters
+    ----------
+    model_path : path
+        Exported model artifact of a piecewise-linear network.
+    dataset : mapping
+        Dataset spec.
+    positions : sequence of int
+        Positions in the dataset of the three samples the plane goes through
+        (:meth:`nsp_pipeline.interpret.slices.Slice.through`).
+    partition_out, pdf_out : path
+        Output files (:func:`nsp_pipeline.io.hdf5.write_regions`,
+        :func:`nsp_pipeline.render.region_plots.write_region_pdf`).
+    settings : mapping, optional
+        The configuration section ``regions`` (``scale``, ``value_range``, ``pair``,
+        ``class_names``, ``patterns``, ``max_cells``).
+    entry, metadata_path : mapping, path, optional
+        The model's config entry and metadata; the artifact must belong to both.
+    title : str
+        Put before every page title.
+
+    Raises
+    ------
+    ValueError
+        If the partition grows beyond ``max_cells`` cells (naming the slice and the layer).
+    """
+    from nsp_pipeline.data.loading import load_samples
+    from nsp_pipeline.interpret.regions import linear_regions
+    from nsp_pipeline.interpret.slices import Slice
+    from nsp_pipeline.io.provenance import provenance
+    from nsp_pipeline.model import artifact
+    from nsp_pipeline.render.region_plots import write_region_pdf
+
+    settings = {**default("regions"), **(settings or {})}
+    settings.pop("slices", None)
+    model, metadata = artifact.load_model(model_path, entry, metadata_path)
+    data = load_samples(dataset, positions, tuple(metadata["input_shape"]))
+    points = data.inputs.detach().cpu().numpy().astype(np.float64)
+    labels = [
+        f"#{int(sample)}" + ("" if label < 0 else f" ({_class_name(int(label), settings)})")
+        for sample, label in zip(data.ids, data.labels)
+    ]
+    low, high = settings["value_range"] or (None, None)
+    plane = Slice.through(points, margin=settings["scale"], labels=labels, lo=low, hi=high)
+    name = "-".join(str(int(p)) for p in positions)
+
+    def report(layer: str, n_cells: int) -> None:
+        log.info("slice %s: %d cells after %s", name, n_cells, layer)
+        if n_cells > settings["max_cells"]:
+            raise ValueError(
+                f"slice {name}: {n_cells} cells after layer {layer!r}, more than regions.max_cells "
+                f"({settings['max_cells']}); shrink regions.scale or raise max_cells"
+            )
+
+    pair = None if settings["pair"] is None else tuple(settings["pair"])
+    partition = linear_regions(model, plane, patterns=settings["patterns"], pair=pair, progress=report)
+    hdf5.write_regions(partition_out, partition, provenance(settings, artifact.model_checksum(model)))
+    write_region_pdf(
+        pdf_out,
+        partition,
+        title=f"{title}, plane through samples {', '.join(labels)}" if title else "",
+        thumbnails=list(points),
+        class_names=settings.get("class_names"),
+    )
+    log.info("%d linear regions of slice %s -> %s", len(partition.areas), name, partition_out)
+
+
+def _class_name(label: int, settings: Mapping) -> str:
+    names = settings.get("class_names") or []
+    return names[label] if label < len(names) else str(label)

@@ -249,6 +249,12 @@ def summarize_dataset(
         for name, value in patterns.items()
     }
     first = next(iter(loaded))
+    common = set.intersection(*(set(pattern.layout.names) for pattern in loaded.values()))
+    if any(len(pattern.layout) != len(common) for pattern in loaded.values()):  # spectra of some layers
+        loaded = {
+            name: pattern.select_layers([n for n in pattern.layout.names if n in common])
+            for name, pattern in loaded.items()
+        }
     for name, pattern in loaded.items():
         if pattern.layout != loaded[first].layout:
             raise ValueError(f"pattern {name!r} has other layers than {first!r}")

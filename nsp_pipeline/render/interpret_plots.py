@@ -36,6 +36,7 @@ from matplotlib.patches import Rectangle
 from nsp_pipeline.interpret.results import AttributionMaps, check_class_names
 from nsp_pipeline.render import canvas
 from nsp_pipeline.render.pdf_pages import checked_indices, write_pages
+from nsp_pipeline.render.text import number_text, wrapped
 
 PathLike = str | os.PathLike
 
@@ -298,11 +299,7 @@ def _map_panel(fig, rect, maps, method, sample, target, gray, size, colourbar: b
         inch = 1 / fig.get_figheight()
         canvas.draw_colourbar(fig, (left, bottom - 0.22 * inch, width, 0.1 * inch), norm, cmap, fontsize=7)
     finite = plane[np.isfinite(plane)]
-    return f"{_number(finite.min())} … {_number(finite.max())}" if finite.size else "n/a"
-
-
-def _number(value: float) -> str:
-    return f"{value:.3g}".replace("-", "−")
+    return f"{number_text(finite.min())} … {number_text(finite.max())}" if finite.size else "n/a"
 
 
 def _parameters(maps: AttributionMaps, method: str) -> str:
@@ -314,18 +311,6 @@ def _parameters(maps: AttributionMaps, method: str) -> str:
         value = "×".join(str(v) for v in value) if isinstance(value, list) else value
         shown.append(f"{name}={value}")
     return ", ".join(shown)
-
-
-def _wrapped(text: str, width: int = 30) -> str:
-    """``text`` broken at ``", "`` into lines of about ``width`` characters."""
-    lines, line = [], ""
-    for part in text.split(", "):
-        if line and len(line) + len(part) + 2 > width:
-            lines.append(line + ",")
-            line = part
-        else:
-            line = f"{line}, {part}" if line else part
-    return "\n".join([*lines, line])
 
 
 def _sample_text(maps: AttributionMaps, sample: int, names) -> str:
@@ -369,7 +354,7 @@ def _attribution_page(maps: AttributionMaps, sample: int, target: int, title: st
     height = _TOP + panel_h + _BOTTOM
     fig = Figure(figsize=(width, height))
     prefix = f"{title}: " if title else ""
-    value = _number(float(maps.values[sample, target]))
+    value = number_text(float(maps.values[sample, target]))
     fig.text(
         0.5,
         1 - 0.15 / height,
@@ -391,7 +376,9 @@ def _attribution_page(maps: AttributionMaps, sample: int, target: int, title: st
             heading = f"input {size[0]}×{size[1]}"
         else:
             span = _map_panel(fig, rect, maps, method, sample, target, gray, size, colourbar=True)
-            heading = _wrapped(", ".join(filter(None, [method.replace("_", " "), _parameters(maps, method)])))
+            heading = wrapped(
+                ", ".join(filter(None, [method.replace("_", " "), _parameters(maps, method)])), 30
+            )
             heading += f"\nrange {span}"
         canvas.draw_title(fig, rect, heading, fontsize=8)
     fig.text(0.5, 0.08 / height, _wrap_note(_NOTE, width), ha="center", va="bottom", fontsize=7, color="0.3",
@@ -401,15 +388,7 @@ def _attribution_page(maps: AttributionMaps, sample: int, target: int, title: st
 
 def _wrap_note(text: str, width: float) -> str:
     """``text`` in lines that fit ``width`` inches at 7 points (about 16 characters per inch)."""
-    per_line = max(40, int(width * 16))
-    words, lines, line = text.split(" "), [], ""
-    for word in words:
-        if line and len(line) + 1 + len(word) > per_line:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}" if line else word
-    return "\n".join([*lines, line])
+    return wrapped(text, max(40, int(width * 16)), " ")
 
 
 def _top_page(maps: AttributionMaps, target: int, k: int, methods, title: str, names) -> Figure:
@@ -446,9 +425,8 @@ def _top_page(maps: AttributionMaps, target: int, k: int, methods, title: str, n
                 canvas.draw_image(fig, rect, shown, None, None, canvas.LAYER_IMAGE)
                 canvas.draw_frame(fig, rect, linewidth=0.5)
                 _field_box(fig, rect, maps, target, size)
-                heading = (
-                    f"#{row + 1}: {_sample_text(maps, sample, names)}\nvalue {_number(float(values[sample]))}"
-                )
+                value = number_text(float(values[sample]))
+                heading = f"#{row + 1}: {_sample_text(maps, sample, names)}\nvalue {value}"
             else:
                 span = _map_panel(fig, rect, maps, method, sample, target, gray, size, colourbar=False)
                 heading = f"{method.replace('_', ' ')}\n{span}"

@@ -34,6 +34,7 @@ from matplotlib.ticker import MaxNLocator
 from nsp_pipeline.interpret.minimal_results import MaskedImage, MinimalImage
 from nsp_pipeline.render import canvas
 from nsp_pipeline.render.pdf_pages import write_pages
+from nsp_pipeline.render.text import number_text
 
 PathLike = str | os.PathLike
 
@@ -64,7 +65,8 @@ def plot_minimal_images(
         What :func:`~nsp_pipeline.interpret.minimal_images.minimal_parcel_image`,
         :func:`~nsp_pipeline.interpret.minimal_images.minimal_component_image` and
         :func:`~nsp_pipeline.interpret.minimal_images.masked_image` return (one result per
-        target, the same targets in the same order); a row per method given.
+        target, the same targets and samples in the same order); a row per method given. The
+        page title names the result's sample id when it has one.
     title : str
         Context put before every page title.
 
@@ -76,7 +78,7 @@ def plot_minimal_images(
     Raises
     ------
     ValueError
-        If nothing is given, the sequences differ in length or targets, a parcel result is
+        If nothing is given, the sequences differ in length, targets or samples, a parcel result is
         given as components (or the reverse), or the images are not ``(1|3, H, W)`` or
         ``(H, W)``; nothing is written.
     """
@@ -99,6 +101,9 @@ def plot_minimal_images(
         records = {name: results[k].target for name, results in rows.items()}
         if len({str(r) for r in records.values()}) != 1:
             raise ValueError(f"target {k} differs between the sequences: {records}")
+        samples = {name: results[k].sample_id for name, results in rows.items()}
+        if len(set(samples.values())) != 1:
+            raise ValueError(f"result {k} comes from different samples in the sequences: {samples}")
         for results in rows.values():
             _check_image(results[k].image)
     pages = (_page({name: results[k] for name, results in rows.items()}, title) for k in range(n_targets))
@@ -129,10 +134,6 @@ def _borders(labels: np.ndarray) -> np.ndarray:
     return edge
 
 
-def _number(value: float) -> str:
-    return f"{value:.3g}".replace("-", "−")
-
-
 def _size_text(size: int) -> str:
     return "none" if size < 0 else str(size)
 
@@ -147,10 +148,11 @@ def _page(row_results: dict, title: str) -> Figure:
     height = _TITLE + len(rows) * row_h
     fig = Figure(figsize=(width, height))
     prefix = f"{title}: " if title else ""
+    sample = "" if first.sample_id is None else f"sample {first.sample_id} — "
     fig.text(
         0.5,
         1 - 0.15 / height,
-        f"{prefix}target {first.target_label()}",
+        f"{prefix}{sample}target {first.target_label()}",
         ha="center",
         va="top",
         fontsize=12,
@@ -199,7 +201,7 @@ class _Placer:
 
 def _minimal_row(place: _Placer, result: MinimalImage) -> None:
     image, kind = result.image, result.kind
-    place.image(0, _rgb(image, image), f"image\n{result.target_label()} = {_number(result.full_value)}")
+    place.image(0, _rgb(image, image), f"image\n{result.target_label()} = {number_text(result.full_value)}")
     if kind == "parcels":
         rgb = _rgb(image, image)
         rgb[_borders(result.labels)] = 1.0
@@ -217,7 +219,7 @@ def _minimal_row(place: _Placer, result: MinimalImage) -> None:
     place.image(
         2,
         _rgb(result.minimal_image, image),
-        f"minimal image ({search}): {chosen} {kind}\nvalue {_number(result.minimal_value)}",
+        f"minimal image ({search}): {chosen} {kind}\nvalue {number_text(result.minimal_value)}",
     )
     unit = "parcel" if kind == "parcels" else "component"
     values = result.piece_values
@@ -225,7 +227,7 @@ def _minimal_row(place: _Placer, result: MinimalImage) -> None:
     place.image(
         3,
         _rgb(result.compose(np.arange(result.n_pieces) == best), image),
-        f"best single {unit} (#{best})\nvalue {_number(values[best])}",
+        f"best single {unit} (#{best})\nvalue {number_text(values[best])}",
     )
     ax = place.axes()
     sizes = np.arange(result.n_pieces + 1)
@@ -291,13 +293,13 @@ def _masked_row(place: _Placer, result: MaskedImage) -> None:
     place.image(
         2,
         _rgb(result.masked_image, image),
-        f"masked image, step {chosen}\nvalue {_number(result.values[chosen])}",
+        f"masked image, step {chosen}\nvalue {number_text(result.values[chosen])}",
     )
     last = len(result.values) - 1
     place.image(
         3,
         _rgb(result.masked(last), image),
-        f"step {last} ({result.stop_reason})\nvalue {_number(result.values[last])}",
+        f"step {last} ({result.stop_reason})\nvalue {number_text(result.values[last])}",
     )
     ax = place.axes()
     ax.plot(

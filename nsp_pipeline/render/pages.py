@@ -24,7 +24,10 @@ Images are embedded as blocks of whole pixels per value, at least
 (:func:`color_norms`).
 
 Every page has a title and a subtitle naming the colour scale; every layer page has a
-colourbar. :func:`page_figures` builds the pages without writing them (what
+colourbar. A causal spectrum's layer with fewer correct digits than ``min_digits`` (its
+``significant_digits`` diagnostic, :func:`nsp_pipeline.transforms.api.transform`) is rounding noise:
+it is drawn in grey under red hatching (:data:`LOW_PRECISION`), its digits in its title, never in
+the report's colour map. :func:`page_figures` builds the pages without writing them (what
 :func:`render_pattern` writes), and the numbers of the summary table and the frequency
 plot come from :mod:`nsp_pipeline.render.tables`. Figures are built with
 :class:`matplotlib.figure.Figure` directly, never with ``pyplot``, so rendering leaves
@@ -47,6 +50,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.colors import Colormap, Normalize, SymLogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
 from nsp_pipeline.core.atomic import atomic_output
 from nsp_pipeline.core.defaults import default
@@ -78,6 +82,15 @@ TILE_LABEL = "tile-label"
 
 #: ``gid`` of the points of the Laplacian frequency page.
 FREQUENCY_POINTS = "frequency-points"
+
+#: ``gid`` of the hatching over a layer with fewer correct digits than wanted.
+LOW_PRECISION = "low-precision"
+
+#: Colormap of a layer with fewer correct digits than wanted (never the report's: not mistaken for signal).
+NOISE_CMAP = "Greys"
+
+#: Correct significant digits below which a layer of a causal spectrum is drawn as noise.
+DEFAULT_MIN_DIGITS = 3.0
 
 #: Colour of the gaps between tiles and of the padding after a wrapped strip (NaN pixels).
 BACKGROUND = "0.8"
@@ -312,6 +325,12 @@ class _Report:
     model: str | None
     input_image: np.ndarray | None
     summary: bool
+    min_digits: float = DEFAULT_MIN_DIGITS
+
+    def layer_digits(self, index: int) -> float | None:
+        """The layer's correct significant digits in this sample, if the pattern records them."""
+        digits = self.pattern.diagnostics.get("significant_digits")
+        return None if digits is None else float(digits[self.sample, index])
 
     @property
     def symlog(self) -> bool:
@@ -339,6 +358,7 @@ def _resolve(
     model: str | None,
     input_image: np.ndarray | None,
     summary: bool,
+    min_digits: float = DEFAULT_MIN_DIGITS,
 ) -> _Report:
     """Check the arguments of :func:`render_pattern` and resolve their defaults."""
     if not pattern.layout.layers:
@@ -369,6 +389,7 @@ def _resolve(
         model=model,
         input_image=input_image,
         summary=summary,
+        min_digits=float(min_digits),
     )
 
 
@@ -430,15 +451,32 @@ def _label_tiles(
     canvas.draw_labels(fig, anchors, strings, size, "left", "top", TILE_LABEL)
 
 
-def _draw_layer(fig: Figure, layer: Layer, values: np.ndarray, norm: Normalize, cmap: Colormap) -> None:
-    """Draw one layer of one sample on a page: one image with its heading, ticks and colourbar."""
+def _draw_layer(
+    fig: Figure,
+    layer: Layer,
+    values: np.ndarray,
+    norm: Normalize,
+    cmap: Colormap,
+    noise_digits: float | None = None,
+) -> None:
+    """Draw one layer of one sample on a page: one image with its heading, ticks and colourbar.
+
+    With ``noise_digits`` (the layer keeps fewer correct digits than wanted), the image is drawn in
+    :data:`NOISE_CMAP` under red hatching and the title gives the digits.
+    """
     canonical = _canonical(values)
     image = layer_image(values)
     rect = _axes_rect(*image.shape)
+    if noise_digits is not None:
+        cmap = _colormap(NOISE_CMAP).with_extremes(bad=BACKGROUND)
     canvas.draw_image(fig, rect, image, cmap, norm, canvas.LAYER_IMAGE)
     canvas.draw_frame(fig, rect)
     shape = ", ".join(str(n) for n in layer.shape)
-    canvas.draw_title(fig, rect, f"{layer.name} — {layer.kind} — shape ({shape})")
+    title = f"{layer.name} — {layer.kind} — shape ({shape})"
+    if noise_digits is not None:
+        _draw_hatching(fig, rect)
+        title = f"{title}\nROUNDING NOISE: {noise_digits:.1f} correct digits (hatched, not signal)"
+    canvas.draw_title(fig, rect, title)
     rows, columns = image.shape
     if canonical.ndim == 3:
         channels, height, width = canonical.shape
@@ -461,6 +499,22 @@ def _draw_layer(fig: Figure, layer: Layer, values: np.ndarray, norm: Normalize, 
     bar_w = 0.6 * (_PAGE - _MARGINS["left"] - _MARGINS["right"]) / _PAGE
     bar = (0.5 - bar_w / 2, rect[1] - 0.75 / _PAGE, bar_w, 0.15 / _PAGE)
     canvas.draw_colourbar(fig, bar, norm, cmap)
+
+
+def _draw_hatching(fig: Figure, rect: tuple[float, float, float, float]) -> None:
+    """Red hatching over ``rect``: the values under it are rounding noise."""
+    left, bottom, width, height = rect
+    hatching = Rectangle(
+        (left, bottom), width, height, fill=False, hatch="///", edgecolor="red", linewidth=1.5,
+        transform=fig.transFigure, gid=LOW_PRECISION,
+    )  # fmt: skip
+    fig.add_artist(hatching)
+
+
+def _noise_digits(report: _Report, index: int) -> float | None:
+    """The layer's digits if they are fewer than the report's ``min_digits``, else None."""
+    digits = report.layer_digits(index)
+    return digits if digits is not None and digits < report.min_digits else None
 
 
 def _layer_subtitle(report: _Report, index: int) -> str:
@@ -723,7 +777,8 @@ def _pages(report: _Report) -> Iterator[Figure]:
     layers = zip(pattern.layout.layers, pattern.layers(), strict=True)
     for index, (layer, values) in enumerate(progress(layers, "layer pages", len(pattern.layout), "page")):
         fig = _page(report, _layer_subtitle(report, index))
-        _draw_layer(fig, layer, values[report.sample], report.norms[index], report.colormap)
+        noise = _noise_digits(report, index)
+        _draw_layer(fig, layer, values[report.sample], report.norms[index], report.colormap, noise)
         yield fig
 
 
@@ -738,6 +793,7 @@ def page_figures(
     model: str | None = None,
     input_image: np.ndarray | None = None,
     summary: bool = True,
+    min_digits: float = DEFAULT_MIN_DIGITS,
 ) -> Iterator[Figure]:
     """The pages :func:`render_pattern` writes, as figures built one at a time.
 
@@ -749,7 +805,8 @@ def page_figures(
         Summary page(s), the Laplacian frequency page (Laplacian spectra), then one page
         per layer; only the layer pages if ``summary`` is ``False``.
     """
-    return _pages(_resolve(pattern, sample, scale, cmap, title, symlog, model, input_image, summary))
+    report = _resolve(pattern, sample, scale, cmap, title, symlog, model, input_image, summary, min_digits)
+    return _pages(report)
 
 
 def render_pattern(
@@ -764,6 +821,7 @@ def render_pattern(
     model: str | None = None,
     input_image: np.ndarray | None = None,
     summary: bool = True,
+    min_digits: float = DEFAULT_MIN_DIGITS,
 ) -> Path:
     """Render one sample of a pattern to a multi-page PDF report.
 
@@ -796,6 +854,10 @@ def render_pattern(
     summary : bool, default True
         Begin with the summary page(s) and, for Laplacian spectra, the frequency page.
         ``False`` writes only the layer pages, one per layer.
+    min_digits : float, default 3
+        Causal spectra: a layer whose ``significant_digits`` diagnostic (correct digits of its
+        coefficients) is below this is drawn as rounding noise — grey, hatched, its digits in the
+        title — never in ``cmap``.
 
     Returns
     -------
@@ -810,7 +872,7 @@ def render_pattern(
     IndexError
         If ``sample`` is out of range.
     """
-    report = _resolve(pattern, sample, scale, cmap, title, symlog, model, input_image, summary)
+    report = _resolve(pattern, sample, scale, cmap, title, symlog, model, input_image, summary, min_digits)
     path = Path(path)
     metadata = {"Title": report.title, "CreationDate": None}  # no timestamp: reruns give the same bytes
     with atomic_output(path) as temporary, PdfPages(temporary, metadata=metadata) as pdf:

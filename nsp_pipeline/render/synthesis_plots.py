@@ -1,8 +1,9 @@
 """Pictures of synthesised inputs: one page per objective, and the per-layer feature sheet.
 
 :func:`plot_synthesis` draws per objective a page with the synthesised input and the trajectory
-of its objective over the steps (the objective on each step's transformed input, and its
-final value on the untransformed input as a dashed line). :func:`plot_feature_sheet` draws the
+of its objective over the steps (the objective on each step's transformed input, its final
+value on the untransformed input as a dashed line and, with candidates, the best candidate's
+value dotted), and which start gave the input. :func:`plot_feature_sheet` draws the
 classic feature-visualisation sheet: per layer one page, a grid of every channel's synthesised
 input in channel order, each captioned with its channel and final value.
 
@@ -26,6 +27,7 @@ from matplotlib.figure import Figure
 from nsp_pipeline.interpret.synthesis_results import SynthesisResult
 from nsp_pipeline.render import canvas
 from nsp_pipeline.render.pdf_pages import checked_indices, write_pages
+from nsp_pipeline.render.text import number_text, wrapped
 
 PathLike = str | os.PathLike
 
@@ -45,6 +47,8 @@ _SHOWN_PARAMETERS = (
     "value_range",
     "norm_bound",
     "init",
+    "restarts",
+    "candidates",
     "seed",
 )
 
@@ -152,10 +156,6 @@ def shown_image(result: SynthesisResult, k: int) -> np.ndarray:
     return np.moveaxis(scaled, 0, -1) if len(scaled) == 3 else np.repeat(scaled[0][..., None], 3, axis=-1)
 
 
-def _number(value: float) -> str:
-    return f"{value:.4g}".replace("-", "−")
-
-
 def _parameter_text(result: SynthesisResult) -> str:
     parts = []
     for name in _SHOWN_PARAMETERS:
@@ -177,17 +177,6 @@ def _values(values: list) -> str:
     return f"{values[0]:g}" if len(values) == 1 else f"{min(values):g}…{max(values):g} ({len(values)})"
 
 
-def _wrapped(text: str, per_line: int) -> str:
-    lines, line = [], ""
-    for part in text.split("; "):
-        if line and len(line) + len(part) + 2 > per_line:
-            lines.append(line + ";")
-            line = part
-        else:
-            line = f"{line}; {part}" if line else part
-    return "\n".join([*lines, line])
-
-
 def _objective_page(result: SynthesisResult, k: int, title: str) -> Figure:
     image = shown_image(result, k)
     rows, columns = image.shape[:2]
@@ -199,8 +188,8 @@ def _objective_page(result: SynthesisResult, k: int, title: str) -> Figure:
     fig.text(
         0.5,
         1 - 0.15 / height,
-        f"{prefix}synthesised input for {result.label(k)} (value {_number(float(result.values[k]))})\n"
-        + _wrapped(_parameter_text(result), int(width * 13)),
+        f"{prefix}synthesised input for {result.label(k)} (value {number_text(float(result.values[k]), 4)})\n"
+        + wrapped(_parameter_text(result), int(width * 13), "; "),
         ha="center",
         va="top",
         fontsize=9,
@@ -210,13 +199,17 @@ def _objective_page(result: SynthesisResult, k: int, title: str) -> Figure:
     rect = (_MARGIN / width, bottom, _PANEL / width, image_h / height)
     canvas.draw_image(fig, rect, image, None, None, SYNTHESISED_IMAGE)
     canvas.draw_frame(fig, rect, linewidth=0.5)
-    canvas.draw_title(fig, rect, f"input {rows}×{columns}", fontsize=8)
+    canvas.draw_title(fig, rect, f"input {rows}×{columns}\nfrom the {result.start_label(k)}", fontsize=8)
     axes = fig.add_axes(((_MARGIN + _PANEL + _GAP + 0.4) / width, bottom, _PANEL / width, _PANEL / height))
     steps = np.arange(1, result.steps + 1)
     axes.plot(
         steps, result.trajectory[:, k], color="C0", linewidth=1.0, gid=TRAJECTORY, label="during the steps"
     )
     axes.axhline(result.values[k], color="C3", linewidth=0.8, linestyle="--", label="final, untransformed")
+    if np.isfinite(result.candidate_values[k]):
+        axes.axhline(
+            result.candidate_values[k], color="0.4", linewidth=0.8, linestyle=":", label="best candidate"
+        )
     axes.set_xlabel("step", fontsize=8)
     axes.set_ylabel("objective", fontsize=8)
     axes.tick_params(labelsize=7)
@@ -242,7 +235,7 @@ def _sheet_page(
         0.5,
         1 - 0.15 / height,
         f"{prefix}layer {layer}: synthesised input per channel ({len(order)} channels)\n"
-        + _wrapped(_parameter_text(result), int(width * 13)),
+        + wrapped(_parameter_text(result), int(width * 13), "; "),
         ha="center",
         va="top",
         fontsize=8,
@@ -264,7 +257,7 @@ def _sheet_page(
         fig.text(
             rect[0] + rect[2] / 2,
             rect[1] - 0.04 / height,
-            f"{channel}: {_number(float(result.values[k]))}",
+            f"{channel}: {number_text(float(result.values[k]), 4)}",
             ha="center",
             va="top",
             fontsize=6,

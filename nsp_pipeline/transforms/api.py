@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from nsp_pipeline.core.defaults import default
 from nsp_pipeline.core.pattern import Pattern
 from nsp_pipeline.graph.neuron_graph import NeuronGraph
 from nsp_pipeline.transforms.causal.closure import CausalOperator, causal_operator
-from nsp_pipeline.transforms.causal.precision import precision_table
+from nsp_pipeline.transforms.causal.exact import exact_spectrum
+from nsp_pipeline.transforms.causal.precision import ARITHMETICS, FLOAT64_DIGITS
 from nsp_pipeline.transforms.laplacian import DEFAULT_MAX_NODES, LaplacianOperator, laplacian_operator
 
 if TYPE_CHECKING:
@@ -23,6 +26,9 @@ log = logging.getLogger(__name__)
 
 #: Transform types, as named by ``nsp``.
 TRANSFORM_TYPES = ("standard", "laplacian")
+
+#: Correct significant digits wanted per causal coefficient by ``precision="auto"``.
+DEFAULT_DIGITS = 6.0
 
 
 def compute_operator(
@@ -105,24 +111,63 @@ def transform_type(operator: Operator) -> str:
     return operator.transform_type
 
 
-def transform(pattern: Pattern, operator: Operator) -> Pattern:
+def transform(
+    pattern: Pattern, operator: Operator, precision: str = "auto", digits: float = DEFAULT_DIGITS
+) -> Pattern:
     """Spectrum of an activation pattern, in the same layout, with its diagnostics.
 
-    Causal spectra carry, per sample and layer, the significant digits that survive in
-    float64 and the share of coefficients below their rounding error
-    (:func:`nsp_pipeline.transforms.causal.precision.precision_table`); Laplacian spectra carry
-    the eigenvalues, and partial ones the energy of the frequencies not computed (``residual_energy``).
+    Parameters
+    ----------
+    pattern : Pattern
+        Activations.
+    operator : Operator
+        From :func:`compute_operator`.
+    precision : {"auto", "float64", "exact"}
+        Causal spectra only: the arithmetic. ``float64`` is one sweep; ``exact`` is integer Möbius
+        inversion (:mod:`nsp_pipeline.transforms.causal.limbs` on the factorised operator: 2–15
+        limbs of ~28 bits per value, several times the float64 time), rounded to float64;
+        ``auto`` computes in float64 and recomputes exactly every layer up to the last one whose
+        estimated correct digits (:func:`~nsp_pipeline.transforms.causal.precision.estimated_digits`)
+        fall below ``digits``.
+    digits : float
+        Causal spectra with ``precision="auto"``: the correct significant digits wanted per
+        coefficient.
+
+    Returns
+    -------
+    Pattern
+        Causal spectra carry, per sample and layer (``(n_samples, n_layers)`` each):
+        ``significant_digits`` (estimated correct digits of the coefficients; 15.65 where exact),
+        ``exact_arithmetic`` (1 where the layer was computed exactly, else 0), ``below_noise`` and
+        ``round_trip_digits`` (the digits of ``s = Z ŝ`` rebuilt in float64 from the float64
+        spectrum: :func:`~nsp_pipeline.transforms.causal.precision.precision_table`). Laplacian
+        spectra carry the eigenvalues, and partial ones the energy of the frequencies not computed
+        (``residual_energy``).
     """
     if pattern.domain != "activations":
         raise ValueError(f"expected an activation pattern, got a {pattern.domain!r} spectrum")
+    if precision not in ARITHMETICS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {ARITHMETICS}")
     _check_layout(pattern, operator)
-    values = operator.forward(pattern.values)
     if transform_type(operator) == "standard":
-        scale = operator.rounding_scale(pattern.values, values)
-        digits, below_noise = precision_table(pattern.layout, pattern.values, values, scale)
-        return pattern.with_values(
-            values, "standard", diagnostics={"significant_digits": digits, "below_noise": below_noise}
-        )
+        values, round_trip, below_noise, estimated = operator.spectrum_with_estimates(pattern.values)
+        exact = np.zeros(estimated.shape)
+        wanted = {"auto": digits, "float64": -np.inf, "exact": np.inf}[precision]
+        needed = np.flatnonzero((estimated < wanted).any(axis=0))
+        if needed.size:
+            stop = int(needed[-1]) + 1
+            end = pattern.layout.slice(stop - 1).stop
+            log.info("causal spectrum: layers 0-%d in exact arithmetic (%s wanted)", stop - 1, precision)
+            values[:, :end] = exact_spectrum(operator, pattern.values, stop)[:, :end]
+            exact[:, :stop], estimated[:, :stop], below_noise[:, :stop] = 1.0, FLOAT64_DIGITS, 0.0
+        diagnostics = {
+            "significant_digits": estimated,
+            "exact_arithmetic": exact,
+            "below_noise": below_noise,
+            "round_trip_digits": round_trip,
+        }
+        return pattern.with_values(values, "standard", diagnostics=diagnostics)
+    values = operator.forward(pattern.values)
     diagnostics = {"residual_energy": operator.residual_energy(pattern.values)} if operator.is_partial else {}
     return pattern.with_values(values, "laplacian", operator.eigenvalues, diagnostics)
 

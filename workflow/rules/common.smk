@@ -4,6 +4,7 @@ import collections
 import functools
 import itertools
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -275,6 +276,64 @@ def sample_names(wildcards):
     return [sample_name(p) for positions in analysis(wildcards).batches.values() for p in positions]
 
 
+def synthesis_candidates():
+    """The spec of the dataset whose samples each synthesis objective also starts from (or None)."""
+    name = config["interpret"]["synthesis"]["candidates"]
+    return None if name is None else config["datasets"][name]
+
+
+def synthesis_candidate_data(wildcards):
+    """Files of the synthesis candidates' dataset (none without candidates)."""
+    name = config["interpret"]["synthesis"]["candidates"]
+    return [] if name is None else data_files(name)
+
+
+def region_slices():
+    """``(model, dataset, anchors)`` of every slice of ``regions.slices``, random draws made.
+
+    ``anchors`` names the three samples the plane goes through, positions in the dataset joined by
+    ``-`` (the first is the slice's origin); random draws are reproducible from the slice's seed.
+    """
+    slices = []
+    for index, spec in enumerate(config["regions"]["slices"]):
+        size = size_of(spec["dataset"])
+        if "samples" in spec:
+            draws = [spec["samples"]]
+            outside = [position for position in spec["samples"] if position >= size]
+            if outside:
+                raise ValueError(
+                    f"config: regions.slices[{index}].samples: {outside} outside dataset "
+                    f"{spec['dataset']!r} of {size} samples"
+                )
+        else:
+            if size < 3:
+                raise ValueError(
+                    f"config: regions.slices[{index}]: dataset {spec['dataset']!r} has {size} samples, "
+                    "a slice needs 3"
+                )
+            generator = random.Random(spec["seed"])
+            draws = [generator.sample(range(size), 3) for _ in range(spec["random"])]
+        slices.extend(
+            (spec["model"], spec["dataset"], "-".join(str(position) for position in draw)) for draw in draws
+        )
+    return list(dict.fromkeys(slices))
+
+
+def region_settings(wildcards):
+    """The settings of a regions job: the section without its list of slices."""
+    return {key: value for key, value in config["regions"].items() if key != "slices"}
+
+
+def region_positions(wildcards):
+    """Positions in the dataset of the three samples a slice goes through."""
+    return [int(position) for position in wildcards.anchors.split("-")]
+
+
+def region_data(wildcards):
+    """Dataset files the three samples of a slice are read from."""
+    return data_files(wildcards.dataset, region_positions(wildcards))
+
+
 def every_output(wildcards):
     """Every output of every job of the config's analyses, from the rules' own output patterns.
 
@@ -290,6 +349,8 @@ def every_output(wildcards):
             jobs["graph_analytics"].append({"model": model})
         if config["interpret"]["synthesis"]["enabled"]:
             jobs["synthesize"].append({"model": model})
+    for model, dataset, anchors in region_slices():
+        jobs["regions"].append({"model": model, "dataset": dataset, "anchors": anchors})
     for plan in ANALYSES:
         names = {"model": plan.model, "dataset": plan.dataset}
         jobs["summarize"].append(names)
@@ -316,7 +377,7 @@ def batch_resources(megabytes_per_sample):
     """mem_mb and runtime (minutes) of a batch job, growing with its inputs and each retry."""
     return {
         "mem_mb": lambda wildcards, input, attempt: int(
-            (1000 + 3 * input.size_mb + megabytes_per_sample * len(batch_positions(wildcards))) * attempt
+            (1000 + 6 * input.size_mb + megabytes_per_sample * len(batch_positions(wildcards))) * attempt
         ),
         "runtime": lambda wildcards, attempt: 10 * attempt,
     }

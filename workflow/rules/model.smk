@@ -106,6 +106,7 @@ rule synthesize:
     input:
         model="results/models/{model}/model.pt",
         metadata="results/models/{model}/model.json",
+        candidates=synthesis_candidate_data,
     output:
         result="results/models/{model}/synthesis.h5",
         pdf="results/models/{model}/synthesis.pdf",
@@ -122,6 +123,8 @@ rule synthesize:
         runtime=lambda wildcards, attempt: 120 * attempt,
     params:
         settings=interpret_settings,
+        candidates=synthesis_candidates(),
+        files=stamps(synthesis_candidate_data),
         entry=lookup(dpath="models/{model}", within=config),
     script:
         "../scripts/synthesize.py"

@@ -26,6 +26,7 @@ rule extract_activations:
         granularity=config["graph"]["granularity"],
         files=stamps(batch_data),
         entry=lookup(dpath="models/{model}", within=config),
+        storage=config["storage"],
     script:
         "../scripts/extract_activations.py"
 
@@ -45,6 +46,10 @@ rule transform:
     threads: 1
     resources:
         **batch_resources(megabytes_per_sample=2),
+    params:
+        storage=config["storage"],
+        precision=config["causal"]["precision"],
+        digits=config["causal"]["digits"],
     script:
         "../scripts/transform.py"
 
@@ -69,7 +74,7 @@ rule render:
         "../envs/nsp-pipeline.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wildcards, input, attempt: int((1000 + 2 * input.size_mb) * attempt),
+        mem_mb=lambda wildcards, input, attempt: int((1000 + 6 * input.size_mb) * attempt),
         runtime=lambda wildcards, attempt: 30 * attempt,
     params:
         rows=render_rows,
@@ -77,6 +82,7 @@ rule render:
         scale=config["render"]["scale"],
         cmap=config["render"]["cmap"],
         symlog=config["render"]["symlog"],
+        min_digits=config["render"]["min_digits"],
     script:
         "../scripts/render.py"
 

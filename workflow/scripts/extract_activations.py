@@ -12,4 +12,5 @@ with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
         snakemake.params.granularity,  # noqa: F821
         threads=snakemake.threads,  # noqa: F821
         entry=snakemake.params.entry,  # noqa: F821
+        storage=snakemake.params.storage,  # noqa: F821
     )

@@ -14,4 +14,5 @@ with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
         params.cmap,
         params.symlog,
         model=snakemake.wildcards.model,  # noqa: F821
+        min_digits=params.min_digits,
     )

@@ -13,4 +13,5 @@ with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
         entry=snakemake.params.entry,  # noqa: F821
         metadata_path=snakemake.input.metadata,  # noqa: F821
         title=snakemake.wildcards.model,  # noqa: F821
+        candidates=snakemake.params.candidates,  # noqa: F821
     )

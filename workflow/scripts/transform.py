@@ -8,4 +8,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
         [snakemake.input.activations],  # noqa: F821
         snakemake.input.operator,  # noqa: F821
         [snakemake.output.spectra],  # noqa: F821
+        storage=snakemake.params.storage,  # noqa: F821
+        precision=snakemake.params.precision,  # noqa: F821
+        digits=snakemake.params.digits,  # noqa: F821
     )

@@ -13,31 +13,49 @@ use the sparse closure of :mod:`nsp_pipeline.transforms.causal.closure`, which i
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
-from nsp_pipeline.core.errors import NotFactorizableError
-from nsp_pipeline.core.progress import progress
 from nsp_pipeline.graph.kronecker import Relation
-from nsp_pipeline.graph.relations import natural_grid, op_relations
+from nsp_pipeline.graph.relations import ancestor_relations
 from nsp_pipeline.model.capture import eval_mode
 from nsp_pipeline.model.records import Trace
 from nsp_pipeline.transforms.causal.factorized import FactorizedCausalOperator
 
-log = logging.getLogger(__name__)
 
+def _single_parent_relations(parts, in_grids, input_layers, ancestors) -> dict[int, Relation] | None:
+    """Relations to one parent per neuron whose down-set holds all the neuron's ancestors, else None.
 
-def _single_parent_relations(parts, in_grids, out_grid, input_layers) -> dict[int, Relation] | None:
-    """The parent relations if every output neuron has exactly one parent, else None."""
-    count = np.zeros((1, *out_grid))
-    relations: dict[int, Relation] = {}
+    Either every neuron has exactly one parent (elementwise operations, reshapes, concatenation),
+    or one input gives each neuron exactly one parent ``p(v)`` and every parent ``u`` of ``v`` in
+    the other inputs is an ancestor of ``p(v)`` (a residual ``x + f(x)``: ``x`` is an ancestor of
+    ``f(x)`` position by position). Either way ``Σ_{u<v} ŝ_u = Σ_p s_p`` over the returned parents:
+    the ancestor sum is read from the activations, with no cancellation.
+    """
+    counts, relations = [], {}
     for k, relation in parts:
         if input_layers[k] in relations:
             return None
         relations[input_layers[k]] = relation
-        count = count + relation.apply(np.ones((1, *in_grids[k])))
-    return relations if np.all(count == 1) else None
+        counts.append(relation.apply(np.ones((1, *in_grids[k]))))
+    if np.all(sum(counts) == 1):
+        return relations
+    for k, (_, relation) in enumerate(parts):
+        parent = input_layers[k]
+        if not np.all(counts[k] == 1):
+            continue
+        through_parent = {source: relation.compose(up) for source, up in ancestors[parent].items()}
+        if all(
+            source in through_parent and _covers(through_parent[source], other)
+            for source, other in relations.items()
+            if source != parent
+        ):
+            return {parent: relation}
+    return None
+
+
+def _covers(relation: Relation, other: Relation) -> bool:
+    """Whether every pair of ``other`` is in ``relation`` (each term inside one term: sufficient)."""
+    return all(any(term.contains(part) for term in relation.terms) for part in other.terms)
 
 
 def factorized_operator(recorded: Trace) -> FactorizedCausalOperator:
@@ -57,27 +75,11 @@ def factorized_operator(recorded: Trace) -> FactorizedCausalOperator:
     NotFactorizableError
         If some layer's relation does not factorise (use the sparse closure instead).
     """
-    layout = recorded.layout
-    grids = [natural_grid(layout.layers[0].shape)]
-    ancestors: list[dict[int, Relation]] = [{}]
-    single_parents: list[dict[int, Relation] | None] = [None]
     with eval_mode(recorded.model):
-        for index in progress(range(1, len(layout)), "causal relations", unit="layer"):
-            call = recorded.calls[index]
-            try:
-                out_grid, parts = op_relations(call, [grids[p] for p in call.input_layers])
-            except NotFactorizableError as error:
-                name = layout.layers[index].name
-                raise NotFactorizableError(f"layer {index} {name!r} ({call.kind}): {error}") from None
-            relations: dict[int, Relation] = {}
-            for k, edges in parts:
-                parent = call.input_layers[k]
-                relations.setdefault(parent, Relation()).union(edges)
-                for source, relation in ancestors[parent].items():
-                    relations.setdefault(source, Relation()).union(edges.compose(relation))
-            in_grids = [grids[p] for p in call.input_layers]
-            single_parents.append(_single_parent_relations(parts, in_grids, out_grid, call.input_layers))
-            grids.append(out_grid)
-            ancestors.append(relations)
-            log.info("relations of layer %d/%d %r", index, len(layout) - 1, layout.layers[index].name)
-    return FactorizedCausalOperator(layout, grids, ancestors, single_parents)
+        grids, ancestors, parts = ancestor_relations(recorded)
+    single_parents: list[dict[int, Relation] | None] = [None]
+    for index in range(1, len(recorded.layout)):
+        inputs = recorded.calls[index].input_layers
+        in_grids = [grids[p] for p in inputs]
+        single_parents.append(_single_parent_relations(parts[index], in_grids, inputs, ancestors))
+    return FactorizedCausalOperator(recorded.layout, grids, ancestors, single_parents)

@@ -24,6 +24,7 @@ import scipy.sparse as sp
 
 from nsp_pipeline.core.layout import Layout
 from nsp_pipeline.graph.neuron_graph import NeuronGraph
+from nsp_pipeline.transforms.causal.precision import conditioning_table, estimated_digits, precision_table
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,35 @@ class CausalOperator:
     def rounding_scale(self, signal: np.ndarray, spectrum: np.ndarray) -> np.ndarray:
         """Magnitude of the terms summed for each coefficient, ``Z|ŝ|`` (its rounding error over ε)."""
         return self.inverse(np.abs(spectrum))
+
+    def spectrum_with_precision(self, signal: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Spectrum and its per-layer precision (as :func:`.precision.precision_table`)."""
+        return self.spectrum_with_estimates(signal)[:3]
+
+    def spectrum_with_estimates(self, signal: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Spectrum, its round-trip precision and the estimated correct digits of its coefficients.
+
+        As :meth:`.factorized.FactorizedCausalOperator.spectrum_with_estimates`.
+        """
+        signal = _as_batch(signal, self.layout.n_nodes)
+        spectrum = self.forward(signal)
+        scale = self.rounding_scale(signal, spectrum)
+        digits, below_noise = precision_table(self.layout, signal, spectrum, scale)
+        conditioning = conditioning_table(self.layout, spectrum, scale)
+        return spectrum, digits, below_noise, estimated_digits(conditioning, self.error_structure())
+
+    def error_structure(self) -> list[tuple[list[int], int] | None]:
+        """How rounding errors reach each layer (:func:`.precision.estimated_digits`).
+
+        Every ancestor sum is formed from the spectrum: each layer but the input inherits from all
+        earlier layers and adds its longest row of ancestors.
+        """
+        lengths = np.diff(self.indptr)
+        structure: list[tuple[list[int], int] | None] = [None]
+        for layer in range(1, len(self.layout)):
+            rows = lengths[self.layer_rows[layer] : self.layer_rows[layer + 1]]
+            structure.append((list(range(layer)), int(rows.max(initial=0))))
+        return structure
 
     def zeta(self) -> sp.csr_array:
         """The reflexive closure ``Z`` as a sparse matrix (for inspection of small graphs)."""

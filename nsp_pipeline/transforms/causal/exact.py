@@ -1,9 +1,11 @@
-"""The causal spectrum with every digit, for comparing against float64 results.
+"""The causal spectrum with every digit.
 
 Activations are binary floating-point numbers, i.e. integers times a power of two, and the
-closure ``Z`` is a 0/1 matrix, so Möbius inversion can be done exactly in integer arithmetic:
-all values are scaled by one common power of two and summed as Python integers. This costs
-Python-level work per ancestor pair, so it is meant for small and medium networks.
+closure ``Z`` is a 0/1 matrix, so Möbius inversion can be done exactly in integer arithmetic.
+Two implementations: on the factorised operator, multi-limb integers in float64 arrays
+(:mod:`nsp_pipeline.transforms.causal.limbs`, full-size networks); on the sparse closure, Python
+integers (:func:`exact_causal_spectrum`: Python-level work per ancestor pair, small and medium
+networks; the independent reference of the tests). :func:`exact_spectrum` uses either.
 """
 
 from __future__ import annotations
@@ -35,6 +37,23 @@ class ExactSpectrum:
         """The values correctly rounded to float64."""
         rounded = [math.ldexp(float(n), self.exponent) for n in self.numerators.ravel()]
         return np.asarray(rounded, dtype=np.float64).reshape(self.numerators.shape)
+
+
+def exact_spectrum(operator, signal: np.ndarray, stop: int | None = None) -> np.ndarray:
+    """The exact causal spectrum rounded to float64, within one unit in the last place.
+
+    Parameters
+    ----------
+    operator : CausalOperator or FactorizedCausalOperator
+        The causal operator (factorised: multi-limb integers; closure: Python integers).
+    signal : numpy.ndarray
+        ``(n_samples, n_nodes)`` finite activations.
+    stop : int, optional
+        Only layers ``0 … stop − 1`` are needed: the result may hold only their nodes.
+    """
+    if isinstance(operator, CausalOperator):
+        return exact_causal_spectrum(operator, signal).to_float()
+    return operator.exact_forward(signal, stop).to_float()
 
 
 def exact_integers(values: np.ndarray) -> tuple[np.ndarray, int]:

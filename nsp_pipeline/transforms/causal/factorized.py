@@ -2,20 +2,58 @@
 
 Built by :func:`nsp_pipeline.transforms.causal.builder.factorized_operator` from a trace; stored and read by
 :mod:`nsp_pipeline.io.hdf5`, so that per-sample transform jobs need neither torch nor the model.
+
+Applying it is one sweep over the layers in order. A neuron with one parent per input position (ReLU,
+batch norm, reshapes, concatenation) needs only its parent's activation; any other neuron ``v`` of a
+layer ``l`` needs ``Σ ŝ_u`` over its strict ancestors, which in each earlier layer ``m`` form a union of
+boxes ``channels × rows × columns``. The sweep is compiled once per operator (:class:`_Plan`):
+
+- every union is expanded by inclusion–exclusion into signed boxes, once;
+- boxes of equal shape and equal grids are applied once to the sum of their source layers (in a
+  ResNet at ``ops`` granularity, a convolution, its batch norm and its ReLU share every box);
+- a box over all channels is applied to the source's channel sums (computed once per source layer),
+  so it costs ``O(rows × columns)`` and is broadcast over the target's channels once;
+- per-axis windows (``rows`` or ``columns`` of a convolution or pooling) are a few strided slice
+  additions, other per-axis maps dense products over the small channel-summed arrays.
+
+The per-layer precision diagnostics (:mod:`nsp_pipeline.transforms.causal.precision`) are computed in the
+same sweep (:meth:`FactorizedCausalOperator.spectrum_with_precision`): the magnitudes ``|ŝ|`` ride along
+the signed values as extra samples, so no second sweep and no ``(n_samples, n_nodes)`` scale array.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import combinations
 from typing import ClassVar
 
 import numpy as np
 
 from nsp_pipeline.core.layout import Layout
-from nsp_pipeline.graph.kronecker import Relation
+from nsp_pipeline.graph.kronecker import AxisMap, Relation, Term
+from nsp_pipeline.transforms.causal.limbs import (
+    LimbValues,
+    limb_width,
+    lowest_exponent,
+    normalise,
+    padded_sum,
+    split,
+)
+from nsp_pipeline.transforms.causal.precision import EPSILON, estimated_digits, precision_from_counts
 
 #: A layer as a 3-axis grid (channels, rows, columns) whose C order is the node order.
 Grid = tuple[int, int, int]
+
+#: Windows with more taps than this are applied as a dense matrix product instead of slice additions.
+MAX_WINDOW_TAPS = 16
+
+#: Elements (samples × channels × rows × columns) processed at once when finishing a layer: small
+#: enough that the block's temporaries stay in the processor's cache.
+CACHE_BLOCK = 32_768
+
+#: Per-axis maps up to this many entries (target × source positions) may be applied as dense products.
+MAX_DENSE_ENTRIES = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -48,66 +86,533 @@ class FactorizedCausalOperator:
         """Number of per-axis product terms over all layer pairs."""
         return sum(len(r.terms) for layer in self.ancestors for r in layer.values())
 
-    def _ancestor_sums(
-        self, layer: int, spectrum: list[np.ndarray], totals: dict[int, np.ndarray]
-    ) -> np.ndarray:
-        """Sums over each neuron's strict ancestors; ``totals`` caches channel sums per source."""
-        n_samples = spectrum[0].shape[0]
-        total = np.zeros((n_samples, *self.grids[layer]))
-        for source, relation in self.ancestors[layer].items():
-            if source not in totals:
-                totals[source] = spectrum[source].sum(axis=1, keepdims=True)
-            total += relation.apply(spectrum[source], totals[source])
-        return total.reshape(n_samples, -1)
-
-    def _grid_values(self, values: np.ndarray) -> list[np.ndarray]:
-        n_samples = values.shape[0]
-        return [
-            values[:, self.layout.slice(i)].reshape(n_samples, *grid) for i, grid in enumerate(self.grids)
-        ]
-
-    def _parent_values(self, layer: int, signal: list[np.ndarray]) -> np.ndarray:
-        n_samples = signal[0].shape[0]
-        total = np.zeros((n_samples, *self.grids[layer]))
-        for parent, relation in self.single_parents[layer].items():
-            total += relation.apply(signal[parent])
-        return total.reshape(n_samples, -1)
-
-    def _sums(self, layer, signal_layers, spectrum_layers, totals) -> np.ndarray:
-        """``Σ_{u < v} ŝ_u`` for the neurons of one layer."""
-        if self.single_parents[layer] is not None:
-            return self._parent_values(layer, signal_layers)
-        return self._ancestor_sums(layer, spectrum_layers, totals)
+    @cached_property
+    def _plan(self) -> _Plan:
+        return _Plan.compile(self)
 
     def forward(self, signal: np.ndarray) -> np.ndarray:
         """Spectrum ``ŝ = Z⁻¹ s`` of ``(n_samples, n_nodes)`` signals."""
-        signal = np.atleast_2d(np.asarray(signal, dtype=np.float64))
+        signal = self._batch(signal)
         spectrum = np.empty_like(signal)
-        signal_layers, spectrum_layers = self._grid_values(signal), self._grid_values(spectrum)
-        totals: dict[int, np.ndarray] = {}
-        for layer in range(len(self.layout)):
-            nodes = self.layout.slice(layer)
-            spectrum[:, nodes] = signal[:, nodes] - self._sums(layer, signal_layers, spectrum_layers, totals)
+        self._plan.sweep(self, "forward", signal, spectrum)
         return spectrum
 
     def inverse(self, spectrum: np.ndarray) -> np.ndarray:
         """Signal ``s = Z ŝ`` of ``(n_samples, n_nodes)`` spectra."""
-        spectrum = np.atleast_2d(np.asarray(spectrum, dtype=np.float64))
+        spectrum = self._batch(spectrum)
         signal = np.empty_like(spectrum)
-        signal_layers, spectrum_layers = self._grid_values(signal), self._grid_values(spectrum)
-        totals: dict[int, np.ndarray] = {}
-        for layer in range(len(self.layout)):
-            nodes = self.layout.slice(layer)
-            signal[:, nodes] = spectrum[:, nodes] + self._sums(layer, signal_layers, spectrum_layers, totals)
+        self._plan.sweep(self, "inverse", signal, spectrum)
         return signal
 
     def rounding_scale(self, signal: np.ndarray, spectrum: np.ndarray) -> np.ndarray:
-        """Magnitude of the terms summed for each coefficient (its rounding error over ε)."""
-        signal, spectrum = np.abs(np.atleast_2d(signal)), np.abs(np.atleast_2d(spectrum))
-        signal_layers, spectrum_layers = self._grid_values(signal), self._grid_values(spectrum)
+        """Magnitude of the terms summed for each coefficient (its rounding error over ε).
+
+        ``|ŝ_v| + |s_p|`` where ``v`` reads one parent ``p`` position by position, else
+        ``|ŝ_v| + Σ_{u<v} |ŝ_u| = (Z|ŝ|)_v``.
+        """
+        signal, spectrum = np.abs(self._batch(signal)), np.abs(self._batch(spectrum))
         scale = np.empty_like(spectrum)
-        totals: dict[int, np.ndarray] = {}
-        for layer in range(len(self.layout)):
-            nodes = self.layout.slice(layer)
-            scale[:, nodes] = spectrum[:, nodes] + self._sums(layer, signal_layers, spectrum_layers, totals)
+        self._plan.sweep(self, "scale", signal, spectrum, out=scale)
         return scale
+
+    def spectrum_with_precision(self, signal: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Spectrum and its per-layer precision in one sweep.
+
+        Returns
+        -------
+        spectrum, digits, below_noise : numpy.ndarray
+            As :meth:`forward` and :func:`~nsp_pipeline.transforms.causal.precision.precision_table`
+            with :meth:`rounding_scale` (``(n_samples, n_layers)`` each).
+        """
+        return self.spectrum_with_estimates(signal)[:3]
+
+    def spectrum_with_estimates(self, signal: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Spectrum, its round-trip precision and the estimated correct digits of its coefficients.
+
+        Returns
+        -------
+        spectrum, digits, below_noise, estimated : numpy.ndarray
+            As :meth:`spectrum_with_precision`, and ``(n_samples, n_layers)`` estimated correct
+            significant digits of each layer's coefficients
+            (:func:`~nsp_pipeline.transforms.causal.precision.estimated_digits`).
+        """
+        signal = self._batch(signal)
+        spectrum = np.empty_like(signal)
+        digits, below_noise, conditioning = self._plan.sweep(
+            self, "forward", signal, spectrum, precision=True
+        )
+        return spectrum, digits, below_noise, estimated_digits(conditioning, self.error_structure())
+
+    def error_structure(self) -> list[tuple[list[int], int] | None]:
+        """How rounding errors reach each layer (:func:`.precision.estimated_digits`).
+
+        ``None`` for layers read from the activations (the input, single-parent layers), else the
+        ancestor layers and the most terms one ancestor sum adds.
+        """
+        return [
+            None
+            if index == 0 or self.single_parents[index] is not None
+            else (sorted(ancestors), plan.max_terms)
+            for index, (ancestors, plan) in enumerate(zip(self.ancestors, self._plan.layers))
+        ]
+
+    @property
+    def limb_width(self) -> int:
+        """Bits per limb of the exact sweep: sums of the most terms any layer forms stay below 2**53."""
+        return limb_width(max(plan.max_terms for plan in self._plan.layers))
+
+    def exact_forward(self, signal: np.ndarray, stop: int | None = None) -> LimbValues:
+        """The spectrum ``ŝ = Z⁻¹ s`` in exact integer arithmetic (:mod:`.limbs`).
+
+        Parameters
+        ----------
+        signal : numpy.ndarray
+            ``(n_samples, n_nodes)`` finite activations.
+        stop : int, optional
+            Compute layers ``0 … stop − 1`` only (the returned values hold those layers).
+        """
+        signal = self._batch(signal)
+        layers = self._layer_grids(signal)[:stop]
+        exponent, width = (
+            lowest_exponent(signal[:, : self.layout.slice(len(layers) - 1).stop]),
+            self.limb_width,
+        )
+        given = [split(layer, exponent, width) for layer in layers]
+        return self._limb_values(self._plan.limb_sweep("forward", given, width), exponent, width)
+
+    def exact_inverse(self, spectrum: LimbValues) -> LimbValues:
+        """The signal ``s = Z ŝ`` of an exact spectrum, exactly."""
+        if spectrum.layout != self.layout or spectrum.width != self.limb_width:
+            raise ValueError(
+                "the exact spectrum was computed by another operator (layout or limb width differ)"
+            )
+        given = [
+            limbs.reshape(*limbs.shape[:2], *plan.grid)
+            for limbs, plan in zip(spectrum.layers, self._plan.layers)
+        ]
+        result = self._plan.limb_sweep("inverse", given, spectrum.width)
+        return self._limb_values(result, spectrum.exponent, spectrum.width)
+
+    def _layer_grids(self, values: np.ndarray) -> list[np.ndarray]:
+        return _grid_view(values, self.layout, self._plan.layers)
+
+    def _limb_values(self, layers: list[np.ndarray], exponent: int, width: int) -> LimbValues:
+        flat = [limbs.reshape(*limbs.shape[:2], -1) for limbs in layers]
+        return LimbValues(self.layout, flat, exponent, width)
+
+    def _batch(self, values: np.ndarray) -> np.ndarray:
+        values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+        if values.ndim != 2 or values.shape[1] != self.layout.n_nodes:
+            n_nodes = self.layout.n_nodes
+            raise ValueError(f"expected values of shape (n_samples, {n_nodes}), got {values.shape}")
+        return values
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled sweep
+
+
+def _axis_key(axis: AxisMap) -> tuple:
+    """A hashable description of a per-axis map (equal keys: equal maps)."""
+    if axis.is_identity:
+        return ("identity", axis.shape)
+    if axis.outer is not None:
+        rows, columns = (np.packbits(mask).tobytes() for mask in axis.outer)
+        return ("outer", axis.shape, rows, columns)
+    return ("matrix", axis.shape, axis.matrix.indptr.tobytes(), axis.matrix.indices.tobytes())
+
+
+def _window(axis: AxisMap) -> tuple[int, np.ndarray] | None:
+    """``(stride, offsets)`` if target ``i`` reads sources ``stride·i + offsets`` (clipped), else None."""
+    if axis.matrix is None:
+        return None
+    indptr, indices = axis.matrix.indptr, axis.matrix.indices
+    n_out, n_in = axis.shape
+    counts = np.diff(indptr)
+    widest = int(np.argmax(counts))
+    if counts[widest] == 0 or counts[widest] > MAX_WINDOW_TAPS:
+        return None
+    if n_out == 1:
+        stride = 1
+    else:
+        neighbour = widest + 1 if widest + 1 < n_out and counts[widest + 1] == counts[widest] else widest - 1
+        if neighbour < 0 or counts[neighbour] != counts[widest]:
+            return None
+        low, high = sorted((widest, neighbour))
+        stride = int(indices[indptr[high]] - indices[indptr[low]])
+        if stride <= 0:
+            return None
+    offsets = indices[indptr[widest] : indptr[widest + 1]].astype(np.int64) - stride * widest
+    columns = stride * np.arange(n_out)[:, None] + offsets[None, :]
+    inside = (columns >= 0) & (columns < n_in)
+    if np.array_equal(inside.sum(axis=1), counts) and np.array_equal(columns[inside], indices):
+        return stride, offsets
+    return None
+
+
+class _Axis:
+    """A per-axis map compiled for one axis of ``(batch, channels, rows, columns)`` arrays.
+
+    ``identity`` (nothing to do), ``ones`` (a sum, kept as a size-1 axis that later broadcasts),
+    ``window`` (strided slice additions), ``dense`` (a matrix product) or ``sparse`` (the map's own
+    :meth:`~nsp_pipeline.graph.kronecker.AxisMap.apply`).
+    """
+
+    __slots__ = ("axis", "kind", "map", "matrix", "size", "slices")
+
+    def __init__(self, axis_map: AxisMap, axis: int) -> None:
+        self.map, self.axis, self.size = axis_map, axis, axis_map.shape[0]
+        self.matrix, self.slices = None, []
+        if axis_map.is_identity:
+            self.kind = "identity"
+        elif axis_map.is_ones:
+            self.kind = "ones"
+        elif (window := _window(axis_map)) is not None:
+            self.kind = "window"
+            self.slices = _window_slices(*window, *axis_map.shape)
+        elif axis != 1 and axis_map.matrix is not None and np.prod(axis_map.shape) <= MAX_DENSE_ENTRIES:
+            matrix = axis_map.matrix.toarray()
+            self.kind, self.matrix = "dense", matrix if axis == 2 else np.ascontiguousarray(matrix.T).T
+        else:
+            self.kind = "sparse"
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        """Sum ``values`` over the related source positions along this axis."""
+        if self.kind == "identity":
+            return values
+        if self.kind == "ones":
+            return values.sum(axis=self.axis, keepdims=True)
+        if self.kind == "dense":  # rows (axis 2) or columns (axis 3) of (batch, channels, rows, columns)
+            return np.matmul(self.matrix, values) if self.axis == 2 else np.matmul(values, self.matrix.T)
+        if self.kind == "sparse":
+            return self.map.apply(values, self.axis)
+        shape = list(values.shape)
+        shape[self.axis] = self.size
+        out = np.zeros(shape)
+        prefix = (slice(None),) * self.axis
+        for target, source in self.slices:
+            part = out[(*prefix, target)]
+            np.add(part, values[(*prefix, source)], out=part)
+        return out
+
+
+def _window_slices(stride: int, offsets: np.ndarray, n_out: int, n_in: int) -> list[tuple[slice, slice]]:
+    """Per offset ``o``: the targets ``i`` with ``0 <= stride·i + o < n_in`` and their sources."""
+    slices = []
+    for offset in offsets.tolist():
+        first = max(0, -(offset // stride) if offset < 0 else 0)
+        while stride * first + offset < 0:
+            first += 1
+        last = min(n_out - 1, (n_in - 1 - offset) // stride)
+        if first <= last:
+            source = slice(stride * first + offset, stride * last + offset + 1, stride)
+            slices.append((slice(first, last + 1), source))
+    return slices
+
+
+@dataclass
+class _Box:
+    """One signed box of ancestors, applied to the (signed) sum of its source layers."""
+
+    sources: list[tuple[int, float]]
+    all_channels: bool
+    axes: list[_Axis]
+
+    def max_terms(self, grids: list[Grid]) -> int:
+        """Bound on the terms summed per target (source positions times sources)."""
+        per_source = int(np.prod([_row_count(axis.map) for axis in self.axes]))
+        return sum(per_source * (grids[m][0] if self.all_channels else 1) for m, _ in self.sources)
+
+    def apply(self, full: list[np.ndarray | None], totals: dict[int, np.ndarray]) -> np.ndarray:
+        """The box sums of one target layer, ``(batch, C or 1, H, W)`` (size-1 axes broadcast)."""
+        arrays = [totals[m] if self.all_channels else full[m] for m, _ in self.sources]
+        first_sign, rest = self.sources[0][1], self.sources[1:]
+        values = arrays[0] if first_sign > 0 and not rest else arrays[0] * first_sign
+        if rest:
+            values = values.copy() if values is arrays[0] else values
+            for (_, sign), array in zip(rest, arrays[1:]):
+                (np.add if sign > 0 else np.subtract)(values, array, out=values)
+        for axis in self.axes:
+            values = axis.apply(values)
+        return values
+
+
+@dataclass
+class _LayerPlan:
+    """How one layer's sums are formed: from its parents' signal, or from its ancestors' spectrum."""
+
+    grid: Grid
+    parents: list[tuple[int, Relation | None]] | None = None
+    boxes: list[_Box] = field(default_factory=list)
+    max_terms: int = 1
+
+
+@dataclass
+class _Plan:
+    """The compiled sweep of a :class:`FactorizedCausalOperator` (built once, on first use)."""
+
+    layers: list[_LayerPlan]
+    summed_sources: set[int]
+    full_sources: set[int]
+
+    @classmethod
+    def compile(cls, operator: FactorizedCausalOperator) -> _Plan:
+        layers: list[_LayerPlan] = []
+        summed: set[int] = set()
+        full: set[int] = set()
+        for index, grid in enumerate(operator.grids):
+            plan = _LayerPlan(tuple(grid))
+            parents = operator.single_parents[index]
+            if parents is not None:
+                plan.parents = [(p, _parent_map(r, operator.grids[p], grid)) for p, r in parents.items()]
+                plan.max_terms += sum(_relation_terms(r) for r in parents.values())
+            elif index > 0:
+                plan.boxes = _boxes(operator, index)
+                for box in plan.boxes:
+                    (summed if box.all_channels else full).update(m for m, _ in box.sources)
+                    plan.max_terms += box.max_terms(operator.grids)
+            layers.append(plan)
+        return cls(layers, summed, full)
+
+    def limb_sweep(self, mode: str, given: list[np.ndarray], width: int) -> list[np.ndarray]:
+        """The sweep on exact integer limbs (:mod:`nsp_pipeline.transforms.causal.limbs`).
+
+        ``given`` holds per layer the ``(K, n_samples, *grid)`` limbs of the signal (``forward``) or
+        of the spectrum (``inverse``) of the first ``len(given)`` layers; returns the other,
+        normalised, for the same layers.
+        """
+        result: list[np.ndarray | None] = [None] * len(given)
+        spectrum, signal = (result, given) if mode == "forward" else (given, result)
+        totals: dict[int, np.ndarray] = {}
+        for index, plan in enumerate(self.layers[: len(given)]):
+            parts = [(1.0, given[index])]
+            sign = -1.0 if mode == "forward" else 1.0
+            if plan.parents is not None:
+                parts += [(sign, _map_limbs(mapping, signal[p])) for p, mapping in plan.parents]
+            else:
+                parts += [(sign, _limb_box(box, spectrum, totals)) for box in plan.boxes]
+            total = padded_sum(parts)
+            result[index] = normalise(total.copy() if total is given[index] else total, width)
+            if index in self.summed_sources:
+                totals[index] = spectrum[index].sum(axis=2, keepdims=True)
+        return result
+
+    def sweep(
+        self,
+        operator: FactorizedCausalOperator,
+        mode: str,
+        signal: np.ndarray,
+        spectrum: np.ndarray,
+        out: np.ndarray | None = None,
+        precision: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Fill layer by layer ``spectrum`` (``forward``), ``signal`` (``inverse``) or ``out`` (``scale``).
+
+        ``scale`` takes magnitudes ``|s|``, ``|ŝ|`` and writes ``|ŝ_v| + sums``. With ``precision``
+        (``forward`` only), the magnitudes ride along as samples ``n..2n`` of every ancestor sum and
+        the per-layer digits and share below noise are returned.
+        """
+        n_samples, layout = signal.shape[0], operator.layout
+        result = {"forward": spectrum, "inverse": signal, "scale": out}[mode]
+        grids = [_grid_view(array, layout, self.layers) for array in (signal, spectrum, result)]
+        signal_grid, spectrum_grid, result_grid = grids
+        full: list[np.ndarray | None] = [None] * len(layout)  # spectrum, stacked with |ŝ| for precision
+        totals: dict[int, np.ndarray] = {}
+        digits, below_noise, conditioning = (np.empty((n_samples, len(layout))) for _ in range(3))
+        for index, plan in enumerate(self.layers):
+            sums = magnitudes = None  # the input layer has no ancestors
+            if plan.parents is not None:
+                sums, magnitudes = self._parent_sums(plan, signal_grid, precision)
+            elif index > 0:
+                sums = self._box_sums(plan, full, totals, n_samples * (2 if precision else 1))
+                if precision:
+                    sums, magnitudes = sums[:n_samples], sums[n_samples:]
+            if precision:
+                digits[:, index], below_noise[:, index], conditioning[:, index] = self._finish_with_precision(
+                    index, signal_grid[index], sums, magnitudes, spectrum_grid[index], full, totals
+                )
+                continue
+            base = spectrum_grid[index] if mode != "forward" else signal_grid[index]
+            if sums is None:
+                np.copyto(result_grid[index], base)
+            else:
+                (np.subtract if mode == "forward" else np.add)(base, sums, out=result_grid[index])
+            if index in self.full_sources:
+                full[index] = spectrum_grid[index]
+            if index in self.summed_sources:
+                totals[index] = spectrum_grid[index].sum(axis=1, keepdims=True)
+        return (digits, below_noise, conditioning) if precision else None
+
+    def _finish_with_precision(
+        self,
+        index: int,
+        signal: np.ndarray,
+        sums: np.ndarray | None,
+        magnitudes: np.ndarray,
+        spectrum: np.ndarray,
+        full: list[np.ndarray | None],
+        totals: dict[int, np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``ŝ = s − sums``, the layer's precision and its conditioning, block of channels by block.
+
+        The conditioning is ``max (Z|ŝ|)_v / |ŝ_v|`` over the non-zero coefficients (1 if none).
+        """
+        n_samples, n_channels, *spatial = signal.shape
+        per_channel = int(np.prod(spatial))
+        step = max(1, CACHE_BLOCK // max(n_samples * per_channel, 1))
+        scratch = np.empty((n_samples, min(step, n_channels), *spatial))
+        flags = np.empty(scratch.shape, dtype=bool)
+        peak, largest, nonzero, below = (np.zeros(n_samples) for _ in range(4))
+        smallest = np.ones(n_samples)  # min |ŝ_v| / (Z|ŝ|)_v over non-zero coefficients
+        if index in self.full_sources:
+            full[index] = np.empty((2 * n_samples, *signal.shape[1:]))
+        if index in self.summed_sources:
+            totals[index] = np.zeros((2 * n_samples, 1, *spatial))
+        for first in range(0, n_channels, step):
+            block = np.s_[:, first : first + step]
+            size = min(step, n_channels - first)
+            solved, magnitude, flag = spectrum[block], scratch[:, :size], flags[:, :size]
+            if sums is None:
+                np.copyto(solved, signal[block])
+            else:
+                np.subtract(signal[block], sums[block] if sums.shape[1] > 1 else sums, out=solved)
+            np.abs(solved, out=magnitude)
+            if index in self.full_sources:
+                full[index][:n_samples, first : first + size] = solved
+                full[index][n_samples:, first : first + size] = magnitude
+            if index in self.summed_sources:
+                totals[index][:n_samples] += solved.sum(axis=1, keepdims=True)
+                totals[index][n_samples:] += magnitude.sum(axis=1, keepdims=True)
+            axes = tuple(range(1, signal.ndim))
+            np.maximum(peak, signal[block].max(axis=axes), out=peak)
+            np.maximum(peak, -signal[block].min(axis=axes), out=peak)
+            nonzero += np.count_nonzero(magnitude.reshape(n_samples, -1), axis=1)
+            if magnitudes is not None and magnitudes.shape[1] > 1:
+                scale = np.add(magnitude, magnitudes[block])
+            else:
+                scale = np.add(magnitude, 0.0 if magnitudes is None else magnitudes)
+            np.maximum(largest, scale.max(axis=axes), out=largest)
+            ratio = np.divide(magnitude, scale, out=np.ones_like(scale), where=magnitude > 0)
+            np.minimum(smallest, ratio.min(axis=axes), out=smallest)
+            np.multiply(scale, EPSILON, out=scale)
+            flag = np.less(magnitude, scale, out=flag)
+            flag &= magnitude > 0
+            below += np.count_nonzero(flag.reshape(n_samples, -1), axis=1)
+        return (*precision_from_counts(peak, largest, nonzero, below), 1.0 / smallest)
+
+    @staticmethod
+    def _parent_sums(
+        plan: _LayerPlan, signal_grid: list[np.ndarray], precision: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Sum of the parents' signal at each position, and of its magnitude."""
+        sums = magnitudes = None
+        for parent, mapping in plan.parents:
+            values = signal_grid[parent]
+            mapped = _map_parent(mapping, values)
+            sums = mapped if sums is None else sums + mapped
+            if precision:
+                mapped_abs = _map_parent(mapping, np.abs(values))
+                magnitudes = mapped_abs if magnitudes is None else magnitudes + mapped_abs
+        return sums, magnitudes
+
+    @staticmethod
+    def _box_sums(
+        plan: _LayerPlan, full: list[np.ndarray], totals: dict[int, np.ndarray], n_rows: int
+    ) -> np.ndarray:
+        """``Σ_{u<v} ŝ_u`` for every neuron of one layer (stacked with ``Σ |ŝ_u|`` for precision)."""
+        channel_sums = per_channel = None if plan.boxes else np.zeros((n_rows, 1, 1, 1))
+        for box in plan.boxes:
+            part = box.apply(full, totals)
+            if box.all_channels:
+                channel_sums = part.copy() if channel_sums is None else np.add(channel_sums, part)
+            else:
+                per_channel = part if per_channel is None else np.add(per_channel, part)
+        if per_channel is None:
+            return channel_sums
+        return per_channel if channel_sums is None else np.add(per_channel, channel_sums)
+
+
+def _map_limbs(mapping: Relation | None, limbs: np.ndarray) -> np.ndarray:
+    """A parent map applied to each limb (the limbs ride along the batch axis)."""
+    if mapping is None:
+        return limbs
+    mapped = mapping.apply(limbs.reshape(-1, *limbs.shape[2:]))
+    return mapped.reshape(limbs.shape[0], limbs.shape[1], *mapped.shape[1:])
+
+
+def _limb_box(box: _Box, spectrum: list[np.ndarray], totals: dict[int, np.ndarray]) -> np.ndarray:
+    """One box's sums on limbs ``(K, n_samples, C or 1, H, W)``: its sources added, then its axes."""
+    arrays = totals if box.all_channels else spectrum
+    values = padded_sum([(sign, arrays[m]) for m, sign in box.sources])
+    n_limbs, n_samples = values.shape[:2]
+    values = values.reshape(n_limbs * n_samples, *values.shape[2:])
+    for axis in box.axes:
+        values = axis.apply(values)
+    return values.reshape(n_limbs, n_samples, *values.shape[1:])
+
+
+def _row_count(axis: AxisMap) -> int:
+    """The most source positions one target position reads along an axis."""
+    if axis.is_identity:
+        return 1
+    if axis.outer is not None:
+        return int(axis.outer[1].sum())
+    return int(np.diff(axis.matrix.indptr).max(initial=0))
+
+
+def _relation_terms(relation: Relation) -> int:
+    """Bound on the terms summed per target by :meth:`Relation.apply` (inclusion–exclusion included)."""
+    return sum(int(np.prod([_row_count(a) for a in term.axes])) for _, term in _signed_terms(relation))
+
+
+def _grid_view(values: np.ndarray | None, layout: Layout, layers: list[_LayerPlan]) -> list:
+    if values is None:
+        return [None] * len(layers)
+    n_samples = values.shape[0]
+    return [values[:, layout.slice(i)].reshape(n_samples, *plan.grid) for i, plan in enumerate(layers)]
+
+
+def _parent_map(relation: Relation, parent_grid: Grid, grid: Grid) -> Relation | None:
+    """``None`` where the parent is read position by position (the identity on equal grids)."""
+    (term,) = relation.terms if len(relation.terms) == 1 else (None,)
+    if term is not None and tuple(parent_grid) == tuple(grid) and all(a.is_identity for a in term.axes):
+        return None
+    return relation
+
+
+def _map_parent(mapping, values: np.ndarray) -> np.ndarray:
+    return values if mapping is None else mapping.apply(values)
+
+
+def _signed_terms(relation: Relation) -> list[tuple[float, Term]]:
+    """Inclusion–exclusion: signed intersections whose sum counts each related pair once."""
+    signed = []
+    for size in range(1, len(relation.terms) + 1):
+        for subset in combinations(relation.terms, size):
+            term = subset[0]
+            for other in subset[1:]:
+                term = term.intersect(other)
+            if not term.is_empty:
+                signed.append((1.0 if size % 2 else -1.0, term))
+    return signed
+
+
+def _boxes(operator: FactorizedCausalOperator, index: int) -> list[_Box]:
+    """The signed boxes of one layer, those of equal shape on equal grids merged."""
+    merged: dict[tuple, _Box] = {}
+    for source, relation in sorted(operator.ancestors[index].items()):
+        for sign, term in _signed_terms(relation):
+            key = (tuple(operator.grids[source]), *(_axis_key(axis) for axis in term.axes))
+            box = merged.get(key)
+            if box is None:
+                all_channels = term.channels.is_ones
+                axes = [_Axis(axis, k + 1) for k, axis in enumerate(term.axes) if k or not all_channels]
+                merged[key] = _Box([(source, sign)], all_channels, _cheapest_first(axes))
+            else:
+                box.sources.append((source, sign))
+    return list(merged.values())
+
+
+def _cheapest_first(axes: list[_Axis]) -> list[_Axis]:
+    """Apply the axes that shrink the data most first (stable otherwise)."""
+    return sorted(axes, key=lambda axis: axis.size / max(axis.map.shape[1], 1))
