@@ -5,7 +5,9 @@ Networks: random MLPs 2-D→(64, 64, 64)→10 and 64-D→(512, 256)→10, the de
 weights) on a slice through three random inputs, within a time budget; and the cost of one
 ReLU layer of 3 widths on a 2-D slice. Slices are the plane through three points with a square
 domain reaching ``margin`` (2) times the points' spread. The machine's other load shows in the
-times: read them as one run.
+times: read them as one run. The VGG budget is checked between kink layers only: on a full slice
+the first convolution's 65,536 ReLU sites nearly all cross the domain, an arrangement of up to
+~2·10⁹ cells, so that first layer alone does not finish (measured: > 400 s).
 
 Run: ``python benchmarks/regions_benchmark.py [--vgg-budget SECONDS] [--quick]``.
 """

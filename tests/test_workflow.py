@@ -50,7 +50,11 @@ CONFIG = {
             "candidates": "digits16",
         },
     },
-    "regions": {"slices": [{"model": "net_a", "dataset": "digits", "samples": [3, 10, 11]}], "scale": 1.5},
+    "regions": {
+        "slices": [{"model": "net_a", "dataset": "digits", "samples": [3, 10, 11]}],
+        "scale": 0.6,
+        "value_range": [0.0, 1.0],
+    },
 }
 BATCHES = [[3, 10], [11]]  # batch0000, batch0001: a shard file per pattern each
 RENDERED = [3, 10]  # one render batch (batch0000), inside batch0000
@@ -377,7 +381,7 @@ def test_regions_of_a_slice_through_three_digits(workdir):
     stored = hdf5.read_regions(folder / "3-10-11.h5")
     digits = load_dataset({"source": "digits", "split": "test"})
     points = digits.inputs[[3, 10, 11]].numpy().astype(np.float64)
-    expected = linear_regions(model, Slice.through(points, margin=1.5), patterns=True)
+    expected = linear_regions(model, Slice.through(points, margin=0.6, lo=0.0, hi=1.0), patterns=True)
     assert len(stored.areas) == len(expected.areas) > 1
     np.testing.assert_allclose(np.sort(stored.areas), np.sort(expected.areas), rtol=1e-9, atol=1e-15)
     cells = [Polygon(stored.vertices[a:b]) for a, b in zip(stored.offsets[:-1], stored.offsets[1:])]

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nsp_pipeline.core.defaults import default
 from nsp_pipeline.io import hdf5
 from nsp_pipeline.model.artifact import export_model
 from nsp_pipeline.pipeline import stages
@@ -236,6 +237,7 @@ def test_transform_render_and_summary_jobs_do_not_import_torch(batch, tmp_path, 
         run_job(
             "transform", no_torch, tmp_path / f"transform_{kind}.log",
             input=inputs, output={"spectra": shards[kind]}, wildcards=wildcards,
+            params={"storage": default("storage"), "precision": "auto", "digits": 6},
         )  # fmt: skip
         ids = hdf5.read_pattern(shards[kind]).sample_ids
         assert ids.tolist() == hdf5.read_pattern(shards["activations"]).sample_ids.tolist()
@@ -243,7 +245,10 @@ def test_transform_render_and_summary_jobs_do_not_import_torch(batch, tmp_path, 
     run_job(
         "render", no_torch, tmp_path / "render.log",
         input=shards, output={"pdfs": str(pdfs)}, wildcards=net | {"batch": "batch0000"},
-        params={"rows": [1], "samples": ["00001"], "scale": "layernorm", "cmap": "RdBu_r", "symlog": False},
+        params={
+            "rows": [1], "samples": ["00001"], "scale": "layernorm", "cmap": "RdBu_r", "symlog": False,
+            "min_digits": 3,
+        },
     )  # fmt: skip
     assert sorted(path.name for path in pdfs.iterdir()) == [
         "00001_activations.pdf", "00001_laplacian.pdf", "00001_standard.pdf"

@@ -33,7 +33,6 @@ Memory stays bounded: cells are processed in chunks of about ``chunk_bytes``.
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -105,28 +104,23 @@ def linear_regions(
     TraceError
         If ``torch.fx`` cannot trace the model.
     """
-    start = time.perf_counter()
     network = _Network(model, slice_)
     vertices, offsets = slice_.region, np.array([0, len(slice_.region)])
-    counts, seconds = [], []
+    counts = []
     bar = progress_bar(len(network.layer_names) + 1, "linear regions", unit="layer")
     with bar:
         for layer, name in enumerate(network.layer_names):
-            layer_start = time.perf_counter()
             vertices, offsets = _split_layer(network, layer, vertices, offsets, rtol, atol, chunk_bytes)
             counts.append(len(offsets) - 1)
-            seconds.append(time.perf_counter() - layer_start)
             bar.set_postfix(cells=counts[-1])
             bar.update()
             if progress is not None:
                 progress(name, counts[-1])
-        output_start = time.perf_counter()
         affine_A, affine_c, pattern_bytes = _outputs(network, vertices, offsets, patterns, chunk_bytes)
         boundary = decision_boundary(vertices, offsets, affine_A, affine_c, rtol)
         bar.update()
     if progress is not None:
         progress("output", len(offsets) - 1)
-    seconds.append(time.perf_counter() - output_start)
     return RegionPartition(
         vertices=vertices,
         offsets=offsets,
@@ -159,8 +153,6 @@ def linear_regions(
             "model": type(model).__name__,
             "rtol": rtol,
             "atol": atol,
-            "seconds": time.perf_counter() - start,
-            "seconds_per_layer": seconds,
         },
     )
 
