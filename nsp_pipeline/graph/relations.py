@@ -179,7 +179,7 @@ RELATION_RULES: dict[RelationKind, Callable[[OpCall, Operation, list[Grid]], Rel
     RelationKind.WINDOW: _window_relations,
     RelationKind.LINEAR: _linear_relations,
     RelationKind.GENERIC: _generic_relations,
-    RelationKind.NONE: _container_relations,
+    RelationKind.COMPOSITE: _container_relations,
 }
 
 

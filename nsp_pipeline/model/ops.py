@@ -105,7 +105,7 @@ class RelationKind(StrEnum):
     WINDOW = "window"  # per-axis windows and channel groups
     LINEAR = "linear"  # all-to-all on the features of a flat or (T, N) input, else generic
     GENERIC = "generic"  # the exact edges, factorised per axis where they are a per-axis product
-    NONE = "none"  # does not factorise (containers: use the 'ops' granularity)
+    COMPOSITE = "composite"  # containers: traced, inner relations composed (graph.relations)
 
 
 #: Per family: default weight rule of its entries.
@@ -138,7 +138,7 @@ _FAMILY_DEFAULTS: dict[Family, tuple[EdgeRule, RelationKind, Merge]] = {
     Family.WINDOWED: (EdgeRule.WINDOWED, RelationKind.WINDOW, Merge.NEVER),
     Family.LINEAR: (EdgeRule.LINEAR, RelationKind.LINEAR, Merge.NEVER),
     Family.SOFTMAX: (EdgeRule.SOFTMAX, RelationKind.GENERIC, Merge.NEVER),
-    Family.CONTAINER: (EdgeRule.COMPOSITE, RelationKind.NONE, Merge.NEVER),
+    Family.CONTAINER: (EdgeRule.COMPOSITE, RelationKind.COMPOSITE, Merge.NEVER),
 }
 
 
