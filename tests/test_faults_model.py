@@ -197,8 +197,10 @@ def test_in_place_change_through_a_view_is_refused():
 
 @pytest.mark.parametrize(
     ("returns", "described"),
-    [("tuple", r"a tuple of 2 \(a tensor of shape \(2, 10\), a tensor of shape \(2, 1, 8, 8\)\)"),
-     ("dict", r"a dict with keys \['logits'\]")],
+    [
+        ("tuple", r"a tuple of 2 \(a tensor of shape \(2, 10\), a tensor of shape \(2, 1, 8, 8\)\)"),
+        ("dict", r"a dict with keys \['logits'\]"),
+    ],
 )
 def test_export_refuses_a_model_returning_a_container(user_models, returns, described):
     (user_models / "nets.py").write_text(MODULE.replace('RETURNS = "logits"', f'RETURNS = "{returns}"'))
@@ -278,8 +280,11 @@ def test_load_refuses_an_artifact_with_nan_weights(user_models):
     artifact["state_dict"]["conv2.weight"].view(-1)[5] = float("nan")
     artifact["checksum"] = model_checksum(artifact["state_dict"])
     torch.save(artifact, model_path)
-    with pytest.raises(ModelError, match=rf"model artifact {model_path}: parameters or buffers "
-                       r"\['conv2.weight \(1 of 1152\)'\] hold NaN or Inf .*forcerun export_model"):
+    with pytest.raises(
+        ModelError,
+        match=rf"model artifact {model_path}: parameters or buffers "
+        r"\['conv2.weight \(1 of 1152\)'\] hold NaN or Inf .*forcerun export_model",
+    ):
         load_model(model_path)
 
 
@@ -385,8 +390,11 @@ def test_forward_drawing_random_numbers_is_refused():
 
 def test_batch_statistics_are_refused_for_several_samples(user_models, tmp_path):
     model_path, _ = export(user_models, {"module": "nets.py", "class": "BatchStatistics"})
-    with pytest.raises(TraceError, match=rf"model {model_path}: batch norm \['norm'\] has no running "
-                       r"statistics, so each of the 3 samples .*samples_per_job: 1"):
+    with pytest.raises(
+        TraceError,
+        match=rf"model {model_path}: batch norm \['norm'\] has no running "
+        r"statistics, so each of the 3 samples .*samples_per_job: 1",
+    ):
         stages.extract_activations(model_path, DIGITS, [0, 1, 2], tmp_path / "three.h5")
     stages.extract_activations(model_path, DIGITS, [1], tmp_path / "one.h5")
     assert hdf5.read_pattern(tmp_path / "one.h5").sample_ids.tolist() == [1]

@@ -208,9 +208,7 @@ def test_config_checks_blocks_and_reference():
     }
     with pytest.raises(ValueError, match=r"graph_analytics.blocks.other.*'other' is not one of the models"):
         validate_config({**base, "graph_analytics": {"blocks": {"other": [[0, 1]]}}})
-    with pytest.raises(
-        ValueError, match=r"graph_analytics.reference.dataset.*'x' is not one of the"
-    ):
+    with pytest.raises(ValueError, match=r"graph_analytics.reference.dataset.*'x' is not one of the"):
         validate_config({**base, "graph_analytics": {"reference": {"dataset": "x"}}})
     config = validate_config(base)
     assert config["graph_analytics"]["weights"] == "structural" and config["graph_analytics"]["enabled"]
