@@ -335,8 +335,11 @@ def test_minimal_images_of_the_rendered_samples(workdir):
     expected = []
     for position in RENDERED:
         image, sample_id = data.inputs[position], int(data.ids[position])
-        parcels = minimal_parcel_image(model, image, targets, segmentation_kwargs={"n_segments": 6})
-        expected += [(sample_id, result) for result in (*parcels, *masked_image(model, image, targets))]
+        parcels = minimal_parcel_image(
+            model, image, targets, segmentation_kwargs={"n_segments": 6}, sample_id=sample_id
+        )
+        masked = masked_image(model, image, targets, sample_id=sample_id)
+        expected += [(sample_id, result) for result in (*parcels, *masked)]
     assert [sample_id for sample_id, _ in stored] == [sample_id for sample_id, _ in expected]
     for (_, got), (_, want) in zip(stored, expected, strict=True):
         for key, value in want.attributes().items():  # float32 values may round differently elsewhere
@@ -360,7 +363,7 @@ def test_synthesis_of_each_model(workdir):
     stored = hdf5.read_synthesis(folder / "synthesis.h5")
     targets = [Target("fc", unit=(3,)), Target("conv2", channel=1, reduction="max")]
     targets += [Target("conv2", channel=c, reduction="mean") for c in range(16)]
-    digits16 = load_dataset(CONFIG["datasets"]["digits16"]).inputs
+    digits16 = load_dataset(CONFIG["datasets"]["digits16"], (1, 8, 8)).inputs  # resized as the job does
     expected = synthesize(model, targets, (1, 8, 8), steps=8, value_range=(0.0, 1.0), candidates=digits16)
     np.testing.assert_allclose(stored.inputs, expected.inputs, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(stored.candidate, expected.candidate)
