@@ -25,11 +25,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import time
 from dataclasses import replace
 
 import numpy as np
 import torch
+from scale_benchmark import best_time  # this folder is on the path when the script runs
 
 from nsp_pipeline.analysis.analyze import analyze
 from nsp_pipeline.model.architectures import ARCHITECTURES
@@ -37,16 +37,6 @@ from nsp_pipeline.model.capture import trace
 from nsp_pipeline.transforms.causal.builder import factorized_operator
 
 MODELS = ("vgg11", "resnet18", "mobilenet_v2")
-
-
-def best_time(repeat: int, function) -> tuple[float, object]:
-    """Smallest wall time of ``repeat`` calls, and the last result."""
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = function()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def layer_digits(layout, got: np.ndarray, exact: np.ndarray) -> np.ndarray:
