@@ -37,6 +37,7 @@ from nsp_pipeline.core.pattern import Pattern
 from nsp_pipeline.core.progress import progress
 from nsp_pipeline.io import hdf5
 from nsp_pipeline.transforms.api import causal_operator_of, compute_operator, transform
+from nsp_pipeline.transforms.causal import kernels
 from nsp_pipeline.transforms.laplacian import DEFAULT_MAX_NODES
 
 log = logging.getLogger(__name__)
@@ -362,6 +363,7 @@ def transform_files(
     storage: Mapping | None = None,
     precision: str = default("causal.precision"),
     digits: float = default("causal.digits"),
+    threads: int | None = None,
 ) -> None:
     """Spectra of activations files (shards) with a precomputed operator, a spectra file per shard.
 
@@ -371,7 +373,8 @@ def transform_files(
     written all the same, with their per-layer digits in the file; a warning names the layers.
     ``storage`` is the configuration's ``storage`` section (default: its defaults; see
     :func:`nsp_pipeline.io.hdf5.pattern_storage`); ``precision`` and ``digits`` choose the
-    arithmetic of causal spectra (:func:`nsp_pipeline.transforms.api.transform`).
+    arithmetic of causal spectra (:func:`nsp_pipeline.transforms.api.transform`); ``threads`` the
+    threads of its compiled loops (``None``: every core; a workflow job passes its rule's).
 
     Raises
     ------
@@ -407,6 +410,7 @@ def transform_files(
             )
         shards.append((path, pattern, source))
     operator = hdf5.read_operator(operator_path)
+    kernels.set_threads(threads)
     spectra = []
     for path, pattern, _ in shards:
         try:

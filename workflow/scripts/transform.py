@@ -11,4 +11,5 @@ with log_to(snakemake.log[0]):  # noqa: F821 (set by Snakemake)
         storage=snakemake.params.storage,  # noqa: F821
         precision=snakemake.params.precision,  # noqa: F821
         digits=snakemake.params.digits,  # noqa: F821
+        threads=snakemake.threads,  # noqa: F821
     )

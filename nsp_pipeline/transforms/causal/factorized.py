@@ -32,6 +32,7 @@ import numpy as np
 
 from nsp_pipeline.core.layout import Layout
 from nsp_pipeline.graph.kronecker import AxisMap, Relation, Term
+from nsp_pipeline.transforms.causal import kernels
 from nsp_pipeline.transforms.causal.limbs import (
     LimbValues,
     limb_width,
@@ -433,14 +434,19 @@ class _Plan:
                 )
                 continue
             base = spectrum_grid[index] if mode != "forward" else signal_grid[index]
-            if sums is None:
-                np.copyto(result_grid[index], base)
-            else:
-                (np.subtract if mode == "forward" else np.add)(base, sums, out=result_grid[index])
+            summed = index in self.summed_sources
+            if summed:
+                totals[index] = np.zeros((n_samples, 1, *plan.grid[1:]))
+            kernels.finish(
+                base,
+                _broadcast(sums, base.shape),
+                -1.0 if mode == "forward" else 1.0,
+                result_grid[index],
+                (1 if mode == "forward" else 2) if summed else 0,
+                totals.get(index, _NOTHING),
+            )
             if index in self.full_sources:
                 full[index] = spectrum_grid[index]
-            if index in self.summed_sources:
-                totals[index] = spectrum_grid[index].sum(axis=1, keepdims=True)
         return (digits, below_noise, conditioning) if precision else None
 
     def _finish_with_precision(
@@ -448,72 +454,48 @@ class _Plan:
         index: int,
         signal: np.ndarray,
         sums: np.ndarray | None,
-        magnitudes: np.ndarray,
+        magnitudes: np.ndarray | None,
         spectrum: np.ndarray,
         full: list[np.ndarray | None],
         totals: dict[int, np.ndarray],
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``ŝ = s − sums``, the layer's precision and its conditioning, block of channels by block.
+        """``ŝ = s − sums``, the layer's precision and conditioning (:func:`.kernels.finish_with_precision`).
 
         The conditioning is ``max (Z|ŝ|)_v / |ŝ_v|`` over the non-zero coefficients (1 if none).
         """
-        n_samples, n_channels, *spatial = signal.shape
-        per_channel = int(np.prod(spatial))
-        step = max(1, CACHE_BLOCK // max(n_samples * per_channel, 1))
-        scratch = np.empty((n_samples, min(step, n_channels), *spatial))
-        flags = np.empty(scratch.shape, dtype=bool)
-        peak, largest, nonzero, below = (np.zeros(n_samples) for _ in range(4))
-        smallest = np.ones(n_samples)  # min |ŝ_v| / (Z|ŝ|)_v over non-zero coefficients
+        n_samples, _, *spatial = signal.shape
         if index in self.full_sources:
             full[index] = np.empty((2 * n_samples, *signal.shape[1:]))
         if index in self.summed_sources:
             totals[index] = np.zeros((2 * n_samples, 1, *spatial))
-        for first in range(0, n_channels, step):
-            block = np.s_[:, first : first + step]
-            size = min(step, n_channels - first)
-            solved, magnitude, flag = spectrum[block], scratch[:, :size], flags[:, :size]
-            if sums is None:
-                np.copyto(solved, signal[block])
-            else:
-                np.subtract(signal[block], sums[block] if sums.shape[1] > 1 else sums, out=solved)
-            np.abs(solved, out=magnitude)
-            if index in self.full_sources:
-                full[index][:n_samples, first : first + size] = solved
-                full[index][n_samples:, first : first + size] = magnitude
-            if index in self.summed_sources:
-                totals[index][:n_samples] += solved.sum(axis=1, keepdims=True)
-                totals[index][n_samples:] += magnitude.sum(axis=1, keepdims=True)
-            axes = tuple(range(1, signal.ndim))
-            np.maximum(peak, signal[block].max(axis=axes), out=peak)
-            np.maximum(peak, -signal[block].min(axis=axes), out=peak)
-            nonzero += np.count_nonzero(magnitude.reshape(n_samples, -1), axis=1)
-            if magnitudes is not None and magnitudes.shape[1] > 1:
-                scale = np.add(magnitude, magnitudes[block])
-            else:
-                scale = np.add(magnitude, 0.0 if magnitudes is None else magnitudes)
-            np.maximum(largest, scale.max(axis=axes), out=largest)
-            ratio = np.divide(magnitude, scale, out=np.ones_like(scale), where=magnitude > 0)
-            np.minimum(smallest, ratio.min(axis=axes), out=smallest)
-            np.multiply(scale, EPSILON, out=scale)
-            flag = np.less(magnitude, scale, out=flag)
-            flag &= magnitude > 0
-            below += np.count_nonzero(flag.reshape(n_samples, -1), axis=1)
-        return (*precision_from_counts(peak, largest, nonzero, below), 1.0 / smallest)
+        peak, largest, nonzero, below, smallest = kernels.finish_with_precision(
+            signal,
+            _broadcast(sums, signal.shape),
+            _broadcast(magnitudes, signal.shape),
+            spectrum,
+            index in self.full_sources,
+            full[index] if index in self.full_sources else _NOTHING,
+            index in self.summed_sources,
+            totals.get(index, _NOTHING),
+            EPSILON,
+        )
+        peak, largest, smallest = peak.max(axis=1), largest.max(axis=1), smallest.min(axis=1)
+        return (*precision_from_counts(peak, largest, nonzero.sum(axis=1), below.sum(axis=1)), 1.0 / smallest)
 
     @staticmethod
     def _parent_sums(
         plan: _LayerPlan, signal_grid: list[np.ndarray], precision: bool
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Sum of the parents' signal at each position, and of its magnitude."""
-        sums = magnitudes = None
+        """Sum of the parents' signal at each position, and what stands for its magnitude.
+
+        Every position reads exactly one parent position, so the sum's absolute value is the sum of
+        the magnitudes: the sum itself stands for both (the kernels take absolute values).
+        """
+        sums = None
         for parent, mapping in plan.parents:
-            values = signal_grid[parent]
-            mapped = _map_parent(mapping, values)
+            mapped = _map_parent(mapping, signal_grid[parent])
             sums = mapped if sums is None else sums + mapped
-            if precision:
-                mapped_abs = _map_parent(mapping, np.abs(values))
-                magnitudes = mapped_abs if magnitudes is None else magnitudes + mapped_abs
-        return sums, magnitudes
+        return sums, sums if precision else None
 
     @staticmethod
     def _box_sums(
@@ -582,6 +564,15 @@ def _parent_map(relation: Relation, parent_grid: Grid, grid: Grid) -> Relation |
 
 def _map_parent(mapping, values: np.ndarray) -> np.ndarray:
     return values if mapping is None else mapping.apply(values)
+
+
+#: Stands for an array a kernel does not use.
+_NOTHING = np.zeros((1, 1, 1, 1))
+
+
+def _broadcast(values: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """``values`` (``None``: zeros) as a read-only view of ``shape`` (size-1 axes repeated)."""
+    return np.broadcast_to(_NOTHING if values is None else values, shape)
 
 
 def _signed_terms(relation: Relation) -> list[tuple[float, Term]]:
