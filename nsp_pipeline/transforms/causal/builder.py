@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nsp_pipeline.graph.kronecker import Relation
+from nsp_pipeline.graph.kronecker import AxisMap, Relation
 from nsp_pipeline.graph.relations import ancestor_relations
 from nsp_pipeline.model.capture import eval_mode
 from nsp_pipeline.model.records import Trace
@@ -31,26 +31,50 @@ def _single_parent_relations(parts, in_grids, input_layers, ancestors) -> dict[i
     ``f(x)`` position by position). Either way ``Σ_{u<v} ŝ_u = Σ_p s_p`` over the returned parents:
     the ancestor sum is read from the activations, with no cancellation.
     """
+    if len(parts) == 1:
+        k, relation = parts[0]
+        return {input_layers[k]: relation} if _one_parent_each(relation, in_grids[k]) else None
     counts, relations = [], {}
     for k, relation in parts:
         if input_layers[k] in relations:
             return None
         relations[input_layers[k]] = relation
-        counts.append(relation.apply(np.ones((1, *in_grids[k]))))
+        counts.append(_parent_counts(relation, in_grids[k]))
     if np.all(sum(counts) == 1):
         return relations
     for k, (_, relation) in enumerate(parts):
         parent = input_layers[k]
         if not np.all(counts[k] == 1):
             continue
-        through_parent = {source: relation.compose(up) for source, up in ancestors[parent].items()}
         if all(
-            source in through_parent and _covers(through_parent[source], other)
+            source in ancestors[parent] and _covers(relation.compose(ancestors[parent][source]), other)
             for source, other in relations.items()
             if source != parent
         ):
             return {parent: relation}
     return None
+
+
+def _one_parent_each(relation: Relation, in_grid: tuple[int, int, int]) -> bool:
+    """Whether every target neuron relates to exactly one source neuron."""
+    if len(relation.terms) == 1:  # a product of per-axis counts is 1 where each count is
+        return all(bool(np.all(_row_counts(axis) == 1)) for axis in relation.terms[0].axes)
+    return bool(np.all(_parent_counts(relation, in_grid) == 1))
+
+
+def _parent_counts(relation: Relation, in_grid: tuple[int, int, int]) -> np.ndarray:
+    """Each target neuron's number of related source neurons (``Relation.apply`` to ones)."""
+    if len(relation.terms) != 1:
+        return relation.apply(np.ones((1, *in_grid)))
+    channels, rows, cols = (_row_counts(axis) for axis in relation.terms[0].axes)
+    return channels[:, None, None] * rows[:, None] * cols
+
+
+def _row_counts(axis: AxisMap) -> np.ndarray:
+    """Each target position's number of related source positions."""
+    if axis.outer is not None:
+        return axis.outer[0] * float(axis.outer[1].sum())
+    return np.diff(axis.matrix.indptr).astype(np.float64)
 
 
 def _covers(relation: Relation, other: Relation) -> bool:

@@ -29,6 +29,7 @@ from itertools import combinations
 from typing import ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 
 from nsp_pipeline.core.layout import Layout
 from nsp_pipeline.graph.kronecker import AxisMap, Relation, Term
@@ -318,6 +319,12 @@ class _Box:
     sources: list[tuple[int, float]]
     all_channels: bool
     axes: list[_Axis]
+    source_grid: Grid
+
+    @property
+    def axes_by_number(self) -> dict[int, AxisMap]:
+        """The per-axis maps by axis of ``(batch, channels, rows, columns)`` (no channels if summed)."""
+        return {axis.axis: axis.map for axis in self.axes}
 
     def max_terms(self, grids: list[Grid]) -> int:
         """Bound on the terms summed per target (source positions times sources)."""
@@ -346,6 +353,9 @@ class _LayerPlan:
     parents: list[tuple[int, Relation | None]] | None = None
     boxes: list[_Box] = field(default_factory=list)
     max_terms: int = 1
+    summed_boxes: _CompiledBoxes | None = None
+    channel_boxes: _CompiledBoxes | None = None
+    other_boxes: list[_Box] = field(default_factory=list)
 
 
 @dataclass
@@ -355,6 +365,8 @@ class _Plan:
     layers: list[_LayerPlan]
     summed_sources: set[int]
     full_sources: set[int]
+    offsets: dict[str, np.ndarray] = field(default_factory=dict)
+    lengths: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def compile(cls, operator: FactorizedCausalOperator) -> _Plan:
@@ -373,7 +385,26 @@ class _Plan:
                     (summed if box.all_channels else full).update(m for m, _ in box.sources)
                     plan.max_terms += box.max_terms(operator.grids)
             layers.append(plan)
-        return cls(layers, summed, full)
+        for plan in layers:
+            by_channel = [box for box in plan.boxes if not box.all_channels]
+            plan.other_boxes = [box for box in by_channel if not box.axes_by_number[1].is_identity]
+            plan.summed_boxes = _CompiledBoxes.compile([box for box in plan.boxes if box.all_channels])
+            plan.channel_boxes = _CompiledBoxes.compile([b for b in by_channel if b not in plan.other_boxes])
+        sizes = [int(np.prod(grid)) for grid in operator.grids]
+        offsets = {
+            "summed": _offsets(
+                [int(np.prod(grid[1:])) if m in summed else 0 for m, grid in enumerate(operator.grids)]
+            ),
+            "full": _offsets([size if m in full else 0 for m, size in enumerate(sizes)]),
+            "layout": _offsets(sizes),
+        }
+        return cls(
+            layers,
+            summed,
+            full,
+            {k: v[:-1] for k, v in offsets.items()},
+            {k: int(v[-1]) for k, v in offsets.items()},
+        )
 
     def limb_sweep(self, mode: str, given: list[np.ndarray], width: int) -> list[np.ndarray]:
         """The sweep on exact integer limbs (:mod:`nsp_pipeline.transforms.causal.limbs`).
@@ -417,15 +448,25 @@ class _Plan:
         result = {"forward": spectrum, "inverse": signal, "scale": out}[mode]
         grids = [_grid_view(array, layout, self.layers) for array in (signal, spectrum, result)]
         signal_grid, spectrum_grid, result_grid = grids
-        full: list[np.ndarray | None] = [None] * len(layout)  # spectrum, stacked with |ŝ| for precision
-        totals: dict[int, np.ndarray] = {}
+        n_rows = n_samples * (2 if precision else 1)  # with precision, |ŝ| rides along as samples n..2n
+        summed = np.zeros((n_rows, self.lengths["summed"]))
+        totals = {m: self._view(summed, "summed", m, channels=1) for m in self.summed_sources}
+        if precision:
+            stacked = np.empty((n_rows, self.lengths["full"]))
+            full = [
+                self._view(stacked, "full", m) if m in self.full_sources else None for m in range(len(layout))
+            ]
+            sources = (stacked, self.offsets["full"])
+        else:
+            full = [spectrum_grid[m] if m in self.full_sources else None for m in range(len(layout))]
+            sources = (spectrum, self.offsets["layout"])
         digits, below_noise, conditioning = (np.empty((n_samples, len(layout))) for _ in range(3))
         for index, plan in enumerate(self.layers):
             sums = magnitudes = None  # the input layer has no ancestors
             if plan.parents is not None:
                 sums, magnitudes = self._parent_sums(plan, signal_grid, precision)
             elif index > 0:
-                sums = self._box_sums(plan, full, totals, n_samples * (2 if precision else 1))
+                sums = self._box_sums(plan, full, totals, (summed, self.offsets["summed"]), sources)
                 if precision:
                     sums, magnitudes = sums[:n_samples], sums[n_samples:]
             if precision:
@@ -434,19 +475,14 @@ class _Plan:
                 )
                 continue
             base = spectrum_grid[index] if mode != "forward" else signal_grid[index]
-            summed = index in self.summed_sources
-            if summed:
-                totals[index] = np.zeros((n_samples, 1, *plan.grid[1:]))
             kernels.finish(
                 base,
                 _broadcast(sums, base.shape),
                 -1.0 if mode == "forward" else 1.0,
                 result_grid[index],
-                (1 if mode == "forward" else 2) if summed else 0,
+                (1 if mode == "forward" else 2) if index in totals else 0,
                 totals.get(index, _NOTHING),
             )
-            if index in self.full_sources:
-                full[index] = spectrum_grid[index]
         return (digits, below_noise, conditioning) if precision else None
 
     def _finish_with_precision(
@@ -463,11 +499,6 @@ class _Plan:
 
         The conditioning is ``max (Z|ŝ|)_v / |ŝ_v|`` over the non-zero coefficients (1 if none).
         """
-        n_samples, _, *spatial = signal.shape
-        if index in self.full_sources:
-            full[index] = np.empty((2 * n_samples, *signal.shape[1:]))
-        if index in self.summed_sources:
-            totals[index] = np.zeros((2 * n_samples, 1, *spatial))
         peak, largest, nonzero, below, smallest = kernels.finish_with_precision(
             signal,
             _broadcast(sums, signal.shape),
@@ -497,21 +528,97 @@ class _Plan:
             sums = mapped if sums is None else sums + mapped
         return sums, sums if precision else None
 
+    def _view(self, buffer: np.ndarray, kind: str, layer: int, channels: int | None = None) -> np.ndarray:
+        """Layer ``layer``'s ``(rows, channels, height, width)`` part of a buffer of ``kind`` offsets."""
+        n_channels, height, width = self.layers[layer].grid
+        channels = n_channels if channels is None else channels
+        start = self.offsets[kind][layer]
+        part = buffer[:, start : start + channels * height * width]
+        return part.reshape(buffer.shape[0], channels, height, width)
+
     @staticmethod
     def _box_sums(
-        plan: _LayerPlan, full: list[np.ndarray], totals: dict[int, np.ndarray], n_rows: int
+        plan: _LayerPlan,
+        full: list[np.ndarray | None],
+        totals: dict[int, np.ndarray],
+        summed: tuple[np.ndarray, np.ndarray],
+        sources: tuple[np.ndarray, np.ndarray],
     ) -> np.ndarray:
-        """``Σ_{u<v} ŝ_u`` for every neuron of one layer (stacked with ``Σ |ŝ_u|`` for precision)."""
-        channel_sums = per_channel = None if plan.boxes else np.zeros((n_rows, 1, 1, 1))
-        for box in plan.boxes:
+        """``Σ_{u<v} ŝ_u`` for every neuron of one layer (stacked with ``Σ |ŝ_u|`` for precision).
+
+        ``summed`` and ``sources`` are buffers holding the earlier layers' channel sums and their
+        spectra side by side, with each layer's offset (``totals`` and ``full`` are their views).
+        """
+        n_rows, (n_channels, height, width) = summed[0].shape[0], plan.grid
+        channel_sums = per_channel = None
+        if plan.summed_boxes is not None:
+            channel_sums = np.zeros((n_rows, 1, height, width))
+            plan.summed_boxes.apply(*summed, channel_sums)
+        if plan.channel_boxes is not None:
+            per_channel = np.zeros((n_rows, n_channels, height, width))
+            plan.channel_boxes.apply(*sources, per_channel)
+        for box in plan.other_boxes:
             part = box.apply(full, totals)
-            if box.all_channels:
-                channel_sums = part.copy() if channel_sums is None else np.add(channel_sums, part)
-            else:
-                per_channel = part if per_channel is None else np.add(per_channel, part)
+            per_channel = part if per_channel is None else np.add(per_channel, part)
         if per_channel is None:
-            return channel_sums
+            return np.zeros((n_rows, 1, 1, 1)) if channel_sums is None else channel_sums
         return per_channel if channel_sums is None else np.add(per_channel, channel_sums)
+
+
+def _offsets(sizes: list[int]) -> np.ndarray:
+    """Start of each part of sizes ``sizes`` laid side by side, and the total (last entry)."""
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+@dataclass
+class _CompiledBoxes:
+    """Boxes compiled for :func:`.kernels.box_sums`: each reads one source channel (or channel sums)."""
+
+    boxes: np.ndarray
+    terms: np.ndarray
+    maps: np.ndarray
+    indptr: np.ndarray
+    indices: np.ndarray
+
+    @classmethod
+    def compile(cls, boxes: list[_Box]) -> _CompiledBoxes | None:
+        """The boxes' sources, signs and row and column maps (``None`` without boxes)."""
+        if not boxes:
+            return None
+        numbers: dict[tuple, int] = {}
+        table, indptr, indices = [], [np.zeros(1, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+        n_pointers = n_entries = 0
+
+        def map_number(axis: AxisMap) -> int:
+            nonlocal n_pointers, n_entries
+            key = _axis_key(axis)
+            if key not in numbers:
+                matrix = sp.csr_array(np.ones((1, axis.shape[1]))) if axis.is_ones else axis.sparse()
+                numbers[key] = len(table)
+                table.append((n_pointers, matrix.shape[0]))
+                indptr.append(matrix.indptr[1:].astype(np.int64) + n_entries)
+                indices.append(matrix.indices.astype(np.int64))
+                n_pointers, n_entries = n_pointers + matrix.shape[0], n_entries + matrix.nnz
+            return numbers[key]
+
+        rows, terms = [], []
+        for box in boxes:
+            _, height, width = box.source_grid
+            maps = box.axes_by_number
+            rows.append((len(terms), len(terms) + len(box.sources), height, width, map_number(maps[2]),
+                         map_number(maps[3])))  # fmt: skip
+            terms += [(source, int(sign)) for source, sign in box.sources]
+        return cls(
+            np.array(rows, dtype=np.int64),
+            np.array(terms, dtype=np.int64),
+            np.array(table, dtype=np.int64),
+            np.concatenate(indptr),
+            np.concatenate(indices),
+        )
+
+    def apply(self, sources: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
+        """Add the box sums of the layers in ``sources`` (at ``offsets``) to ``out``."""
+        kernels.box_sums(sources, offsets, self.boxes, self.terms, self.maps, self.indptr, self.indices, out)
 
 
 def _map_limbs(mapping: Relation | None, limbs: np.ndarray) -> np.ndarray:
@@ -598,7 +705,9 @@ def _boxes(operator: FactorizedCausalOperator, index: int) -> list[_Box]:
             if box is None:
                 all_channels = term.channels.is_ones
                 axes = [_Axis(axis, k + 1) for k, axis in enumerate(term.axes) if k or not all_channels]
-                merged[key] = _Box([(source, sign)], all_channels, _cheapest_first(axes))
+                merged[key] = _Box(
+                    [(source, sign)], all_channels, _cheapest_first(axes), tuple(operator.grids[source])
+                )
             else:
                 box.sources.append((source, sign))
     return list(merged.values())

@@ -109,6 +109,75 @@ def finish_with_precision(
     return statistics
 
 
+@numba.njit(parallel=True, cache=True)
+def box_sums(sources, offsets, boxes, terms, maps, indptr, indices, out):  # pragma: no cover - compiled
+    """Add separable box sums of source grids to ``out``, each sample and channel on its own.
+
+    Box ``k`` first combines its sources, ``Σ_t sign_t · source_t`` (as NumPy would, term after term),
+    then sums the combination over ``rows(i)`` (``partial[i, b]``) and that over ``columns(j)`` for
+    each target ``(i, j)``. A map with one target row (or column) sums every source row and is
+    broadcast over the target's rows.
+
+    Parameters
+    ----------
+    sources : numpy.ndarray
+        ``(n_samples, length)``: the source layers flattened, side by side, each ``(channels, rows,
+        columns)`` with as many channels as ``out`` (channel ``c`` reads channel ``c``).
+    offsets : numpy.ndarray
+        int64: per source layer, its offset in ``sources``.
+    boxes : numpy.ndarray
+        ``(n_boxes, 6)`` int64: first term, end of terms, source height and width, row map and
+        column map.
+    terms : numpy.ndarray
+        ``(n_terms, 2)`` int64: a source layer, and its sign (±1).
+    maps : numpy.ndarray
+        ``(n_maps, 2)`` int64: a per-axis map's first entry in ``indptr`` and its number of targets.
+    indptr, indices : numpy.ndarray
+        The maps in compressed sparse rows, side by side (``indptr`` entries index ``indices``).
+    out : numpy.ndarray
+        ``(n_samples, channels, rows, columns)``, added to.
+    """
+    n_samples, n_channels, n_rows, n_columns = out.shape
+    largest_grid = largest_partial = 1
+    for box in range(boxes.shape[0]):
+        largest_grid = max(largest_grid, boxes[box, 2] * boxes[box, 3])
+        largest_partial = max(largest_partial, maps[boxes[box, 4], 1] * boxes[box, 3])
+    for task in prange(n_samples * n_channels):
+        sample, channel = task // n_channels, task % n_channels
+        combined = np.empty(largest_grid)
+        partial = np.empty(largest_partial)
+        for box in range(boxes.shape[0]):
+            first, end, width = boxes[box, 0], boxes[box, 1], boxes[box, 3]
+            size = boxes[box, 2] * width
+            row_start, n_targets = maps[boxes[box, 4], 0], maps[boxes[box, 4], 1]
+            column_start, n_target_columns = maps[boxes[box, 5], 0], maps[boxes[box, 5], 1]
+            offset, sign = offsets[terms[first, 0]] + channel * size, terms[first, 1]
+            for position in range(size):
+                combined[position] = sign * sources[sample, offset + position]
+            for term in range(first + 1, end):
+                offset, sign = offsets[terms[term, 0]] + channel * size, terms[term, 1]
+                for position in range(size):
+                    combined[position] += sign * sources[sample, offset + position]
+            partial[: n_targets * width] = 0.0
+            for target in range(n_targets):
+                row = target * width
+                for entry in range(indptr[row_start + target], indptr[row_start + target + 1]):
+                    source_row = indices[entry] * width
+                    for column in range(width):
+                        partial[row + column] += combined[source_row + column]
+            for target in range(n_targets):
+                rows = (0, n_rows) if n_targets == 1 else (target, target + 1)
+                for target_column in range(n_target_columns):
+                    total = 0.0
+                    pointer = column_start + target_column
+                    for entry in range(indptr[pointer], indptr[pointer + 1]):
+                        total += partial[target * width + indices[entry]]
+                    columns = (0, n_columns) if n_target_columns == 1 else (target_column, target_column + 1)
+                    for row in range(rows[0], rows[1]):  # a map with one target broadcasts
+                        for column in range(columns[0], columns[1]):
+                            out[sample, channel, row, column] += total
+
+
 def set_threads(threads: int | None) -> None:
     """Run the kernels of the calling thread on at most ``threads`` threads (``None``: every core).
 
