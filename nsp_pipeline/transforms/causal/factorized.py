@@ -13,8 +13,11 @@ boxes ``channels × rows × columns``. The sweep is compiled once per operator (
   ResNet at ``ops`` granularity, a convolution, its batch norm and its ReLU share every box);
 - a box over all channels is applied to the source's channel sums (computed once per source layer),
   so it costs ``O(rows × columns)`` and is broadcast over the target's channels once;
-- per-axis windows (``rows`` or ``columns`` of a convolution or pooling) are a few strided slice
-  additions, other per-axis maps dense products over the small channel-summed arrays.
+- a layer's boxes are applied in one compiled call (:func:`.kernels.box_sums`: sources combined, then
+  summed over rows, then over columns, per sample and channel, threaded), and the layer is finished in
+  one more (:func:`.kernels.finish`: ``ŝ = s − sums`` and its channel sums in one pass). Only boxes
+  whose channel map is not the identity (grouped convolutions) use NumPy (:meth:`_Box.apply`), as does
+  the exact sweep on integer limbs.
 
 The per-layer precision diagnostics (:mod:`nsp_pipeline.transforms.causal.precision`) are computed in the
 same sweep (:meth:`FactorizedCausalOperator.spectrum_with_precision`): the magnitudes ``|ŝ|`` ride along
@@ -49,10 +52,6 @@ Grid = tuple[int, int, int]
 
 #: Windows with more taps than this are applied as a dense matrix product instead of slice additions.
 MAX_WINDOW_TAPS = 16
-
-#: Elements (samples × channels × rows × columns) processed at once when finishing a layer: small
-#: enough that the block's temporaries stay in the processor's cache.
-CACHE_BLOCK = 32_768
 
 #: Per-axis maps up to this many entries (target × source positions) may be applied as dense products.
 MAX_DENSE_ENTRIES = 4_000_000

@@ -18,14 +18,39 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import prange
+from numba import prange, types
 
 #: The statistics :func:`finish_with_precision` returns per sample and row, in this order.
 STATISTICS = ("peak", "largest", "nonzero", "below", "smallest")
 
 
-@numba.njit(parallel=True, cache=True)
-def finish(base, sums, sign, result, summed, totals):  # pragma: no cover - compiled
+class _Kernel:
+    """A loop compiled (or read from Numba's disk cache) for one signature on its first call.
+
+    Arrays of any layout are accepted (views, broadcast views), so each kernel is compiled once.
+    """
+
+    def __init__(self, function, *argument_types) -> None:
+        self.dispatcher = numba.njit(parallel=True, cache=True)(function)
+        self.signature, self.ready = argument_types, False
+        self.__doc__, self.__name__ = function.__doc__, function.__name__
+
+    def __call__(self, *arguments):
+        if not self.ready:
+            self.dispatcher.compile(self.signature)
+            self.dispatcher.disable_compile()
+            self.ready = True
+        return self.dispatcher(*arguments)
+
+
+def _arrays(dtype, dimensions: int, readonly: bool = True) -> types.Array:
+    return types.Array(dtype, dimensions, "A", readonly=readonly)
+
+
+_VALUES, _OUT = _arrays(types.float64, 4), _arrays(types.float64, 4, readonly=False)
+
+
+def _finish(base, sums, sign, result, summed, totals):  # pragma: no cover - compiled
     """``result = base + sign · sums``; with ``summed`` in {1, 2}, ``totals`` += channel sums.
 
     ``summed`` 1 sums ``result`` over channels, 2 sums ``base``, 0 neither (``totals`` unused).
@@ -43,8 +68,10 @@ def finish(base, sums, sign, result, summed, totals):  # pragma: no cover - comp
                     totals[sample, 0, row, column] += base[sample, channel, row, column]
 
 
-@numba.njit(parallel=True, cache=True)
-def finish_with_precision(
+finish = _Kernel(_finish, _VALUES, _VALUES, types.float64, _OUT, types.int64, _OUT)
+
+
+def _finish_with_precision(
     signal, sums, magnitudes, spectrum, keep_full, full, summed, totals, epsilon
 ):  # pragma: no cover - compiled
     """``ŝ = s − sums`` with the layer's precision statistics, in one pass.
@@ -109,8 +136,13 @@ def finish_with_precision(
     return statistics
 
 
-@numba.njit(parallel=True, cache=True)
-def box_sums(sources, offsets, boxes, terms, maps, indptr, indices, out):  # pragma: no cover - compiled
+finish_with_precision = _Kernel(
+    _finish_with_precision,
+    *(_VALUES, _VALUES, _VALUES, _OUT, types.boolean, _OUT, types.boolean, _OUT, types.float64),
+)
+
+
+def _box_sums(sources, offsets, boxes, terms, maps, indptr, indices, out):  # pragma: no cover - compiled
     """Add separable box sums of source grids to ``out``, each sample and channel on its own.
 
     Box ``k`` first combines its sources, ``Σ_t sign_t · source_t`` (as NumPy would, term after term),
@@ -176,6 +208,16 @@ def box_sums(sources, offsets, boxes, terms, maps, indptr, indices, out):  # pra
                     for row in range(rows[0], rows[1]):  # a map with one target broadcasts
                         for column in range(columns[0], columns[1]):
                             out[sample, channel, row, column] += total
+
+
+box_sums = _Kernel(
+    _box_sums,
+    _arrays(types.float64, 2),
+    _arrays(types.int64, 1),
+    *(_arrays(types.int64, 2),) * 3,
+    *(_arrays(types.int64, 1),) * 2,
+    _OUT,
+)
 
 
 def set_threads(threads: int | None) -> None:
