@@ -211,3 +211,21 @@ def test_forced_exact_and_unknown_precision(cancelling_vgg):
     assert np.array_equal(closure_exact, reference)
     with pytest.raises(ValueError, match=r"unknown precision 'double'.*auto"):
         transform(activations, operator, precision="double")
+
+
+def test_auto_recomputes_only_the_samples_that_need_it():
+    model, inputs = _small("resnet18")
+    operator = factorized_operator(trace(model, inputs[:1], "ops"))
+    activations = trace(model, inputs, "ops").pattern()
+    float64 = transform(activations, operator, precision="float64")
+    lowest = float64.diagnostics["significant_digits"].min(axis=1)
+    low, high = int(np.argmin(lowest)), int(np.argmax(lowest))
+    assert lowest[low] < lowest[high]
+    spectrum = transform(activations, operator, digits=float(lowest.mean()))  # between the two samples
+    flags = spectrum.diagnostics["exact_arithmetic"]
+    assert flags[low].any() and not flags[high].any()
+    assert np.array_equal(spectrum.values[high], float64.values[high])
+    end = activations.layout.slice(int(np.flatnonzero(flags[low])[-1])).stop
+    exact = operator.exact_forward(activations.values).to_float()
+    assert np.array_equal(spectrum.values[low, :end], exact[low, :end])
+    assert np.array_equal(spectrum.values[low, end:], float64.values[low, end:])

@@ -126,9 +126,9 @@ def transform(
         Causal spectra only: the arithmetic. ``float64`` is one sweep; ``exact`` is integer Möbius
         inversion (:mod:`nsp_pipeline.transforms.causal.limbs` on the factorised operator: 2–15
         limbs of ~28 bits per value, several times the float64 time), rounded to float64;
-        ``auto`` computes in float64 and recomputes exactly every layer up to the last one whose
+        ``auto`` computes in float64 and recomputes exactly, for each sample where some layer's
         estimated correct digits (:func:`~nsp_pipeline.transforms.causal.precision.estimated_digits`)
-        fall below ``digits``.
+        fall below ``digits``, every layer up to the last such one.
     digits : float
         Causal spectra with ``precision="auto"``: the correct significant digits wanted per
         coefficient.
@@ -153,13 +153,17 @@ def transform(
         values, round_trip, below_noise, estimated = operator.spectrum_with_estimates(pattern.values)
         exact = np.zeros(estimated.shape)
         wanted = {"auto": digits, "float64": -np.inf, "exact": np.inf}[precision]
-        needed = np.flatnonzero((estimated < wanted).any(axis=0))
-        if needed.size:
-            stop = int(needed[-1]) + 1
+        low = estimated < wanted
+        stops = np.where(low.any(axis=1), low.shape[1] - np.argmax(low[:, ::-1], axis=1), 0)
+        for stop in np.unique(stops[stops > 0]).tolist():
+            rows = np.flatnonzero(stops == stop)
             end = pattern.layout.slice(stop - 1).stop
-            log.info("causal spectrum: layers 0-%d in exact arithmetic (%s wanted)", stop - 1, precision)
-            values[:, :end] = exact_spectrum(operator, pattern.values, stop)[:, :end]
-            exact[:, :stop], estimated[:, :stop], below_noise[:, :stop] = 1.0, FLOAT64_DIGITS, 0.0
+            log.info(
+                "causal spectrum: layers 0-%d of %d samples in exact arithmetic (%s wanted)",
+                stop - 1, rows.size, precision,
+            )  # fmt: skip
+            values[rows, :end] = exact_spectrum(operator, pattern.values[rows], stop)[:, :end]
+            exact[rows, :stop], estimated[rows, :stop], below_noise[rows, :stop] = 1.0, FLOAT64_DIGITS, 0.0
         diagnostics = {
             "significant_digits": estimated,
             "exact_arithmetic": exact,
