@@ -97,7 +97,7 @@ def digits_throughput(repeat: int, batch: int = 4096) -> str:
 
 
 def warm_up() -> float:
-    """Seconds to compile (or load from Numba's disk cache) the transform's loops, so no timing includes it."""
+    """Seconds to compile (or read from Numba's disk cache) the transform's loops, timed apart."""
     model = DigitsCNN().eval()
     inputs = torch.rand(2, 1, 8, 8)
     operator = factorized_operator(trace(model, inputs[:1], "ops"))
