@@ -6,10 +6,17 @@ node order. A relation ``R`` between a target layer and a source layer (``R[v, u
 general relation here is a union of terms. Terms compose axis by axis (boolean products),
 intersect axis by axis, and apply to a signal on the source layer with one small operation per
 axis, so no relation is ever stored neuron by neuron.
+
+Composing the relations of a deep network layer pair by layer pair forms the same few per-axis maps
+again and again (the rows reached through the same windows). So equal maps made by
+:meth:`AxisMap.identity`, :meth:`AxisMap.ones`, :meth:`AxisMap.from_pairs`, :meth:`AxisMap.compose`
+and :meth:`AxisMap.intersect` are one object, and each map remembers its compositions,
+intersections and containments with the others: each is computed once.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -22,7 +29,8 @@ class AxisMap:
 
     Stored either sparsely or, when every related pair is ``(i, j)`` with ``i`` in a target set
     and ``j`` in a source set (all-to-all, as for ``Linear``), as those two sets, so that a
-    4096 × 4096 all-ones map costs two vectors.
+    4096 × 4096 all-ones map costs two vectors. Maps are shared (see the module docstring), so
+    none is ever changed in place.
 
     Parameters
     ----------
@@ -32,15 +40,18 @@ class AxisMap:
         Boolean target and source masks of an all-to-all map (instead of ``matrix``).
     """
 
-    __slots__ = ("is_identity", "matrix", "outer", "shape")
+    __slots__ = ("__weakref__", "_known", "_nnz", "is_identity", "is_ones", "matrix", "outer", "shape")
 
     def __init__(self, matrix=None, outer: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.matrix = self.outer = None
-        self.is_identity = False
+        self.is_identity = self.is_ones = False
+        self._known: dict[tuple[str, AxisMap], AxisMap | bool] = {}
         if outer is not None:
             rows, cols = (np.asarray(mask, dtype=bool) for mask in outer)
             self.outer = (rows, cols) if rows.any() and cols.any() else (rows & False, cols & False)
             self.shape = (len(rows), len(cols))
+            self._nnz = int(self.outer[0].sum()) * int(self.outer[1].sum())
+            self.is_ones = bool(self.outer[0].all() and self.outer[1].all())
             return
         matrix = sp.csr_array(matrix, dtype=np.float64)
         matrix.sum_duplicates()
@@ -48,8 +59,10 @@ class AxisMap:
         matrix.data[:] = 1.0
         matrix.sort_indices()
         rows, cols = matrix.shape
+        self._nnz = matrix.nnz
         if matrix.nnz == rows * cols and matrix.nnz > 0:  # all-to-all: keep it as two masks
             self.outer, self.shape = (np.ones(rows, dtype=bool), np.ones(cols, dtype=bool)), matrix.shape
+            self.is_ones = True
             return
         self.matrix, self.shape = matrix, matrix.shape
         self.is_identity = (
@@ -59,34 +72,30 @@ class AxisMap:
     @classmethod
     def identity(cls, size: int) -> AxisMap:
         """The identity on an axis of ``size``."""
-        return cls(sp.eye_array(size, format="csr"))
+        kept = _SHARED.get(("identity", size))
+        if kept is None:
+            _SHARED["identity", size] = kept = _shared(cls(sp.eye_array(size, format="csr")))
+        return kept
 
     @classmethod
     def ones(cls, target: int, source: int) -> AxisMap:
         """Every target position relates to every source position."""
-        return cls(outer=(np.ones(target, dtype=bool), np.ones(source, dtype=bool)))
+        return _shared(cls(outer=(np.ones(target, dtype=bool), np.ones(source, dtype=bool))))
 
     @classmethod
     def from_pairs(cls, target: np.ndarray, source: np.ndarray, shape: tuple[int, int]) -> AxisMap:
         """From ``(target position, source position)`` pairs."""
-        return cls(sp.csr_array((np.ones(len(target)), (target, source)), shape=shape))
-
-    @property
-    def is_ones(self) -> bool:
-        """Every target position relates to every source position."""
-        return self.outer is not None and bool(self.outer[0].all() and self.outer[1].all())
+        return _shared(cls(sp.csr_array((np.ones(len(target)), (target, source)), shape=shape)))
 
     @property
     def is_empty(self) -> bool:
         """No position relates to any other."""
-        return not self.outer[0].any() if self.outer is not None else self.matrix.nnz == 0
+        return self._nnz == 0
 
     @property
     def nnz(self) -> int:
         """Number of related pairs."""
-        if self.outer is not None:
-            return int(self.outer[0].sum()) * int(self.outer[1].sum())
-        return self.matrix.nnz
+        return self._nnz
 
     def sparse(self) -> sp.csr_array:
         """The map as a sparse matrix."""
@@ -101,6 +110,12 @@ class AxisMap:
             return inner
         if inner.is_identity:
             return self
+        known = self._known.get(("compose", inner))
+        if known is None:
+            known = self._known["compose", inner] = _shared(self._compose(inner))
+        return known
+
+    def _compose(self, inner: AxisMap) -> AxisMap:
         if self.outer is not None:  # (r cᵀ) X = r (Xᵀ c)ᵀ
             rows, middle = self.outer
             return AxisMap(outer=(rows, inner.reaches_from(middle)))
@@ -123,6 +138,12 @@ class AxisMap:
 
     def intersect(self, other: AxisMap) -> AxisMap:
         """Positions related in both."""
+        known = self._known.get(("intersect", other))
+        if known is None:
+            known = self._known["intersect", other] = _shared(self._intersect(other))
+        return known
+
+    def _intersect(self, other: AxisMap) -> AxisMap:
         if self.outer is not None and other.outer is not None:
             return AxisMap(outer=(self.outer[0] & other.outer[0], self.outer[1] & other.outer[1]))
         if self.outer is not None:
@@ -137,7 +158,20 @@ class AxisMap:
 
     def contains(self, other: AxisMap) -> bool:
         """Whether every pair of ``other`` is a pair of ``self``."""
-        return other.is_empty or self.intersect(other).nnz == other.nnz
+        if other is self or other._nnz == 0:
+            return True
+        known = self._known.get(("contains", other))
+        if known is None:
+            known = self._known["contains", other] = self.intersect(other)._nnz == other._nnz
+        return known
+
+    def _key(self) -> tuple:
+        """Equal keys: equal maps, stored alike."""
+        if self.outer is not None:
+            return ("outer", self.shape, *(np.packbits(mask).tobytes() for mask in self.outer))
+        indptr, indices = self.matrix.indptr, self.matrix.indices
+        dtypes = (indptr.dtype.str, indices.dtype.str)
+        return ("matrix", self.shape, dtypes, indptr.tobytes(), indices.tobytes())
 
     def apply(self, values: np.ndarray, axis: int) -> np.ndarray:
         """Sum ``values`` over the related source positions along ``axis``."""
@@ -152,6 +186,19 @@ class AxisMap:
         moved = np.moveaxis(values, axis, 0)
         summed = self.matrix @ moved.reshape(moved.shape[0], -1)
         return np.moveaxis(summed.reshape(self.shape[0], *moved.shape[1:]), 0, axis)
+
+
+#: Every map made by a constructor or an operation of :class:`AxisMap`, by :meth:`AxisMap._key`.
+_SHARED: weakref.WeakValueDictionary[tuple, AxisMap] = weakref.WeakValueDictionary()
+
+
+def _shared(axis: AxisMap) -> AxisMap:
+    """The map equal to ``axis`` made before, if any still exists, else ``axis``."""
+    key = axis._key()
+    kept = _SHARED.get(key)
+    if kept is None:
+        _SHARED[key] = kept = axis
+    return kept
 
 
 @dataclass(frozen=True)
@@ -175,19 +222,33 @@ class Term:
     @property
     def is_empty(self) -> bool:
         """No neuron relates to any other."""
-        return any(axis.is_empty for axis in self.axes)
+        return self.channels._nnz == 0 or self.rows._nnz == 0 or self.cols._nnz == 0
+
+    @property
+    def is_identity(self) -> bool:
+        """Every neuron relates to itself only."""
+        return self.channels.is_identity and self.rows.is_identity and self.cols.is_identity
 
     def compose(self, inner: Term) -> Term:
         """``self ∘ inner``, axis by axis (exact for Kronecker products)."""
-        return Term(*(a.compose(b) for a, b in zip(self.axes, inner.axes)))
+        channels, rows, cols = self.channels, self.rows, self.cols
+        return Term(channels.compose(inner.channels), rows.compose(inner.rows), cols.compose(inner.cols))
 
     def intersect(self, other: Term) -> Term:
         """Pairs in both relations."""
-        return Term(*(a.intersect(b) for a, b in zip(self.axes, other.axes)))
+        return Term(
+            self.channels.intersect(other.channels),
+            self.rows.intersect(other.rows),
+            self.cols.intersect(other.cols),
+        )
 
     def contains(self, other: Term) -> bool:
         """Whether every pair of ``other`` is a pair of ``self``."""
-        return other.is_empty or all(a.contains(b) for a, b in zip(self.axes, other.axes))
+        return other.is_empty or (
+            self.channels.contains(other.channels)
+            and self.rows.contains(other.rows)
+            and self.cols.contains(other.cols)
+        )
 
     def apply(self, values: np.ndarray, channel_totals: np.ndarray | None = None) -> np.ndarray:
         """Sum over related source neurons: ``(batch, *source grid)`` → ``(batch, *target grid)``.
@@ -227,8 +288,11 @@ class Relation:
 
     def add(self, term: Term) -> None:
         """Union with one term."""
-        if term.is_empty or any(kept.contains(term) for kept in self.terms):
+        if term.is_empty:
             return
+        for kept in self.terms:
+            if kept.contains(term):
+                return
         self.terms = [kept for kept in self.terms if not term.contains(kept)] + [term]
 
     def union(self, other: Relation) -> None:
@@ -238,7 +302,15 @@ class Relation:
 
     def compose(self, inner: Relation) -> Relation:
         """``self ∘ inner`` (composition distributes over unions)."""
+        if len(self.terms) == 1 and self.terms[0].is_identity:
+            return inner.copy()
         return Relation([outer.compose(term) for outer in self.terms for term in inner.terms])
+
+    def copy(self) -> Relation:
+        """A relation with the same terms."""
+        relation = Relation()
+        relation.terms = list(self.terms)
+        return relation
 
     def apply(self, values: np.ndarray, channel_totals: np.ndarray | None = None) -> np.ndarray:
         """Sum over the related source neurons, each counted once (inclusion–exclusion)."""

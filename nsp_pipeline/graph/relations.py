@@ -75,7 +75,9 @@ def _window_relations(call: OpCall, entry: Operation, in_grids: list[Grid]) -> R
         else:
             axes.append(AxisMap.identity(1))
     c_in, c_out = in_grid[0], out_grid[0]
-    if window.kind == "conv":
+    if window.kind == "conv" and window.groups == 1:
+        channels = AxisMap.ones(c_out, c_in)
+    elif window.kind == "conv":
         groups = window.groups
         per_in, per_out = c_in // groups, c_out // groups
         out_channel = np.repeat(np.arange(c_out), per_in)
@@ -160,7 +162,7 @@ def _container_relations(call: OpCall, entry: Operation, in_grids: list[Grid]) -
     if inner.layout.layers[0].size != int(np.prod(in_grids[0])):
         raise NotFactorizableError(f"container {call.kind} reads another number of values than its layer")
     try:  # the input in C order is the layer's, so its grid is the layer's
-        grids, ancestors, _ = ancestor_relations(inner, in_grids[0])
+        grids, ancestors, _ = _compose_layers(inner, in_grids[0], only_input=True)
     except NotFactorizableError as error:
         raise NotFactorizableError(f"inside container {call.kind}: {error}") from None
     out = inner.output_layer
@@ -237,6 +239,13 @@ def ancestor_relations(
     NotFactorizableError
         If some layer's relation does not factorise; the message names the layer.
     """
+    return _compose_layers(recorded, input_grid, only_input=False)
+
+
+def _compose_layers(
+    recorded: Trace, input_grid: Grid | None, only_input: bool
+) -> tuple[list[Grid], list[dict[int, Relation]], list[list[tuple[int, Relation]]]]:
+    """:func:`ancestor_relations`; with ``only_input``, the ancestors in the input layer alone."""
     layout = recorded.layout
     grids = [input_grid or natural_grid(layout.layers[0].shape)]
     ancestors: list[dict[int, Relation]] = [{}]
@@ -251,9 +260,14 @@ def ancestor_relations(
         relations: dict[int, Relation] = {}
         for k, edges in parts:
             parent = call.input_layers[k]
-            relations.setdefault(parent, Relation()).union(edges)
+            if parent == 0 or not only_input:
+                relations.setdefault(parent, Relation()).union(edges)
             for source, relation in ancestors[parent].items():
-                relations.setdefault(source, Relation()).union(edges.compose(relation))
+                through = edges.compose(relation)  # a new relation: kept as it is if it is the first
+                if source in relations:
+                    relations[source].union(through)
+                else:
+                    relations[source] = through
         grids.append(out_grid)
         ancestors.append(relations)
         parts_per_layer.append(parts)

@@ -26,6 +26,7 @@ the signed values as extra samples, so no second sweep and no ``(n_samples, n_no
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import combinations
@@ -259,10 +260,11 @@ class _Axis:
     :meth:`~nsp_pipeline.graph.kronecker.AxisMap.apply`).
     """
 
-    __slots__ = ("axis", "kind", "map", "matrix", "size", "slices")
+    __slots__ = ("axis", "kind", "map", "matrix", "size", "slices", "taps")
 
     def __init__(self, axis_map: AxisMap, axis: int) -> None:
         self.map, self.axis, self.size = axis_map, axis, axis_map.shape[0]
+        self.taps = _row_count(axis_map)
         self.matrix, self.slices = None, []
         if axis_map.is_identity:
             self.kind = "identity"
@@ -327,7 +329,7 @@ class _Box:
 
     def max_terms(self, grids: list[Grid]) -> int:
         """Bound on the terms summed per target (source positions times sources)."""
-        per_source = int(np.prod([_row_count(axis.map) for axis in self.axes]))
+        per_source = math.prod(axis.taps for axis in self.axes)
         return sum(per_source * (grids[m][0] if self.all_channels else 1) for m, _ in self.sources)
 
     def apply(self, full: list[np.ndarray | None], totals: dict[int, np.ndarray]) -> np.ndarray:
@@ -372,6 +374,7 @@ class _Plan:
         layers: list[_LayerPlan] = []
         summed: set[int] = set()
         full: set[int] = set()
+        maps = _Maps()
         for index, grid in enumerate(operator.grids):
             plan = _LayerPlan(tuple(grid))
             parents = operator.single_parents[index]
@@ -379,7 +382,7 @@ class _Plan:
                 plan.parents = [(p, _parent_map(r, operator.grids[p], grid)) for p, r in parents.items()]
                 plan.max_terms += sum(_relation_terms(r) for r in parents.values())
             elif index > 0:
-                plan.boxes = _boxes(operator, index)
+                plan.boxes = _boxes(operator, index, maps)
                 for box in plan.boxes:
                     (summed if box.all_channels else full).update(m for m, _ in box.sources)
                     plan.max_terms += box.max_terms(operator.grids)
@@ -498,7 +501,7 @@ class _Plan:
 
         The conditioning is ``max (Z|ŝ|)_v / |ŝ_v|`` over the non-zero coefficients (1 if none).
         """
-        peak, largest, nonzero, below, smallest = kernels.finish_with_precision(
+        peak, largest, nonzero, below, conditioning, total = kernels.finish_with_precision(
             signal,
             _broadcast(sums, signal.shape),
             _broadcast(magnitudes, signal.shape),
@@ -509,8 +512,11 @@ class _Plan:
             totals.get(index, _NOTHING),
             EPSILON,
         )
-        peak, largest, smallest = peak.max(axis=1), largest.max(axis=1), smallest.min(axis=1)
-        return (*precision_from_counts(peak, largest, nonzero.sum(axis=1), below.sum(axis=1)), 1.0 / smallest)
+        peak = np.where(np.isfinite(total.sum(axis=1)), peak.max(axis=1), np.nan)  # NaN in, NaN digits out
+        digits, below_noise = precision_from_counts(
+            peak, largest.max(axis=1), nonzero.sum(axis=1), below.sum(axis=1)
+        )
+        return digits, below_noise, np.maximum(conditioning.max(axis=1), 1.0)
 
     @staticmethod
     def _parent_sums(
@@ -694,16 +700,41 @@ def _signed_terms(relation: Relation) -> list[tuple[float, Term]]:
     return signed
 
 
-def _boxes(operator: FactorizedCausalOperator, index: int) -> list[_Box]:
+class _Maps:
+    """The per-axis maps met while compiling one plan, each one's key and compiled forms made once."""
+
+    def __init__(self) -> None:
+        self._keys: dict[int, tuple] = {}
+        self._compiled: dict[tuple[int, int], _Axis] = {}
+        self._seen: list[AxisMap] = []  # keeps every map alive, so that its id stays its own
+
+    def key(self, axis: AxisMap) -> tuple:
+        """:func:`_axis_key` of ``axis``."""
+        key = self._keys.get(id(axis))
+        if key is None:
+            self._seen.append(axis)
+            key = self._keys[id(axis)] = _axis_key(axis)
+        return key
+
+    def compiled(self, axis: AxisMap, number: int) -> _Axis:
+        """``axis`` compiled for axis ``number`` of ``(batch, channels, rows, columns)`` arrays."""
+        compiled = self._compiled.get((id(axis), number))
+        if compiled is None:
+            self._seen.append(axis)
+            compiled = self._compiled[id(axis), number] = _Axis(axis, number)
+        return compiled
+
+
+def _boxes(operator: FactorizedCausalOperator, index: int, maps: _Maps) -> list[_Box]:
     """The signed boxes of one layer, those of equal shape on equal grids merged."""
     merged: dict[tuple, _Box] = {}
     for source, relation in sorted(operator.ancestors[index].items()):
         for sign, term in _signed_terms(relation):
-            key = (tuple(operator.grids[source]), *(_axis_key(axis) for axis in term.axes))
+            key = (tuple(operator.grids[source]), *(maps.key(axis) for axis in term.axes))
             box = merged.get(key)
             if box is None:
                 all_channels = term.channels.is_ones
-                axes = [_Axis(axis, k + 1) for k, axis in enumerate(term.axes) if k or not all_channels]
+                axes = [maps.compiled(a, k + 1) for k, a in enumerate(term.axes) if k or not all_channels]
                 merged[key] = _Box(
                     [(source, sign)], all_channels, _cheapest_first(axes), tuple(operator.grids[source])
                 )

@@ -21,7 +21,7 @@ import numpy as np
 from numba import prange, types
 
 #: The statistics :func:`finish_with_precision` returns per sample and row, in this order.
-STATISTICS = ("peak", "largest", "nonzero", "below", "smallest")
+STATISTICS = ("peak", "largest", "nonzero", "below", "conditioning", "total")
 
 
 class _Kernel:
@@ -93,16 +93,16 @@ def _finish_with_precision(
     Returns
     -------
     numpy.ndarray
-        ``(5, n_samples, n_rows)``: per sample and row the :data:`STATISTICS`: the largest ``|s|``,
+        ``(6, n_samples, n_rows)``: per sample and row the :data:`STATISTICS`: the largest ``|s|``,
         the largest rounding scale, the non-zero coefficients, those below ``epsilon`` times their
-        scale, and the smallest ``|ŝ| / scale`` over non-zero coefficients (1 if none).
+        scale, the largest scale over ``|ŝ|`` of the non-zero ones (0 if none), and the sum of ``ŝ``
+        (not finite if an input was not).
     """
     n_samples, n_channels, n_rows, n_columns = signal.shape
-    statistics = np.zeros((5, n_samples, n_rows))
+    statistics = np.zeros((6, n_samples, n_rows))
     for task in prange(n_samples * n_rows):
         sample, row = task // n_rows, task % n_rows
-        peak = largest = nonzero = below = 0.0
-        smallest = 1.0
+        peak = largest = nonzero = below = conditioning = total = 0.0
         for channel in range(n_channels):
             for column in range(n_columns):
                 given = signal[sample, channel, row, column]
@@ -115,24 +115,22 @@ def _finish_with_precision(
                 if summed:
                     totals[sample, 0, row, column] += solved
                     totals[n_samples + sample, 0, row, column] += magnitude
+                total += solved
                 size = abs(given)
-                if size > peak or size != size:
-                    peak = size
+                peak = size if size > peak else peak
                 scale = magnitude + abs(magnitudes[sample, channel, row, column])
-                if scale > largest or scale != scale:
-                    largest = scale
-                if magnitude > 0:
-                    nonzero += 1.0
-                    ratio = magnitude / scale
-                    if ratio < smallest or ratio != ratio:
-                        smallest = ratio
-                    if magnitude < scale * epsilon:
-                        below += 1.0
+                largest = scale if scale > largest else largest
+                positive = magnitude > 0  # branch-free below, so the loop stays simple
+                nonzero += positive
+                below += positive and magnitude < scale * epsilon
+                ratio = scale / magnitude if positive else 0.0
+                conditioning = ratio if ratio > conditioning else conditioning
         statistics[0, sample, row] = peak
         statistics[1, sample, row] = largest
         statistics[2, sample, row] = nonzero
         statistics[3, sample, row] = below
-        statistics[4, sample, row] = smallest
+        statistics[4, sample, row] = conditioning
+        statistics[5, sample, row] = total
     return statistics
 
 
