@@ -11,13 +11,19 @@
 - A forward pass that changes the model's weights or buffers or draws random numbers is refused, and
   so is an in-place change through a view, and extracting several samples through a batch norm
   without running statistics.
+- Tracing a model again: its layers hold what they held before later in-place operations (oracle:
+  NumPy), its purity is checked again (the parameters' values compared) after an optimizer step or
+  new weights, not otherwise, and its fx graph is traced again after a module or plain attribute
+  changes (oracle: NumPy on the changed model); a traced model is still collected.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import shutil
+import weakref
 
 import numpy as np
 import pytest
@@ -28,6 +34,7 @@ from torch import nn
 from nsp_pipeline.core.errors import TraceError, UnsupportedLayerError
 from nsp_pipeline.graph.build import build_graph
 from nsp_pipeline.io import hdf5
+from nsp_pipeline.model import capture
 from nsp_pipeline.model.artifact import ModelError, load_model, model_checksum
 from nsp_pipeline.model.capture import trace
 from nsp_pipeline.model.records import check_output
@@ -398,3 +405,205 @@ def test_batch_statistics_are_refused_for_several_samples(user_models, tmp_path)
         stages.extract_activations(model_path, DIGITS, [0, 1, 2], tmp_path / "three.h5")
     stages.extract_activations(model_path, DIGITS, [1], tmp_path / "one.h5")
     assert hdf5.read_pattern(tmp_path / "one.h5").sample_ids.tolist() == [1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Tracing a model again: what the first trace checked and traced is reused while the model stays
+
+
+def numpy_linear(inputs, layer: nn.Linear) -> np.ndarray:
+    """The oracle: a linear layer in float64 NumPy."""
+    weight, bias = layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy()
+    return inputs.double().numpy() @ weight.T + bias
+
+
+class ReluInPlace(nn.Module):
+    """A linear layer, then a ReLU writing into its output: a module with ``inplace=True`` (which
+    tracing knows writes in place) or ``torch.clamp(h, min=0, out=h)`` (which it does not)."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.relu = nn.ReLU(inplace=True) if how == "module" else None
+
+    def forward(self, x):
+        h = self.fc(x)
+        return torch.clamp(h, min=0, out=h) if self.relu is None else self.relu(h)
+
+
+#: (how the ReLU writes, granularity, layer kinds, runs of the model per trace)
+IN_PLACE = [
+    pytest.param("module", "ops", ["input", "Linear", "ReLU"], 1, id="module-ops"),
+    pytest.param("out", "ops", ["input", "Linear", "clamp"], 2, id="out-ops"),
+    pytest.param("module", "children", ["input", "Linear", "ReLU"], 1, id="module-children"),
+    pytest.param("out", "children", ["input", "Linear"], 2, id="out-children"),
+]
+
+
+@pytest.mark.parametrize(("how", "granularity", "kinds", "runs"), IN_PLACE)
+def test_traced_twice_a_layer_keeps_what_it_held_before_an_in_place_operation(how, granularity, kinds, runs):
+    """Where tracing does not know that an operation writes in place, the model runs a second time."""
+    torch.manual_seed(0)
+    model, inputs = ReluInPlace(how), torch.randn(5, 4)
+    linear = numpy_linear(inputs, model.fc)
+    assert (linear < 0).any(), "the ReLU overwrites some values"
+    fc_calls = []
+    model.fc.register_forward_hook(lambda *_: fc_calls.append(1))
+    for recorded in (trace(model, inputs, granularity), trace(model, inputs, granularity)):
+        assert [layer.kind for layer in recorded.layout.layers] == kinds
+        np.testing.assert_allclose(recorded.values[1].numpy(), linear, rtol=1e-5, atol=1e-6)
+        for relu in (*recorded.values[2:], recorded.model_output):
+            np.testing.assert_allclose(relu.numpy(), np.maximum(linear, 0), rtol=1e-5, atol=1e-6)
+    assert len(fc_calls) == 2 * runs
+
+
+class ChangesWeightsWhenAsked(nn.Module):
+    """Changes its weight when ``asked["how"]`` says so; ``asked`` is a dict, which tracing does not watch."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.asked = {"how": None}
+
+    def forward(self, x):
+        if self.asked["how"] == "data":
+            self.fc.weight.data.mul_(1.5)  # leaves the version counter alone
+        elif self.asked["how"] == "in place":
+            self.fc.weight.mul_(1.5)
+        return self.fc(x)
+
+
+@pytest.fixture
+def fingerprint_calls(monkeypatch):
+    """How often the parameters' values are compared (the expensive part of the purity check)."""
+    calls = []
+
+    def counted(tensors):
+        calls.append(sorted(tensors))
+        return fingerprints(tensors)
+
+    fingerprints = capture._fingerprints
+    monkeypatch.setattr(capture, "_fingerprints", counted)
+    return calls
+
+
+def test_purity_is_checked_again_after_an_optimizer_step(fingerprint_calls):
+    model, inputs = ChangesWeightsWhenAsked(), torch.randn(2, 4)
+    trace(model, inputs, "children")
+    assert len(fingerprint_calls) == 2, "before and after the first run"
+    trace(model, inputs, "children")
+    assert len(fingerprint_calls) == 2, "the model did not change: not compared again"
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(inputs).square().sum().backward()
+    optimizer.step()
+    model.asked["how"] = "data"
+    with pytest.raises(
+        TraceError, match=r"ChangesWeightsWhenAsked changes its parameters or buffers \['fc.weight'\]"
+    ):
+        trace(model, inputs, "children")
+    assert len(fingerprint_calls) == 4
+
+
+def test_purity_is_checked_again_after_new_weights_are_assigned(fingerprint_calls):
+    model, inputs = ChangesWeightsWhenAsked(), torch.randn(2, 4)
+    trace(model, inputs, "children")
+    model.fc.weight = nn.Parameter(torch.ones(3, 4))
+    recorded = trace(model, inputs, "children")
+    assert len(fingerprint_calls) == 4
+    np.testing.assert_allclose(
+        recorded.values[1].numpy(), numpy_linear(inputs, model.fc), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_a_verified_model_is_refused_if_its_forward_starts_writing_weights_in_place(fingerprint_calls):
+    model, inputs = ChangesWeightsWhenAsked(), torch.randn(2, 4)
+    trace(model, inputs, "children")
+    model.asked["how"] = "in place"  # bumps the weight's version counter when it runs
+    with pytest.raises(TraceError, match=r"changes its parameters or buffers \['fc.weight'\]"):
+        trace(model, inputs, "children")
+    assert len(fingerprint_calls) == 2, "seen by the version counters alone"
+
+
+def test_a_data_edit_that_starts_after_verification_goes_unseen(fingerprint_calls):
+    """The documented limit: while the weights' versions stay, their values are not compared again."""
+    model, inputs = ChangesWeightsWhenAsked(), torch.randn(2, 4)
+    trace(model, inputs, "children")
+    weight = model.fc.weight.detach().clone()
+    model.asked["how"] = "data"
+    trace(model, inputs, "children")
+    assert len(fingerprint_calls) == 2
+    assert torch.equal(model.fc.weight.detach(), weight * 1.5)
+
+
+class LinearAct(nn.Module):
+    """A linear map through ``F.linear`` (torch.fx reads the weight as an attribute), an activation
+    module, and a doubling that a plain attribute switches on (torch.fx bakes the branch in)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(3, 4))
+        self.act = nn.ReLU()
+        self.doubled = False
+
+    def forward(self, x):
+        y = self.act(torch.nn.functional.linear(x, self.weight))
+        return y * 2 if self.doubled else y
+
+
+def test_the_graph_is_traced_again_only_when_the_model_changes(monkeypatch):
+    traced = []
+
+    def counted(model):
+        traced.append(type(model).__name__)
+        return fx_trace(model)
+
+    fx_trace = capture.fx_trace
+    monkeypatch.setattr(capture, "fx_trace", counted)
+    torch.manual_seed(0)
+    model, inputs = LinearAct(), torch.randn(5, 4)
+
+    def expected(act):
+        return act(inputs.double().numpy() @ model.weight.detach().double().numpy().T)
+
+    def check(recorded, kinds, last):
+        assert [layer.kind for layer in recorded.layout.layers] == kinds
+        np.testing.assert_allclose(recorded.values[-1].numpy(), last, rtol=1e-5, atol=1e-6)
+
+    relu = lambda v: np.maximum(v, 0)  # noqa: E731
+    check(trace(model, inputs, "ops"), ["input", "linear", "ReLU"], expected(relu))
+    check(trace(model, inputs, "merged"), ["input", "linear"], expected(relu))
+    assert len(traced) == 1
+    with torch.no_grad():
+        model.weight.mul_(-1)  # trained: other values, the same tensor
+    check(trace(model, inputs, "ops"), ["input", "linear", "ReLU"], expected(relu))
+    assert len(traced) == 1
+    model.act = nn.Tanh()
+    check(trace(model, inputs, "ops"), ["input", "linear", "Tanh"], expected(np.tanh))
+    model.doubled = True
+    check(trace(model, inputs, "ops"), ["input", "linear", "Tanh", "mul"], 2 * expected(np.tanh))
+    model.weight = nn.Parameter(torch.randn(3, 4))
+    check(trace(model, inputs, "ops"), ["input", "linear", "Tanh", "mul"], 2 * expected(np.tanh))
+    assert len(traced) == 4
+
+
+class PoolsBetweenChildren(nn.Module):
+    """Global pooling in ``forward`` between its children: 'children' traces it with torch.fx too."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.fc = nn.Linear(2, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def test_a_traced_model_is_not_kept_alive():
+    model = PoolsBetweenChildren()
+    for granularity in ("children", "ops", "merged"):
+        recorded = trace(model, torch.randn(2, 1, 5, 5), granularity)
+        assert recorded.layout.names[-1] == "fc"
+    collected = weakref.ref(model)
+    del model, recorded
+    gc.collect()
+    assert collected() is None

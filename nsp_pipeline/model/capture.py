@@ -26,8 +26,12 @@ What each layer records is an :class:`~nsp_pipeline.model.records.OpCall` in a
 
 from __future__ import annotations
 
+import operator
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -67,29 +71,41 @@ def trace(model: nn.Module, inputs: torch.Tensor, granularity: str = default("gr
         If the model cannot be recorded at this granularity, or its forward pass is not a
         function of its input alone: it changes its parameters or buffers, or draws random
         numbers (:func:`pure_forward`).
+
+    Notes
+    -----
+    Tracing a model again costs little more than its forward pass: purity is checked on the first
+    trace of a model and again whenever its parameters or buffers change (:func:`pure_forward`), and
+    the ``torch.fx`` graphs are kept per model object until a module, a plain attribute of one
+    (number, string, flag, tensor), a parameter or a buffer is replaced. Other Python state the
+    forward pass reads (containers, class attributes, globals) is not watched: after changing it,
+    trace a new model object (``copy.deepcopy``).
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     if not isinstance(inputs, torch.Tensor) or inputs.ndim < 1:
         raise TypeError("inputs must be a torch.Tensor with a leading batch axis")
-    with eval_mode(model), torch.no_grad(), pure_forward(model):
+    with eval_mode(model), torch.no_grad(), pure_forward(model) as known:
         if granularity == "children":
-            return _trace_children(model, inputs)
-        if granularity == "merged":
-            return merged(*_record(fx_trace(model), inputs))
-        return _trace_ops(model, inputs)
+            return _trace_children(model, inputs, known)
+        if known.graph_module is None:
+            known.graph_module = fx_trace(model)
+        recorded, returned = _record(known.graph_module, inputs)
+        return merged(recorded, returned) if granularity == "merged" else recorded
 
 
 @contextmanager
 def eval_mode(model: nn.Module):
     """Put ``model`` in eval mode for the duration of a ``with`` block, then restore every module."""
     modes = {module: module.training for module in model.modules()}
-    model.eval()
+    if any(modes.values()):
+        model.eval()
     try:
         yield
     finally:
         for module, mode in modes.items():
-            module.training = mode
+            if module.training != mode:
+                module.training = mode
 
 
 @contextmanager
@@ -100,12 +116,30 @@ def pure_forward(model: nn.Module):
     buffers (in place, through ``.data``, or by assigning new tensors) or drew random numbers
     from torch's CPU generator (``F.dropout(x, p)`` without ``training=self.training``,
     ``torch.rand``).
+
+    The parameters' and buffers' values (which see ``.data`` edits) are compared on the first
+    trace of a model and again whenever its parameters or buffers change (new tensors, or version
+    counters bumped by in-place updates such as an optimizer step) or its modules do; in between,
+    only new tensors, in-place changes and random numbers are looked for, so a ``.data`` edit that
+    the forward pass starts making later goes unseen.
+
+    Yields
+    ------
+    _Known
+        What earlier blocks established about the model in its current structure (its fx graphs),
+        kept for later blocks if this one passes.
     """
     name = type(model).__name__
-    before = _fingerprints(model)
+    tensors = model.state_dict(keep_vars=True)
+    snapshot = _Snapshot.of(model, tensors)
+    earlier = _KNOWN.get(id(model))
+    same_structure = earlier is not None and earlier.snapshot.same_structure(snapshot)
+    known = _Known(snapshot, *((earlier.graph_module, earlier.children_graph) if same_structure else ()))
+    read = _versions if same_structure and earlier.snapshot.versions == snapshot.versions else _fingerprints
+    before = read(tensors)
     random_state = torch.get_rng_state()
-    yield
-    after = _fingerprints(model)
+    yield known
+    after = read(model.state_dict(keep_vars=True))
     changed = [key for key in before.keys() | after.keys() if not _unchanged(before.get(key), after.get(key))]
     if changed:
         raise TraceError(
@@ -119,6 +153,71 @@ def pure_forward(model: nn.Module):
             "run; expected a deterministic forward pass (e.g. F.dropout(x, p, training=self.training), "
             "or nn.Dropout, which eval mode switches off)"
         )
+    if id(model) not in _KNOWN:
+        weakref.finalize(model, _KNOWN.pop, id(model), None)
+    _KNOWN[id(model)] = known
+
+
+_PLAIN = frozenset({bool, int, float, str, type(None)})
+_UNWATCHED = frozenset({dict, OrderedDict, list, set})  # hooks, registries: not part of a snapshot
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """What a model's traces depend on, read without touching tensor values.
+
+    ``structure`` holds each module's name, identity, type and plain attributes (numbers, strings,
+    flags, tuples of them, and tensors by identity: the Python values ``torch.fx`` bakes into a graph;
+    containers and other objects are not watched) and each parameter's and buffer's name and
+    identity; ``versions`` their version counters. Identities are unique only while their objects
+    live, so ``alive`` refers to them weakly.
+    """
+
+    structure: tuple
+    versions: tuple[int, ...]
+    alive: tuple[weakref.ref, ...]
+
+    @classmethod
+    def of(cls, model: nn.Module, tensors: dict[str, torch.Tensor]) -> _Snapshot:
+        """The snapshot of ``model``, whose ``state_dict(keep_vars=True)`` is ``tensors``."""
+        alive, modules = [], []
+        for name, module in model.named_modules():
+            attributes = []
+            for key, value in vars(module).items():
+                kind = type(value)
+                if kind in _PLAIN or (kind is tuple and _is_plain(value)):
+                    attributes.append((key, value))
+                elif kind not in _UNWATCHED and isinstance(value, torch.Tensor):
+                    attributes.append((key, id(value)))
+                    alive.append(weakref.ref(value))
+            modules.append((name, id(module), type(module), tuple(attributes)))
+            alive.append(weakref.ref(module))
+        alive.extend(weakref.ref(tensor) for tensor in tensors.values())
+        structure = (tuple(modules), tuple((key, id(tensor)) for key, tensor in tensors.items()))
+        return cls(structure, tuple(tensor._version for tensor in tensors.values()), tuple(alive))
+
+    def same_structure(self, other: _Snapshot) -> bool:
+        """Whether ``other`` has this structure, the same modules and tensors (not necessarily versions)."""
+        return self.structure == other.structure and all(ref() is not None for ref in self.alive)
+
+
+def _is_plain(value) -> bool:
+    return type(value) in _PLAIN or (type(value) is tuple and all(_is_plain(item) for item in value))
+
+
+@dataclass
+class _Known:
+    """A model's snapshot and the fx graphs traced of it in that structure, once traced."""
+
+    snapshot: _Snapshot
+    graph_module: torch.fx.GraphModule | None = None  # ``ops`` and ``merged``
+    children_graph: torch.fx.Graph | None = None  # ``children``: its direct children as leaves
+
+
+#: Per model (by identity; dropped when the model is collected, so unhashable models work too): what
+#: its last passing :func:`pure_forward` block established. Its graph modules hold the model's
+#: submodules, not the model.
+_KNOWN: dict[int, _Known] = {}
 
 
 def batch_statistics(model: nn.Module) -> list[str]:
@@ -130,10 +229,10 @@ def batch_statistics(model: nn.Module) -> list[str]:
     ]
 
 
-def _fingerprints(model: nn.Module) -> dict[str, tuple]:
-    """Per parameter and buffer: the tensor, its version counter and its sum (which sees ``.data`` edits)."""
+def _fingerprints(tensors: dict[str, torch.Tensor]) -> dict[str, tuple]:
+    """Per ``state_dict`` entry: the tensor, its version counter and its sum (which sees ``.data`` edits)."""
     prints = {}
-    for key, tensor in model.state_dict(keep_vars=True).items():
+    for key, tensor in tensors.items():
         total = None if tensor.is_complex() else _float64_sum(tensor.detach())
         prints[key] = (tensor, (tensor._version, "nan" if total != total else total))
     return prints
@@ -144,6 +243,11 @@ def _float64_sum(tensor: torch.Tensor) -> float:
     if tensor.device.type == "cpu" and tensor.layout == torch.strided and tensor.dtype != torch.bfloat16:
         return float(tensor.numpy().sum(dtype=np.float64))
     return tensor.sum(dtype=torch.float64).item()
+
+
+def _versions(tensors: dict[str, torch.Tensor]) -> dict[str, tuple]:
+    """Per ``state_dict`` entry: the tensor and its version counter (bumped by in-place changes)."""
+    return {key: (tensor, tensor._version) for key, tensor in tensors.items()}
 
 
 def _unchanged(before: tuple | None, after: tuple | None) -> bool:
@@ -173,12 +277,16 @@ def _check_batch(name: str, output, n_samples: int) -> torch.Tensor:
     return output
 
 
-def _trace_children(model: nn.Module, inputs: torch.Tensor) -> Trace:
+def _trace_children(
+    model: nn.Module, inputs: torch.Tensor, known: _Known, copy_every_layer: bool = False
+) -> Trace:
+    """The ``children`` trace; what each child reads and returns is held as :func:`_record` holds layers."""
     n_samples = inputs.shape[0]
     given = inputs.detach().clone()  # the input layer, before the model can change its input in place
-    inputs = inputs.detach().clone()
-    records: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]] = []
-    pending: dict[str, torch.Tensor] = {}
+    run_on = inputs.detach().clone()
+    uncopied = _Uncopied(copy_every_layer)
+    records: list[tuple[str, nn.Module, list[torch.Tensor], list[torch.Tensor]]] = []  # tensors in cells
+    pending: dict[str, list[torch.Tensor]] = {}
 
     def before(name):
         def remember_input(module, args):
@@ -188,7 +296,10 @@ def _trace_children(model: nn.Module, inputs: torch.Tensor) -> Trace:
                     f"child {name!r} ({type(module).__name__}) takes {len(args)} arguments; the "
                     "'children' granularity needs one tensor per child, use granularity 'ops'"
                 )
-            pending[name] = tensors[0].detach().clone()  # before an in-place child overwrites it
+            pending[name] = [tensors[0].detach()]
+            uncopied.hold(pending[name])
+            if getattr(module, "inplace", False):  # as mutates_input: nn.ReLU(inplace=True) and kin
+                uncopied.copy_before_writing(tensors[0])
 
         return remember_input
 
@@ -199,8 +310,9 @@ def _trace_children(model: nn.Module, inputs: torch.Tensor) -> Trace:
                     f"child {name!r} ({type(module).__name__}) returns {type(output).__name__}, "
                     "not one tensor; such layers are not supported"
                 )
-            # Copied now: a later in-place child must not change what this child returned.
-            records.append((name, module, pending.pop(name), output.detach().clone()))
+            output_cell = [output.detach()]
+            uncopied.hold(output_cell)
+            records.append((name, module, pending.pop(name), output_cell))
 
         return record
 
@@ -209,7 +321,7 @@ def _trace_children(model: nn.Module, inputs: torch.Tensor) -> Trace:
         handles.append(child.register_forward_pre_hook(before(name)))
         handles.append(child.register_forward_hook(after(name)))
     try:
-        model_output = model(inputs)
+        model_output = model(run_on)
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
         if isinstance(error, TraceError | UnsupportedLayerError):
             raise
@@ -220,12 +332,14 @@ def _trace_children(model: nn.Module, inputs: torch.Tensor) -> Trace:
     finally:
         for handle in handles:
             handle.remove()
+    if uncopied.overwritten():
+        return _trace_children(model, inputs, known, copy_every_layer=True)
     layers = [_input_layer(given)]
     values = [given]
     calls: list[OpCall | None] = [None]
     names = {"input": 0}
     between: _Between | None = None  # traced on the first child that does not read the previous layer
-    for position, (name, module, child_input, output) in enumerate(records):
+    for position, (name, module, (child_input,), (output,)) in enumerate(records):
         output = _check_batch(name, output, n_samples)
         unique = _unique_name(name, names)
         previous = len(layers) - 1
@@ -233,7 +347,7 @@ def _trace_children(model: nn.Module, inputs: torch.Tensor) -> Trace:
         target: nn.Module = module
         if child_input[0].numel() != values[previous][0].numel():
             if between is None:
-                between = _Between(model, [record[0] for record in records], layers, values)
+                between = _Between(known, model, [name for name, *_ in records], layers, values)
             target, description = between.composed(position, child_input)
             child_input = values[previous].clone()  # what the composition reads: the previous layer
         layers.append(Layer(unique, tuple(output.shape[1:]), target_kind(module), description, (previous,)))
@@ -271,6 +385,8 @@ class _Between:
 
     Parameters
     ----------
+    known : _Known
+        Where the graph is kept for later traces of the model (and found, if traced before).
     model : nn.Module
         The traced model.
     child_names : list of str
@@ -280,14 +396,18 @@ class _Between:
         and their values.
     """
 
-    def __init__(self, model: nn.Module, child_names: list[str], layers: list[Layer], values: list) -> None:
+    def __init__(
+        self, known: _Known, model: nn.Module, child_names: list[str], layers: list[Layer], values: list
+    ) -> None:
         self.model, self.child_names, self.layers, self.values = model, child_names, layers, values
         children = {id(child) for child in model.children()}
         try:
-            self.graph = _ChildrenAsLeaves(model).trace(model)
+            if known.children_graph is None:
+                known.children_graph = _ChildrenAsLeaves(model).trace(model)
         except Exception as error:  # fx raises many types (TraceError, TypeError, ...)
             self.graph, self.error = None, f"torch.fx cannot trace {type(model).__name__}: {error}"
             return
+        self.graph = known.children_graph
         self.error = None
         self.placeholder = next((n for n in self.graph.nodes if n.op == "placeholder"), None)
         self.child_nodes = [
@@ -404,11 +524,6 @@ def _unique_name(name: str, seen: dict[str, int]) -> str:
     return name if count == 0 else f"{name}_{count}"
 
 
-def _trace_ops(model: nn.Module, inputs: torch.Tensor) -> Trace:
-    graph_module = fx_trace(model)
-    return record_graph_module(graph_module, inputs)
-
-
 def fx_trace(model: nn.Module) -> torch.fx.GraphModule:
     """Symbolically trace ``model`` with ``torch.fx``, with a clear error if it cannot be traced."""
     try:
@@ -426,8 +541,15 @@ def record_graph_module(graph_module: torch.fx.GraphModule, inputs: torch.Tensor
     return _record(graph_module, inputs)[0]
 
 
-def _record(graph_module: torch.fx.GraphModule, inputs: torch.Tensor) -> tuple[Trace, set[int]]:
-    """:func:`record_graph_module`, and the layers the model returns (also inside tuples or dicts)."""
+def _record(
+    graph_module: torch.fx.GraphModule, inputs: torch.Tensor, copy_every_layer: bool = False
+) -> tuple[Trace, set[int]]:
+    """:func:`record_graph_module`, and the layers the model returns (also inside tuples or dicts).
+
+    Each layer holds its operation's output itself, copied only before an operation that writes in
+    place (:func:`_overwrites`) runs on its memory (:class:`_Uncopied`); if another operation wrote
+    there, the model runs again, copying every layer as it is recorded (``copy_every_layer``).
+    """
     n_samples = inputs.shape[0]
     placeholders = [n for n in graph_module.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
@@ -438,8 +560,9 @@ def _record(graph_module: torch.fx.GraphModule, inputs: torch.Tensor) -> tuple[T
     layer_of: dict[torch.fx.Node, int] = {}
     version: dict[torch.fx.Node, int] = {}  # each layer's tensor's version counter when it was recorded
     layers = [_input_layer(inputs)]
-    values = [inputs.detach().clone()]
-    calls: list[OpCall | None] = [None]
+    cells = [[inputs.detach().clone()]]  # each layer's value, in a cell that a copy may replace
+    uncopied = _Uncopied(copy_every_layer)
+    recorded_nodes: list[tuple[torch.fx.Node, object, Callable]] = []
     names = {"input": 0}
     model_output = output_layer = None
     returned: set[int] = set()
@@ -470,6 +593,8 @@ def _record(graph_module: torch.fx.GraphModule, inputs: torch.Tensor) -> tuple[T
                 )
         args = torch.fx.graph.map_arg(node.args, lambda n: env[n])
         kwargs = torch.fx.graph.map_arg(node.kwargs, lambda n: env[n])
+        if args and isinstance(args[0], torch.Tensor) and _overwrites(node, target):
+            uncopied.copy_before_writing(args[0])
         try:
             result = run(*args, **kwargs)
         except (RuntimeError, ValueError, TypeError, IndexError) as error:
@@ -497,12 +622,62 @@ def _record(graph_module: torch.fx.GraphModule, inputs: torch.Tensor) -> tuple[T
                 tuple(sorted({layer_of[n] for n in sources})),
             )
         )
-        values.append(result.detach().clone())
+        cells.append([result.detach()])
+        uncopied.hold(cells[index])
         layer_of[node] = index
         version[node] = result._version
-        calls.append(_node_call(node, target, run, env, values, layer_of))
+        recorded_nodes.append((node, target, run))
+    if uncopied.overwritten():
+        return _record(graph_module, inputs, copy_every_layer=True)
+    values = [value for (value,) in cells]
+    calls: list[OpCall | None] = [None]
+    calls += [_node_call(node, target, run, env, values, layer_of) for node, target, run in recorded_nodes]
     recorded = Trace(Layout(tuple(layers)), values, calls, model_output, "ops", graph_module, output_layer)
     return recorded, returned
+
+
+def _overwrites(node: torch.fx.Node, target) -> bool:
+    """Whether an fx node writes into its first argument: :func:`mutates_input`, or ``x[i] = v``."""
+    return target is operator.setitem or mutates_input(node, target)
+
+
+class _Uncopied:
+    """Recorded tensors held without copies, each copied just before an operation writes into its memory.
+
+    Each tensor is held in a cell (a one-element list) whose content a copy replaces. A write that
+    :meth:`copy_before_writing` did not hear of moves the tensor's version counter (shared by its
+    views), and :meth:`overwritten` says so: the caller records again with ``copy_all``, which copies
+    every tensor as it is held.
+    """
+
+    def __init__(self, copy_all: bool) -> None:
+        self.copy_all = copy_all
+        self.held: dict[int, list[tuple[list[torch.Tensor], int]]] = {}  # storage -> (cell, version)
+        self.stale = False
+
+    def hold(self, cell: list[torch.Tensor]) -> None:
+        if self.copy_all or cell[0].layout != torch.strided:
+            cell[0] = cell[0].clone()
+        else:
+            self.held.setdefault(_storage(cell[0]), []).append((cell, cell[0]._version))
+
+    def copy_before_writing(self, tensor: torch.Tensor) -> None:
+        """Copy the held tensors that share ``tensor``'s memory, which an operation is about to write."""
+        if tensor.layout == torch.strided:
+            for cell, version in self.held.pop(_storage(tensor), []):
+                self.stale |= cell[0]._version != version
+                cell[0] = cell[0].clone()
+
+    def overwritten(self) -> bool:
+        """Whether a held tensor was written before it was copied."""
+        return self.stale or any(
+            cell[0]._version != version for held in self.held.values() for cell, version in held
+        )
+
+
+def _storage(tensor: torch.Tensor) -> int:
+    """Where a strided tensor's memory starts: the same for all its views."""
+    return tensor.untyped_storage().data_ptr()
 
 
 def _read_after_in_place(graph_module: torch.fx.GraphModule, modules: dict[str, nn.Module]) -> None:
