@@ -168,44 +168,65 @@ def _box_sums(sources, offsets, boxes, terms, maps, indptr, indices, out):  # pr
         ``(n_samples, channels, rows, columns)``, added to.
     """
     n_samples, n_channels, n_rows, n_columns = out.shape
+    n_boxes = boxes.shape[0]
     largest_grid = largest_partial = 1
-    for box in range(boxes.shape[0]):
+    for box in range(n_boxes):
         largest_grid = max(largest_grid, boxes[box, 2] * boxes[box, 3])
         largest_partial = max(largest_partial, maps[boxes[box, 4], 1] * boxes[box, 3])
+    if n_channels == 1 and n_boxes > 1:  # channel sums: the boxes run side by side, then add up in order
+        parts = np.zeros((n_samples * n_boxes, n_rows, n_columns))
+        for task in prange(n_samples * n_boxes):
+            sample, box = task // n_boxes, task % n_boxes
+            combined, partial = np.empty(largest_grid), np.empty(largest_partial)
+            _add_box(sources[sample], 0, offsets, boxes[box], terms, maps, indptr, indices, combined, partial,
+                     parts[task])  # fmt: skip
+        for sample in prange(n_samples):
+            for box in range(n_boxes):
+                out[sample, 0] += parts[sample * n_boxes + box]
+        return
     for task in prange(n_samples * n_channels):
         sample, channel = task // n_channels, task % n_channels
-        combined = np.empty(largest_grid)
-        partial = np.empty(largest_partial)
-        for box in range(boxes.shape[0]):
-            first, end, width = boxes[box, 0], boxes[box, 1], boxes[box, 3]
-            size = boxes[box, 2] * width
-            row_start, n_targets = maps[boxes[box, 4], 0], maps[boxes[box, 4], 1]
-            column_start, n_target_columns = maps[boxes[box, 5], 0], maps[boxes[box, 5], 1]
-            offset, sign = offsets[terms[first, 0]] + channel * size, terms[first, 1]
-            for position in range(size):
-                combined[position] = sign * sources[sample, offset + position]
-            for term in range(first + 1, end):
-                offset, sign = offsets[terms[term, 0]] + channel * size, terms[term, 1]
-                for position in range(size):
-                    combined[position] += sign * sources[sample, offset + position]
-            partial[: n_targets * width] = 0.0
-            for target in range(n_targets):
-                row = target * width
-                for entry in range(indptr[row_start + target], indptr[row_start + target + 1]):
-                    source_row = indices[entry] * width
-                    for column in range(width):
-                        partial[row + column] += combined[source_row + column]
-            for target in range(n_targets):
-                rows = (0, n_rows) if n_targets == 1 else (target, target + 1)
-                for target_column in range(n_target_columns):
-                    total = 0.0
-                    pointer = column_start + target_column
-                    for entry in range(indptr[pointer], indptr[pointer + 1]):
-                        total += partial[target * width + indices[entry]]
-                    columns = (0, n_columns) if n_target_columns == 1 else (target_column, target_column + 1)
-                    for row in range(rows[0], rows[1]):  # a map with one target broadcasts
-                        for column in range(columns[0], columns[1]):
-                            out[sample, channel, row, column] += total
+        combined, partial = np.empty(largest_grid), np.empty(largest_partial)
+        for box in range(n_boxes):
+            _add_box(sources[sample], channel, offsets, boxes[box], terms, maps, indptr, indices, combined,
+                     partial, out[sample, channel])  # fmt: skip
+
+
+@numba.njit(cache=True)
+def _add_box(
+    sources, channel, offsets, box, terms, maps, indptr, indices, combined, partial, out
+):  # pragma: no cover - compiled
+    """One box of :func:`_box_sums` on one sample's ``sources`` and ``channel``, added to ``out``."""
+    n_rows, n_columns = out.shape
+    first, end, width = box[0], box[1], box[3]
+    size = box[2] * width
+    row_start, n_targets = maps[box[4], 0], maps[box[4], 1]
+    column_start, n_target_columns = maps[box[5], 0], maps[box[5], 1]
+    offset, sign = offsets[terms[first, 0]] + channel * size, terms[first, 1]
+    for position in range(size):
+        combined[position] = sign * sources[offset + position]
+    for term in range(first + 1, end):
+        offset, sign = offsets[terms[term, 0]] + channel * size, terms[term, 1]
+        for position in range(size):
+            combined[position] += sign * sources[offset + position]
+    partial[: n_targets * width] = 0.0
+    for target in range(n_targets):
+        row = target * width
+        for entry in range(indptr[row_start + target], indptr[row_start + target + 1]):
+            source_row = indices[entry] * width
+            for column in range(width):
+                partial[row + column] += combined[source_row + column]
+    for target in range(n_targets):
+        rows = (0, n_rows) if n_targets == 1 else (target, target + 1)
+        for target_column in range(n_target_columns):
+            total = 0.0
+            pointer = column_start + target_column
+            for entry in range(indptr[pointer], indptr[pointer + 1]):
+                total += partial[target * width + indices[entry]]
+            columns = (0, n_columns) if n_target_columns == 1 else (target_column, target_column + 1)
+            for row in range(rows[0], rows[1]):  # a map with one target broadcasts
+                for column in range(columns[0], columns[1]):
+                    out[row, column] += total
 
 
 box_sums = _Kernel(
