@@ -140,7 +140,7 @@ finish_with_precision = _Kernel(
 )
 
 
-def _box_sums(sources, offsets, boxes, terms, maps, indptr, indices, out):  # pragma: no cover - compiled
+def _box_sums(sources, offsets, boxes, terms, maps, indptr, indices, side_by_side, out):  # pragma: no cover
     """Add separable box sums of source grids to ``out``, each sample and channel on its own.
 
     Box ``k`` first combines its sources, ``Σ_t sign_t · source_t`` (as NumPy would, term after term),
@@ -164,6 +164,8 @@ def _box_sums(sources, offsets, boxes, terms, maps, indptr, indices, out):  # pr
         ``(n_maps, 2)`` int64: a per-axis map's first entry in ``indptr`` and its number of targets.
     indptr, indices : numpy.ndarray
         The maps in compressed sparse rows, side by side (``indptr`` entries index ``indices``).
+    side_by_side : bool
+        Run the boxes in parallel (one channel only), else the samples and channels.
     out : numpy.ndarray
         ``(n_samples, channels, rows, columns)``, added to.
     """
@@ -173,7 +175,7 @@ def _box_sums(sources, offsets, boxes, terms, maps, indptr, indices, out):  # pr
     for box in range(n_boxes):
         largest_grid = max(largest_grid, boxes[box, 2] * boxes[box, 3])
         largest_partial = max(largest_partial, maps[boxes[box, 4], 1] * boxes[box, 3])
-    if n_channels == 1 and n_boxes > 1:  # channel sums: the boxes run side by side, then add up in order
+    if side_by_side:  # the boxes run side by side, then add up in order
         parts = np.zeros((n_samples * n_boxes, n_rows, n_columns))
         for task in prange(n_samples * n_boxes):
             sample, box = task // n_boxes, task % n_boxes
@@ -229,14 +231,21 @@ def _add_box(
                     out[row, column] += total
 
 
-box_sums = _Kernel(
+_box_sums_kernel = _Kernel(
     _box_sums,
     _arrays(types.float64, 2),
     _arrays(types.int64, 1),
     *(_arrays(types.int64, 2),) * 3,
     *(_arrays(types.int64, 1),) * 2,
+    types.boolean,
     _OUT,
 )
+
+
+def box_sums(sources, offsets, boxes, terms, maps, indptr, indices, out) -> None:
+    """:func:`_box_sums`, the boxes of channel sums side by side when the samples are too few to share out."""
+    side_by_side = out.shape[1] == 1 and len(boxes) > 1 and out.shape[0] < numba.get_num_threads()
+    _box_sums_kernel(sources, offsets, boxes, terms, maps, indptr, indices, side_by_side, out)
 
 
 def set_threads(threads: int | None) -> None:
