@@ -20,9 +20,6 @@ import numba
 import numpy as np
 from numba import prange, types
 
-#: The statistics :func:`finish_with_precision` returns per sample and row, in this order.
-STATISTICS = ("peak", "largest", "nonzero", "below", "conditioning", "total")
-
 
 class _Kernel:
     """A loop compiled (or read from Numba's disk cache) for one signature on its first call.
@@ -93,7 +90,7 @@ def _finish_with_precision(
     Returns
     -------
     numpy.ndarray
-        ``(6, n_samples, n_rows)``: per sample and row the :data:`STATISTICS`: the largest ``|s|``,
+        ``(6, n_samples, n_rows)``: per sample and row, in this order, the largest ``|s|``,
         the largest rounding scale, the non-zero coefficients, those below ``epsilon`` times their
         scale, the largest scale over ``|ŝ|`` of the non-zero ones (0 if none), and the sum of ``ŝ``
         (not finite if an input was not).
